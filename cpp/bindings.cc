@@ -1,0 +1,186 @@
+// pybind11 bindings: argument checks, zero-copy views of NumPy buffers, GIL release. No algorithms.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "fde.h"
+#include "kernels.h"
+
+namespace py = pybind11;
+using muvera::FdeConfig;
+using muvera::FdeEncoder;
+using muvera::ItemView;
+
+namespace {
+
+const muvera::KernelSet& kernels_for(const std::string& isa) {
+  if (isa.empty()) return muvera::active_kernels();
+  const muvera::KernelSet* k = muvera::kernels_by_name(isa.c_str());
+  if (k == nullptr) throw py::value_error("isa: '" + isa + "' is unknown or not supported by this CPU");
+  return *k;
+}
+
+size_t itemsize_of(int dtype) {
+  switch (dtype) {
+    case muvera::kFloat32: return 4;
+    case muvera::kFloat64: return 8;
+    case muvera::kFloat16:
+    case muvera::kBFloat16: return 2;
+    default: throw py::value_error("dtype code must be 0 (float32), 1 (float64), 2 (float16) or 3 (bfloat16)");
+  }
+}
+
+// Checks that `a` is a 2-D (rows, d) buffer of the given element type with contiguous rows.
+void check_matrix(const py::array& a, int dtype, int d, const std::string& what) {
+  if (a.ndim() != 2)
+    throw py::value_error(what + ": expected a 2-D array of shape (n_tokens, " + std::to_string(d) +
+                          "), got " + std::to_string(a.ndim()) + "-D");
+  if (a.shape(1) != d)
+    throw py::value_error(what + ": expected " + std::to_string(d) + " columns (the config's dimension), got " +
+                          std::to_string(a.shape(1)));
+  const char kind = a.dtype().kind();
+  const size_t isz = itemsize_of(dtype);
+  const bool ok = static_cast<size_t>(a.itemsize()) == isz &&
+                  ((dtype == muvera::kBFloat16) ? (kind == 'u' || kind == 'i' || kind == 'V') : kind == 'f');
+  if (!ok) throw py::type_error(what + ": element type does not match the declared dtype");
+  if (a.shape(0) > 1 && (a.strides(0) < 0 || a.strides(0) % static_cast<py::ssize_t>(isz) != 0))
+    throw py::value_error(what + ": rows must have a positive stride that is a multiple of the item size");
+  if (d > 1 && a.strides(1) != static_cast<py::ssize_t>(isz))
+    throw py::value_error(what + ": each row must be contiguous");
+}
+
+py::array_t<float> run_encode(const FdeEncoder& enc, std::vector<ItemView>& items, int dtype,
+                              bool is_document, int num_threads, const std::string& isa,
+                              const char* what) {
+  const muvera::KernelSet& kernels = kernels_for(isa);
+  const int64_t n = static_cast<int64_t>(items.size());
+  const int64_t dim = enc.output_dimension();
+  py::array_t<float> out({n, dim});
+  float* dst = out.mutable_data();
+  if (num_threads <= 0) num_threads = muvera::default_num_threads();
+  int64_t bad;
+  {
+    py::gil_scoped_release release;
+    bad = enc.encode(items.data(), n, dtype, is_document, dst, num_threads, kernels);
+  }
+  if (bad >= 0)
+    throw py::value_error(std::string(what) + "[" + std::to_string(bad) + "] contains NaN or Inf values");
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "muvera C++ core: FDE encoding kernels with run-time SIMD dispatch";
+
+  m.def("active_isa", []() { return std::string(muvera::active_kernels().name); },
+        "Name of the kernel set chosen for this CPU (generic, avx2 or avx512).");
+  m.def("supported_isas", []() {
+    std::vector<std::string> out;
+    for (const char* name : {"generic", "avx2", "avx512"})
+      if (muvera::kernels_by_name(name) != nullptr) out.emplace_back(name);
+    return out;
+  });
+  m.def("default_num_threads", &muvera::default_num_threads);
+
+  py::class_<FdeEncoder>(m, "FdeEncoder")
+      .def(py::init([](int dimension, int num_repetitions, int num_simhash_projections, int32_t seed,
+                       bool ams_sketch, int projection_dimension, bool fill_empty_partitions,
+                       int64_t final_projection_dimension) {
+             // The Python layer validates with friendlier messages; these guard the C++ invariants.
+             if (dimension <= 0) throw py::value_error("dimension must be > 0");
+             if (num_repetitions <= 0) throw py::value_error("num_repetitions must be > 0");
+             if (num_simhash_projections < 0 || num_simhash_projections > 30)
+               throw py::value_error("num_simhash_projections must be in [0, 30]");
+             if (ams_sketch && projection_dimension <= 0)
+               throw py::value_error("projection_dimension must be > 0 with the AMS sketch");
+             if (final_projection_dimension < 0 || final_projection_dimension > (int64_t(1) << 32))
+               throw py::value_error("final_projection_dimension must be in [0, 2^32]");
+             const int64_t p = ams_sketch ? projection_dimension : dimension;
+             const int64_t fde = static_cast<int64_t>(num_repetitions) * (int64_t(1) << num_simhash_projections) * p;
+             if (fde > (int64_t(1) << 31))
+               throw py::value_error("num_repetitions * 2^num_simhash_projections * width exceeds 2^31 floats");
+             FdeConfig c;
+             c.dimension = dimension;
+             c.num_repetitions = num_repetitions;
+             c.num_simhash_projections = num_simhash_projections;
+             c.seed = seed;
+             c.ams_sketch = ams_sketch;
+             c.projection_dimension = projection_dimension;
+             c.fill_empty_partitions = fill_empty_partitions;
+             c.final_projection_dimension = final_projection_dimension;
+             py::gil_scoped_release release;  // table generation can take a while for big configs
+             return new FdeEncoder(c);
+           }),
+           py::arg("dimension"), py::arg("num_repetitions"), py::arg("num_simhash_projections"),
+           py::arg("seed"), py::arg("ams_sketch"), py::arg("projection_dimension"),
+           py::arg("fill_empty_partitions"), py::arg("final_projection_dimension"))
+      .def_property_readonly("output_dimension", &FdeEncoder::output_dimension)
+      .def("encode_packed",
+           [](const FdeEncoder& enc, const py::array& tokens, const py::array_t<int64_t, py::array::c_style>& starts,
+              const py::array_t<int64_t, py::array::c_style>& lengths, int dtype, bool is_document,
+              int num_threads, const std::string& isa, const std::string& what) {
+             const int d = enc.tables().d;
+             check_matrix(tokens, dtype, d, what);
+             if (starts.ndim() != 1 || lengths.ndim() != 1 || starts.shape(0) != lengths.shape(0))
+               throw py::value_error(what + ": starts and lengths must be 1-D arrays of equal length");
+             const int64_t rows = tokens.shape(0);
+             const int64_t n = starts.shape(0);
+             const int64_t* st = starts.data();
+             const int64_t* ln = lengths.data();
+             const int64_t stride = rows > 1 ? tokens.strides(0) / static_cast<py::ssize_t>(itemsize_of(dtype)) : d;
+             const char* base = static_cast<const char*>(tokens.data());
+             std::vector<ItemView> items(n);
+             for (int64_t i = 0; i < n; ++i) {
+               if (st[i] < 0 || ln[i] < 0 || st[i] > rows || ln[i] > rows - st[i])
+                 throw py::value_error(what + ": item " + std::to_string(i) + " spans rows [" + std::to_string(st[i]) +
+                                       ", " + std::to_string(st[i] + ln[i]) + ") outside the " +
+                                       std::to_string(rows) + " rows given");
+               items[i] = ItemView{base + st[i] * stride * static_cast<int64_t>(itemsize_of(dtype)), ln[i], stride};
+             }
+             return run_encode(enc, items, dtype, is_document, num_threads, isa, what.c_str());
+           },
+           py::arg("tokens"), py::arg("starts"), py::arg("lengths"), py::arg("dtype"), py::arg("is_document"),
+           py::arg("num_threads") = 0, py::arg("isa") = "", py::arg("what") = "tokens")
+      .def("encode_list",
+           [](const FdeEncoder& enc, const py::list& arrays, int dtype, bool is_document, int num_threads,
+              const std::string& isa, const std::string& what) {
+             const int d = enc.tables().d;
+             const int64_t n = static_cast<int64_t>(arrays.size());
+             std::vector<ItemView> items(n);
+             for (int64_t i = 0; i < n; ++i) {
+               py::handle h = arrays[i];
+               const std::string name = what + "[" + std::to_string(i) + "]";
+               if (!py::isinstance<py::array>(h)) throw py::type_error(name + ": expected a NumPy array");
+               py::array a = py::reinterpret_borrow<py::array>(h);
+               check_matrix(a, dtype, d, name);
+               const int64_t stride = a.shape(0) > 1 ? a.strides(0) / static_cast<py::ssize_t>(itemsize_of(dtype)) : d;
+               items[i] = ItemView{a.data(), a.shape(0), stride};
+             }
+             // `arrays` (held by the caller) keeps every buffer alive while the GIL is released.
+             return run_encode(enc, items, dtype, is_document, num_threads, isa, what.c_str());
+           },
+           py::arg("arrays"), py::arg("dtype"), py::arg("is_document"), py::arg("num_threads") = 0,
+           py::arg("isa") = "", py::arg("what") = "items")
+      .def("tables", [](const FdeEncoder& enc) {
+        // Copies of the random tables, for tests against the NumPy reference.
+        const muvera::FdeTablesView& t = enc.tables();
+        py::dict out;
+        py::array_t<float> gauss({t.d, t.R * t.k});
+        for (int r = 0; r < t.d; ++r)
+          for (int j = 0; j < t.R * t.k; ++j) gauss.mutable_at(r, j) = t.gauss[static_cast<int64_t>(r) * t.rk_pad + j];
+        out["gauss"] = gauss;
+        if (!t.identity) {
+          out["ams_col"] = py::array_t<int32_t>({t.R, t.d}, t.ams_col);
+          out["ams_sign"] = py::array_t<float>({t.R, t.d}, t.ams_sign);
+        }
+        if (t.final_dim > 0) {
+          out["cs_index"] = py::array_t<uint32_t>({t.fde_dim}, t.cs_index);
+          out["cs_sign"] = py::array_t<float>({t.fde_dim}, t.cs_sign);
+        }
+        return out;
+      });
+}

@@ -1,0 +1,152 @@
+#include "fde.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <functional>
+#include <new>
+#include <system_error>
+#include <thread>
+
+#include "rng.h"
+
+namespace muvera {
+namespace {
+
+// Per-repetition seed: int32 addition with wrap-around, then reinterpreted as unsigned.
+uint32_t repetition_seed(int32_t seed, int r) {
+  return static_cast<uint32_t>(seed) + static_cast<uint32_t>(r);
+}
+
+// Owns 64-byte aligned buffers; released together when the batch ends (or throws).
+class AlignedArena {
+ public:
+  AlignedArena() = default;
+  AlignedArena(const AlignedArena&) = delete;
+  AlignedArena& operator=(const AlignedArena&) = delete;
+  ~AlignedArena() {
+    for (void* p : owned_) std::free(p);
+  }
+  template <typename T>
+  T* array(int64_t n) {
+    size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T);
+    bytes = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    owned_.push_back(p);
+    return static_cast<T*>(p);
+  }
+
+ private:
+  std::vector<void*> owned_;
+};
+
+}  // namespace
+
+int default_num_threads() {
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+FdeEncoder::FdeEncoder(const FdeConfig& c) : config_(c) {
+  const int d = c.dimension, R = c.num_repetitions, k = c.num_simhash_projections;
+  const int p = c.ams_sketch ? c.projection_dimension : d;
+  const int B = 1 << k;
+  const int rk = R * k;
+  const int rk_pad = (rk + kSketchPad - 1) / kSketchPad * kSketchPad;
+
+  // SimHash: repetition r draws a d x k Gaussian matrix column-major (Eigen's fill order).
+  gauss_.assign(static_cast<size_t>(d) * std::max(rk_pad, 1), 0.0f);
+  if (k > 0) {
+    for (int r = 0; r < R; ++r) {
+      Mt19937 g(repetition_seed(c.seed, r));
+      NormalFloat normal;
+      for (int j = 0; j < k; ++j)
+        for (int t = 0; t < d; ++t) gauss_[static_cast<size_t>(t) * rk_pad + r * k + j] = normal(g);
+    }
+  }
+  // AMS: per repetition, every input coordinate gets one output column, then one sign.
+  if (c.ams_sketch) {
+    ams_col_.resize(static_cast<size_t>(R) * d);
+    ams_sign_.resize(static_cast<size_t>(R) * d);
+    for (int r = 0; r < R; ++r) {
+      Mt19937 g(repetition_seed(c.seed, r));
+      for (int t = 0; t < d; ++t) {
+        ams_col_[static_cast<size_t>(r) * d + t] = static_cast<int32_t>(uniform_below(g, p));
+        ams_sign_[static_cast<size_t>(r) * d + t] = bernoulli_half(g) ? 1.0f : -1.0f;
+      }
+    }
+  }
+  const int64_t fde_dim = static_cast<int64_t>(R) * B * p;
+  if (c.final_projection_dimension > 0) {
+    cs_index_.resize(fde_dim);
+    cs_sign_.resize(fde_dim);
+    Mt19937 g(static_cast<uint32_t>(c.seed));
+    for (int64_t i = 0; i < fde_dim; ++i) {
+      cs_index_[i] = uniform_below(g, static_cast<uint32_t>(c.final_projection_dimension));
+      cs_sign_[i] = bernoulli_half(g) ? 1.0f : -1.0f;
+    }
+  }
+  view_ = FdeTablesView{d, R, k, p, B, rk_pad, !c.ams_sketch, c.fill_empty_partitions,
+                        gauss_.data(), ams_col_.data(), ams_sign_.data(), fde_dim,
+                        c.final_projection_dimension, cs_index_.data(), cs_sign_.data()};
+}
+
+int64_t FdeEncoder::encode(const ItemView* items, int64_t n_items, int dtype, bool is_document,
+                           float* out, int num_threads, const KernelSet& kernels) const {
+  if (n_items == 0) return -1;
+  int64_t n_max = 0;
+  for (int64_t i = 0; i < n_items; ++i) n_max = std::max(n_max, items[i].n);
+  const int64_t out_dim = output_dimension();
+  const FdeTablesView& T = view_;
+
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(num_threads, (n_items + 3) / 4));
+  // All scratch is allocated here, before any thread starts: a failure throws in the caller's
+  // thread (MemoryError in Python) instead of terminating the process from a worker.
+  AlignedArena arena;
+  std::vector<FdeScratch> scratch(threads);
+  for (FdeScratch& s : scratch) {
+    s.n_max = n_max;
+    s.x = arena.array<float>(n_max * T.d);
+    s.xt = arena.array<float>(static_cast<int64_t>(T.d) * kBlock);
+    s.sk = arena.array<int32_t>(static_cast<int64_t>(T.rk_pad) * kBlock);
+    s.codes = arena.array<int32_t>(T.R * n_max);
+    s.counts = arena.array<int32_t>(static_cast<int64_t>(T.R) * T.B);
+    s.yt = arena.array<float>(static_cast<int64_t>(T.p) * kBlock);
+    s.row = arena.array<float>(T.p);
+    s.fde = arena.array<float>(T.final_dim > 0 ? T.fde_dim : 1);
+  }
+
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> first_bad{n_items};
+  auto worker = [&](FdeScratch& s) {
+    const int64_t chunk = 4;
+    for (;;) {
+      const int64_t begin = next.fetch_add(chunk);
+      if (begin >= n_items) break;
+      const int64_t end = std::min(begin + chunk, n_items);
+      for (int64_t i = begin; i < end; ++i) {
+        if (!kernels.encode_item(T, items[i], dtype, is_document, out + i * out_dim, s)) {
+          int64_t cur = first_bad.load();
+          while (i < cur && !first_bad.compare_exchange_weak(cur, i)) {
+          }
+        }
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(threads - 1);
+  for (int64_t t = 1; t < threads; ++t) {
+    try {
+      pool.emplace_back(worker, std::ref(scratch[t]));
+    } catch (const std::system_error&) {
+      break;  // could not start another thread: the ones running share the work
+    }
+  }
+  worker(scratch[0]);
+  for (auto& th : pool) th.join();
+  const int64_t bad = first_bad.load();
+  return bad < n_items ? bad : -1;
+}
+
+}  // namespace muvera
