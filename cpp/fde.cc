@@ -88,8 +88,52 @@ FdeEncoder::FdeEncoder(const FdeConfig& c) : config_(c) {
     }
   }
   view_ = FdeTablesView{d, R, k, p, B, rk_pad, !c.ams_sketch, c.fill_empty_partitions,
-                        gauss_.data(), ams_col_.data(), ams_sign_.data(), fde_dim,
+                        gauss_.data(), ams_col_.data(), ams_sign_.data(), {}, fde_dim,
                         c.final_projection_dimension, cs_index_.data(), cs_sign_.data()};
+  if (c.ams_sketch)
+    for (int i = 0; i < 3; ++i) build_schedule(4 << i, schedules_[i], view_.ams[i]);
+}
+
+void FdeEncoder::build_schedule(int lanes, Schedule& out, AmsSchedule& view) const {
+  const int d = config_.dimension, R = config_.num_repetitions, p = config_.projection_dimension;
+  const int chunks = (p + lanes - 1) / lanes, groups = lanes / 4;
+  out.unsort.assign(static_cast<size_t>(R) * chunks * lanes, 0);
+  out.group_steps.assign(static_cast<size_t>(R) * chunks * groups, 0);
+  out.chunk_begin.assign(static_cast<size_t>(R) * chunks, 0);
+  out.steps.clear();
+  std::vector<std::vector<int32_t>> rows_of(p);  // signed block rows feeding each column, ascending
+  for (int r = 0; r < R; ++r) {
+    for (auto& v : rows_of) v.clear();
+    for (int t = 0; t < d; ++t) {
+      const size_t at = static_cast<size_t>(r) * d + t;
+      rows_of[ams_col_[at]].push_back(ams_sign_[at] > 0.0f ? t : d + t);
+    }
+    for (int h = 0; h < chunks; ++h) {
+      const size_t rh = static_cast<size_t>(r) * chunks + h;
+      const int c0 = h * lanes, width = std::min(lanes, p - c0);
+      std::vector<int> sorted(lanes, -1);  // -1: a lane past p, fed only by the zero row
+      for (int i = 0; i < width; ++i) sorted[i] = c0 + i;
+      std::stable_sort(sorted.begin(), sorted.begin() + width, [&](int a, int b) {
+        return rows_of[a].size() > rows_of[b].size();
+      });
+      for (int j = 0; j < width; ++j) out.unsort[rh * lanes + (sorted[j] - c0)] = j;
+      out.chunk_begin[rh] = static_cast<int64_t>(out.steps.size());
+      for (int g = 0; g < groups; ++g) {
+        size_t steps = 0;
+        for (int j = 4 * g; j < 4 * g + 4; ++j)
+          if (sorted[j] >= 0) steps = std::max(steps, rows_of[sorted[j]].size());
+        out.group_steps[rh * groups + g] = static_cast<int32_t>(steps);
+        for (size_t q = 0; q < steps; ++q)
+          for (int j = 4 * g; j < 4 * g + 4; ++j) {
+            const bool live = sorted[j] >= 0 && q < rows_of[sorted[j]].size();
+            const int64_t row = live ? rows_of[sorted[j]][q] : 2 * d;
+            out.steps.push_back(row * lanes * static_cast<int64_t>(sizeof(float)));
+          }
+      }
+    }
+  }
+  view = AmsSchedule{lanes, chunks, out.unsort.data(), out.group_steps.data(), out.chunk_begin.data(),
+                     out.steps.data()};
 }
 
 int64_t FdeEncoder::encode(const ItemView* items, int64_t n_items, int dtype, bool is_document,
@@ -108,12 +152,15 @@ int64_t FdeEncoder::encode(const ItemView* items, int64_t n_items, int dtype, bo
   for (FdeScratch& s : scratch) {
     s.n_max = n_max;
     s.x = arena.array<float>(n_max * T.d);
-    s.xt = arena.array<float>(static_cast<int64_t>(T.d) * kBlock);
-    s.sk = arena.array<int32_t>(static_cast<int64_t>(T.rk_pad) * kBlock);
+    s.xt = arena.array<float>(static_cast<int64_t>(2 * T.d + 1) * kMaxLanes);
+    s.sk = arena.array<int32_t>(static_cast<int64_t>(T.rk_pad) * kMaxLanes);
     s.codes = arena.array<int32_t>(T.R * n_max);
     s.counts = arena.array<int32_t>(static_cast<int64_t>(T.R) * T.B);
-    s.yt = arena.array<float>(static_cast<int64_t>(T.p) * kBlock);
     s.row = arena.array<float>(T.p);
+    s.first = arena.array<int32_t>(T.B);
+    // Projected rows are kept for the fill when they fit in a few MB; else recomputed (ams_row).
+    const int64_t proj_floats = static_cast<int64_t>(T.R) * n_max * T.p;
+    s.proj = (!T.identity && T.fill && proj_floats <= (int64_t(1) << 21)) ? arena.array<float>(proj_floats) : nullptr;
     s.fde = arena.array<float>(T.final_dim > 0 ? T.fde_dim : 1);
   }
 

@@ -35,6 +35,12 @@ class FdeEncoder {
   std::vector<float> gauss_;
   std::vector<int32_t> ams_col_;
   std::vector<float> ams_sign_;
+  struct Schedule {
+    std::vector<int32_t> unsort, group_steps;
+    std::vector<int64_t> chunk_begin, steps;
+  };
+  Schedule schedules_[3];
+  void build_schedule(int lanes, Schedule& out, AmsSchedule& view) const;
   std::vector<uint32_t> cs_index_;
   std::vector<float> cs_sign_;
   FdeTablesView view_{};

@@ -9,8 +9,25 @@ namespace muvera {
 
 enum DType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
 
-constexpr int kBlock = 16;       // tokens per SIMD block (one lane per token)
+constexpr int kMaxLanes = 16;    // most tokens per SIMD block (one lane per token), sizes scratch
 constexpr int kSketchPad = 12;   // SimHash columns are padded to a multiple of this
+
+// The sparse AMS matrix of every repetition as the kernels walk it, for one SIMD width `lanes`.
+// Output columns are taken in chunks of `lanes`; within a chunk they are sorted by how many input
+// coordinates feed them (longest first) and summed four at a time (four independent add chains
+// hide the add latency). Each column still sums its coordinates in ascending order.
+struct AmsSchedule {
+  int lanes, chunks;          // chunks = ceil(p / lanes)
+  // R x chunks x lanes: natural column c0 + i is at sorted position unsort[i] of its chunk.
+  const int32_t* unsort;
+  // R x chunks x (lanes / 4): steps of each group of four sorted positions.
+  const int32_t* group_steps;
+  // R x chunks: where the chunk's steps start in `steps`.
+  const int64_t* chunk_begin;
+  // Per group and step, four byte offsets into the kernels' signed block (rows 0..d-1: the block,
+  // d..2d-1: its negation, 2d: zeros), i.e. (t or d + t or 2d) * lanes * 4.
+  const int64_t* steps;
+};
 
 // Random tables of one encoder, generated once (fde.cc) and read by every call.
 struct FdeTablesView {
@@ -20,6 +37,7 @@ struct FdeTablesView {
   const float* gauss;         // d x rk_pad, column r*k+j = projection j of repetition r
   const int32_t* ams_col;     // R x d, output column of each input coordinate (AMS only)
   const float* ams_sign;      // R x d, +-1
+  AmsSchedule ams[3];         // for 4, 8 and 16 lanes (index log2(lanes) - 2)
   int64_t fde_dim;            // R*B*p
   int64_t final_dim;          // 0 = no count-sketch
   const uint32_t* cs_index;   // fde_dim
@@ -36,12 +54,13 @@ struct ItemView {
 // Per-thread working memory, sized by fde.cc for the longest item of a batch.
 struct FdeScratch {
   float* x;        // n_max x d, float32 copy of the item (unused for contiguous float32 input)
-  float* xt;       // d x kBlock, one token block transposed (64-byte aligned)
-  int32_t* sk;     // rk_pad x kBlock sign masks (64-byte aligned)
+  float* xt;       // (2d+1) x kMaxLanes, one token block transposed, then negated (64-byte aligned)
+  int32_t* sk;     // rk_pad x kMaxLanes sign masks (64-byte aligned)
   int32_t* codes;  // R x n_max raw sign patterns
   int32_t* counts; // R x B
-  float* yt;       // p x kBlock projected block (64-byte aligned)
+  float* proj;     // R x n_max x p projected rows (AMS), kept for the fill; nullptr if too large
   float* row;      // p, one projected row for the fill
+  int32_t* first;  // B, lowest point index of each sign pattern (fill)
   float* fde;      // fde_dim, used only with a final projection
   int64_t n_max;
 };

@@ -9,17 +9,22 @@
 #ifndef MUVERA_ISA_NS
 #error "define MUVERA_ISA_NS before including kernels_impl.h"
 #endif
-#ifndef MUVERA_SKETCH_CHUNK
-#error "define MUVERA_SKETCH_CHUNK (accumulators held in registers by the SimHash loop)"
+#ifndef MUVERA_LANES
+#error "define MUVERA_LANES (floats per native vector: tokens per block)"
 #endif
+#include <utility>
 
 namespace muvera {
 namespace MUVERA_ISA_NS {
 namespace {
 
-typedef float vf __attribute__((vector_size(4 * kBlock)));
-typedef int32_t vi __attribute__((vector_size(4 * kBlock)));
-static_assert(kSketchPad % MUVERA_SKETCH_CHUNK == 0, "chunk must divide the sketch padding");
+constexpr int kLanes = MUVERA_LANES;
+constexpr int kLaneIndex = kLanes == 4 ? 0 : kLanes == 8 ? 1 : 2;  // FdeTablesView::ams
+static_assert(kLanes == 4 || kLanes == 8 || kLanes == 16, "schedules exist for 4, 8 and 16 lanes");
+constexpr int kSketchChunk = kSketchPad;  // SimHash accumulators kept in registers
+static_assert(kLanes <= kMaxLanes, "scratch is sized for kMaxLanes");
+typedef float vf __attribute__((vector_size(4 * kLanes)));
+typedef int32_t vi __attribute__((vector_size(4 * kLanes)));
 
 inline vf load_vf(const float* p) { return *reinterpret_cast<const vf*>(p); }
 
@@ -93,31 +98,123 @@ const float* load_item(const ItemView& item, int dtype, int d, float* buf) {
   return buf;
 }
 
-// Sign masks (-1 where > 0) of every SimHash projection for one transposed token block.
+// Sign masks (-1 where > 0) of SimHash projections j0..j0+JC-1 for one transposed token block.
 template <int JC>
-void sketch_signs(const float* xt, const float* gauss, int d, int rk_pad, int32_t* sk) {
-  for (int j0 = 0; j0 < rk_pad; j0 += JC) {
-    vf acc[JC];
-    for (int j = 0; j < JC; ++j) acc[j] = vf{};
-    for (int t = 0; t < d; ++t) {
-      const vf x = load_vf(xt + t * kBlock);
-      const float* g = gauss + static_cast<int64_t>(t) * rk_pad + j0;
-      for (int j = 0; j < JC; ++j) acc[j] += g[j] * x;
-    }
-    for (int j = 0; j < JC; ++j) {
-      vi m = acc[j] > 0.0f;  // strictly positive, as the reference: 0, -0 and NaN give bit 0
-      *reinterpret_cast<vi*>(sk + (j0 + j) * kBlock) = m;
-    }
+void sketch_chunk(const float* xt, const float* gauss, int d, int stride, int j0, int32_t* sk) {
+  vf acc[JC];
+  for (int j = 0; j < JC; ++j) acc[j] = vf{};
+  for (int t = 0; t < d; ++t) {
+    const vf x = load_vf(xt + t * kLanes);
+    const float* g = gauss + static_cast<int64_t>(t) * stride + j0;
+    for (int j = 0; j < JC; ++j) acc[j] += g[j] * x;
+  }
+  for (int j = 0; j < JC; ++j) {
+    vi m = acc[j] > 0.0f;  // strictly positive, as the reference: 0, -0 and NaN give bit 0
+    *reinterpret_cast<vi*>(sk + (j0 + j) * kLanes) = m;
   }
 }
 
-// Sparse AMS projection of one block, summed over input coordinates in ascending order (the order
-// the scalar fill path and muvera.reference use, so all three agree bit for bit).
-void ams_block(const float* xt, const int32_t* col, const float* sign, int d, int p, float* yt) {
-  for (int c = 0; c < p; ++c) *reinterpret_cast<vf*>(yt + c * kBlock) = vf{};
-  for (int t = 0; t < d; ++t) {
-    vf* y = reinterpret_cast<vf*>(yt + col[t] * kBlock);
-    *y += load_vf(xt + t * kBlock) * sign[t];
+template <int... N>
+void sketch_tail(int rest, const float* xt, const float* gauss, int d, int stride, int j0, int32_t* sk,
+                 std::integer_sequence<int, N...>) {
+  ((rest == N + 1 ? sketch_chunk<N + 1>(xt, gauss, d, stride, j0, sk) : void()), ...);
+}
+
+// All R*k projections: full chunks of kSketchChunk accumulators, then one exact-size tail.
+void sketch_signs(const float* xt, const float* gauss, int d, int rk, int stride, int32_t* sk) {
+  int j0 = 0;
+  for (; j0 + kSketchChunk <= rk; j0 += kSketchChunk) sketch_chunk<kSketchChunk>(xt, gauss, d, stride, j0, sk);
+  if (j0 < rk)
+    sketch_tail(rk - j0, xt, gauss, d, stride, j0, sk, std::make_integer_sequence<int, kSketchChunk - 1>{});
+}
+
+// Shuffle masks of one butterfly stage: lo[j] = (j & S) ? b[j - S] : a[j],
+// hi[j] = (j & S) ? b[j] : a[j + S]  (indices >= kLanes select from b).
+template <int S, size_t... J>
+constexpr vi stage_mask(bool hi, std::index_sequence<J...>) {
+  return vi{static_cast<int32_t>(hi ? ((J & S) ? kLanes + J : J + S) : ((J & S) ? kLanes + J - S : J))...};
+}
+
+template <int S>
+inline void transpose_stage(vf* rows) {
+  constexpr vi lo = stage_mask<S>(false, std::make_index_sequence<kLanes>{});
+  constexpr vi hi = stage_mask<S>(true, std::make_index_sequence<kLanes>{});
+  for (int i = 0; i < kLanes; ++i) {
+    if (i & S) continue;
+    const vf a = rows[i], b = rows[i + S];
+    rows[i] = __builtin_shuffle(a, b, lo);
+    rows[i + S] = __builtin_shuffle(a, b, hi);
+  }
+  if constexpr (S > 1) transpose_stage<S / 2>(rows);
+}
+
+// In-register kLanes x kLanes transpose: log2(kLanes) butterfly stages of two-source shuffles.
+inline void transpose_square(vf* rows) { transpose_stage<kLanes / 2>(rows); }
+
+inline vf load_vf_unaligned(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof(vf));
+  return v;
+}
+
+// Token block -> xt (d x kLanes): square tiles through registers, zero lanes past nb.
+void transpose_block(const float* x, int64_t nb, int d, float* xt) {
+  int t0 = 0;
+  if (nb == kLanes) {
+    for (; t0 + kLanes <= d; t0 += kLanes) {
+      vf rows[kLanes];
+      for (int l = 0; l < kLanes; ++l) rows[l] = load_vf_unaligned(x + l * d + t0);
+      transpose_square(rows);
+      for (int t = 0; t < kLanes; ++t) *reinterpret_cast<vf*>(xt + (t0 + t) * kLanes) = rows[t];
+    }
+  }
+  for (int t = t0; t < d; ++t)
+    for (int l = 0; l < kLanes; ++l) xt[t * kLanes + l] = l < nb ? x[l * d + t] : 0.0f;
+}
+
+// Sparse AMS projection of one token block, added into the partitions of its tokens (and kept in
+// `proj` for the fill when given). `xt` holds the block, its negation and a zero row, so a signed
+// term is one indexed add. Each column sums its input coordinates in ascending order, padded with
+// the zero row (adding +0 to a sum that started at +0 changes nothing): the order of the scalar
+// path and of muvera.reference, so all three agree bit for bit.
+void ams_block_accumulate(const float* xt, const AmsSchedule& S, int r, int p, const int32_t* part,
+                          int nb, float* rep, float* proj, int64_t proj_stride) {
+  const char* base = reinterpret_cast<const char*>(xt);
+  constexpr int kGroups = kLanes / 4;
+  for (int h = 0; h < S.chunks; ++h) {
+    const int64_t rh = static_cast<int64_t>(r) * S.chunks + h;
+    const int c0 = h * kLanes;
+    const int width = p - c0 < kLanes ? p - c0 : kLanes;
+    const int64_t* step = S.steps + S.chunk_begin[rh];
+    const int32_t* group_steps = S.group_steps + rh * kGroups;
+    vf acc[kLanes];
+    for (int g = 0; g < kGroups; ++g) {
+      vf a0 = vf{}, a1 = vf{}, a2 = vf{}, a3 = vf{};
+      for (int q = 0; q < group_steps[g]; ++q, step += 4) {
+        a0 += *reinterpret_cast<const vf*>(base + step[0]);
+        a1 += *reinterpret_cast<const vf*>(base + step[1]);
+        a2 += *reinterpret_cast<const vf*>(base + step[2]);
+        a3 += *reinterpret_cast<const vf*>(base + step[3]);
+      }
+      acc[4 * g] = a0; acc[4 * g + 1] = a1; acc[4 * g + 2] = a2; acc[4 * g + 3] = a3;
+    }
+    transpose_square(acc);  // acc[l] = token l's projected columns, in sorted order
+    vi unsort;
+    std::memcpy(&unsort, S.unsort + rh * kLanes, sizeof(vi));  // std::vector data: not vector-aligned
+    for (int l = 0; l < nb; ++l) {
+      const vf row = __builtin_shuffle(acc[l], unsort);  // back to natural column order
+      float* dst = rep + static_cast<int64_t>(part[l]) * p + c0;
+      float* keep = proj != nullptr ? proj + l * proj_stride + c0 : nullptr;
+      if (width == kLanes) {
+        vf v = load_vf_unaligned(dst) + row;
+        std::memcpy(dst, &v, sizeof(vf));
+        if (keep != nullptr) std::memcpy(keep, &row, sizeof(vf));
+      } else {
+        for (int c = 0; c < width; ++c) dst[c] += row[c];
+        if (keep != nullptr)
+          for (int c = 0; c < width; ++c) keep[c] = row[c];
+      }
+    }
   }
 }
 
@@ -127,6 +224,34 @@ void ams_row(const float* x, const int32_t* col, const float* sign, int d, int p
 }
 
 inline int popcount32(uint32_t v) { return __builtin_popcount(v); }
+
+// The point whose sign pattern is nearest (Hamming) to `target`; the lowest index wins ties. With
+// fewer patterns than points, scans the patterns (`first`: lowest point of each, -1 if none).
+int64_t nearest_point(const int32_t* codes, int64_t n, uint32_t target, int k, const int32_t* first) {
+  const int64_t B = int64_t(1) << k;
+  int64_t best = 0;
+  int best_dist = 64;
+  if (B <= n) {
+    best = n;
+    for (int64_t w = 0; w < B; ++w) {
+      if (first[w] < 0) continue;
+      const int dist = popcount32(static_cast<uint32_t>(w) ^ target);
+      if (dist < best_dist || (dist == best_dist && first[w] < best)) {
+        best_dist = dist;
+        best = first[w];
+      }
+    }
+    return best;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const int dist = popcount32(static_cast<uint32_t>(codes[i]) ^ target);
+    if (dist < best_dist) {
+      best_dist = dist;
+      best = i;
+    }
+  }
+  return best;
+}
 
 bool encode_item(const FdeTablesView& T, const ItemView& item, int dtype, bool is_document,
                  float* out, FdeScratch& s) {
@@ -142,37 +267,41 @@ bool encode_item(const FdeTablesView& T, const ItemView& item, int dtype, bool i
   if (x == nullptr) return false;
   std::memset(s.counts, 0, sizeof(int32_t) * R * B);
 
-  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-    const int nb = static_cast<int>(n - i0 < kBlock ? n - i0 : kBlock);
-    for (int t = 0; t < d; ++t)
-      for (int l = 0; l < kBlock; ++l) s.xt[t * kBlock + l] = l < nb ? x[(i0 + l) * d + t] : 0.0f;
-    if (k > 0) sketch_signs<MUVERA_SKETCH_CHUNK>(s.xt, T.gauss, d, T.rk_pad, s.sk);
+  for (int64_t i0 = 0; i0 < n; i0 += kLanes) {
+    const int nb = static_cast<int>(n - i0 < kLanes ? n - i0 : kLanes);
+    transpose_block(x + i0 * d, nb, d, s.xt);
+    if (!T.identity) {  // rows d..2d-1: the negated block; row 2d: zeros (see ams_block_accumulate)
+      for (int t = 0; t < d; ++t)
+        *reinterpret_cast<vf*>(s.xt + (d + t) * kLanes) = -load_vf(s.xt + t * kLanes);
+      *reinterpret_cast<vf*>(s.xt + 2 * d * kLanes) = vf{};
+    }
+    if (k > 0) sketch_signs(s.xt, T.gauss, d, R * k, T.rk_pad, s.sk);
 
     for (int r = 0; r < R; ++r) {
       // Sign pattern w (projection 0 = most significant bit), then its Gray decode.
       vi w = vi{};
-      for (int j = 0; j < k; ++j) w = (w << 1) - *reinterpret_cast<const vi*>(s.sk + (r * k + j) * kBlock);
+      for (int j = 0; j < k; ++j) w = (w << 1) - *reinterpret_cast<const vi*>(s.sk + (r * k + j) * kLanes);
       vi b = w;
       b ^= b >> 1; b ^= b >> 2; b ^= b >> 4; b ^= b >> 8; b ^= b >> 16;
       int32_t* codes = s.codes + static_cast<int64_t>(r) * s.n_max + i0;
-      for (int l = 0; l < nb; ++l) codes[l] = w[l];
+      alignas(sizeof(vi)) int32_t part[kLanes];
+      *reinterpret_cast<vi*>(part) = b;
+      if (nb == kLanes) std::memcpy(codes, &w, sizeof(vi));
+      else for (int l = 0; l < nb; ++l) codes[l] = w[l];
 
       float* rep = fde + static_cast<int64_t>(r) * B * p;
       int32_t* counts = s.counts + r * B;
       if (T.identity) {
         for (int l = 0; l < nb; ++l) {
-          float* dst = rep + static_cast<int64_t>(b[l]) * p;
+          float* dst = rep + static_cast<int64_t>(part[l]) * p;
           const float* src = x + (i0 + l) * d;
           for (int c = 0; c < p; ++c) dst[c] += src[c];
-          ++counts[b[l]];
+          ++counts[part[l]];
         }
       } else {
-        ams_block(s.xt, T.ams_col + r * d, T.ams_sign + r * d, d, p, s.yt);
-        for (int l = 0; l < nb; ++l) {
-          float* dst = rep + static_cast<int64_t>(b[l]) * p;
-          for (int c = 0; c < p; ++c) dst[c] += s.yt[c * kBlock + l];
-          ++counts[b[l]];
-        }
+        float* proj = s.proj != nullptr ? s.proj + (static_cast<int64_t>(r) * s.n_max + i0) * p : nullptr;
+        ams_block_accumulate(s.xt, T.ams[kLaneIndex], r, p, part, nb, rep, proj, p);
+        for (int l = 0; l < nb; ++l) ++counts[part[l]];
       }
     }
   }
@@ -182,22 +311,21 @@ bool encode_item(const FdeTablesView& T, const ItemView& item, int dtype, bool i
       float* rep = fde + static_cast<int64_t>(r) * B * p;
       const int32_t* counts = s.counts + r * B;
       const int32_t* codes = s.codes + static_cast<int64_t>(r) * s.n_max;
+      if (T.fill && k > 0 && B <= n) {  // first point of every sign pattern, for nearest_point
+        for (int w = 0; w < B; ++w) s.first[w] = -1;
+        for (int64_t i = n - 1; i >= 0; --i) s.first[codes[i]] = static_cast<int32_t>(i);
+      }
       for (int b = 0; b < B; ++b) {
         float* dst = rep + static_cast<int64_t>(b) * p;
         if (counts[b] > 0) {
           const float cnt = static_cast<float>(counts[b]);
           for (int c = 0; c < p; ++c) dst[c] = dst[c] / cnt;
         } else if (T.fill && k > 0) {
-          // Nearest point by Hamming distance to the partition's sign pattern; lowest index wins.
-          const uint32_t target = static_cast<uint32_t>(b ^ (b >> 1));
-          int64_t best = 0;
-          int best_dist = 64;
-          for (int64_t i = 0; i < n; ++i) {
-            int dist = popcount32(static_cast<uint32_t>(codes[i]) ^ target);
-            if (dist < best_dist) { best_dist = dist; best = i; }
-          }
+          const int64_t best = nearest_point(codes, n, static_cast<uint32_t>(b ^ (b >> 1)), k, s.first);
           if (T.identity) {
             std::memcpy(dst, x + best * d, sizeof(float) * p);
+          } else if (s.proj != nullptr) {
+            std::memcpy(dst, s.proj + (static_cast<int64_t>(r) * s.n_max + best) * p, sizeof(float) * p);
           } else {
             ams_row(x + best * d, T.ams_col + r * d, T.ams_sign + r * d, d, p, s.row);
             std::memcpy(dst, s.row, sizeof(float) * p);
