@@ -48,7 +48,7 @@ void check_matrix(const py::array& a, int dtype, int d, const std::string& what)
   if (!ok) throw py::type_error(what + ": element type does not match the declared dtype");
   if (a.shape(0) > 1 && (a.strides(0) < 0 || a.strides(0) % static_cast<py::ssize_t>(isz) != 0))
     throw py::value_error(what + ": rows must have a positive stride that is a multiple of the item size");
-  if (d > 1 && a.strides(1) != static_cast<py::ssize_t>(isz))
+  if (a.shape(0) > 0 && d > 1 && a.strides(1) != static_cast<py::ssize_t>(isz))
     throw py::value_error(what + ": each row must be contiguous");
 }
 

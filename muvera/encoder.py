@@ -1,0 +1,137 @@
+"""FDEEncoder: the Python face of the C++ FDE kernels."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _core
+from .batch import as_matrix, as_token_batch
+from .config import FDEConfig
+
+__all__ = ["FDEEncoder", "active_isa", "supported_isas"]
+
+
+def active_isa() -> str:
+    """Name of the SIMD kernel set chosen for this CPU: ``"avx512"``, ``"avx2"`` or ``"generic"``."""
+    return _core.active_isa()
+
+
+def supported_isas() -> list:
+    """Every kernel set this CPU can run (for parity tests and benchmarks)."""
+    return list(_core.supported_isas())
+
+
+class FDEEncoder:
+    """Encodes token-vector sets into Fixed Dimensional Encodings.
+
+    The random matrices (SimHash, AMS sketch, count-sketch) are drawn once, when the encoder is
+    built; every call reuses them. Batches run on ``num_threads`` C++ threads with the GIL
+    released, so encoders may also be shared between Python threads.
+
+    Parameters
+    ----------
+    config : FDEConfig
+    num_threads : int, optional
+        Threads for batch calls; default: every core.
+    isa : str, optional
+        Force a kernel set (``"generic"``, ``"avx2"``, ``"avx512"``); default: the best supported.
+
+    Notes
+    -----
+    * Queries are summed per partition and never filled; documents are averaged and, with
+      ``fill_empty_partitions``, empty partitions take the nearest projected token.
+    * An empty item (zero tokens) encodes to all zeros, never NaN (the reference returns NaN for
+      a ``k = 0`` document and reads out of bounds for a filled one).
+    * Items holding NaN or Inf raise ValueError.
+
+    Examples
+    --------
+    >>> import numpy as np, muvera
+    >>> enc = muvera.FDEEncoder(muvera.FDEConfig.preset("10240", dimension=128))
+    >>> docs = [np.random.rand(n, 128).astype(np.float32) for n in (30, 120)]
+    >>> enc.encode_documents(docs).shape
+    (2, 10240)
+    """
+
+    def __init__(self, config: FDEConfig, num_threads: Optional[int] = None, isa: Optional[str] = None):
+        if not isinstance(config, FDEConfig):
+            raise TypeError(f"config: expected an FDEConfig, got {type(config).__name__}")
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                                        or num_threads < 1):
+            raise ValueError(f"num_threads: expected a positive int or None, got {num_threads!r}")
+        if isa is not None and isa not in _core.supported_isas():
+            raise ValueError(f"isa: expected one of {_core.supported_isas()} on this CPU, got {isa!r}")
+        self._config = config
+        self._num_threads = num_threads or _core.default_num_threads()
+        self._isa = isa or ""
+        self._core = _core.FdeEncoder(
+            config.dimension, config.num_repetitions, config.num_simhash_projections, config.seed,
+            config.projection_type == "ams_sketch", config.projection_dimension or 0,
+            config.fill_empty_partitions, config.final_projection_dimension or 0)
+
+    @property
+    def config(self) -> FDEConfig:
+        """The configuration this encoder was built from."""
+        return self._config
+
+    @property
+    def output_dimension(self) -> int:
+        """Dimension of every encoding."""
+        return self._config.output_dimension
+
+    @property
+    def num_threads(self) -> int:
+        """Threads used by batch calls."""
+        return self._num_threads
+
+    def __repr__(self) -> str:
+        return f"FDEEncoder({self._config!r}, num_threads={self._num_threads})"
+
+    # -- single items -------------------------------------------------------------------------
+    def encode_query(self, query: Any) -> np.ndarray:
+        """Encode one query, an ``(n_tokens, dimension)`` array; returns ``(output_dimension,)``."""
+        return self._encode_one(query, False, "query")
+
+    def encode_document(self, document: Any) -> np.ndarray:
+        """Encode one document, an ``(n_tokens, dimension)`` array; returns ``(output_dimension,)``."""
+        return self._encode_one(document, True, "document")
+
+    def _encode_one(self, x: Any, is_document: bool, name: str) -> np.ndarray:
+        arr, code = as_matrix(x, self._config.dimension, name)
+        out = self._core.encode_list([arr], code, is_document, 1, self._isa, name)
+        return out[0]
+
+    # -- batches ------------------------------------------------------------------------------
+    def encode_queries(self, queries: Any, *, lengths: Any = None, offsets: Any = None,
+                       mask: Any = None) -> np.ndarray:
+        """Encode a batch of queries; returns ``(n_queries, output_dimension)`` float32.
+
+        Parameters
+        ----------
+        queries : list of 2-D arrays, packed 2-D array, or padded 3-D array (NumPy or torch)
+        lengths, offsets : array-like of int, optional
+            Item boundaries of a packed ``(total_tokens, d)`` array (exactly one of them).
+        mask : array-like of bool, optional
+            ``(n, L)`` validity mask of a padded ``(n, L, d)`` array.
+        """
+        return self._encode_batch(queries, False, "queries", lengths, offsets, mask)
+
+    def encode_documents(self, documents: Any, *, lengths: Any = None, offsets: Any = None,
+                         mask: Any = None) -> np.ndarray:
+        """Encode a batch of documents; returns ``(n_documents, output_dimension)`` float32.
+
+        Accepts the same forms as :meth:`encode_queries`.
+        """
+        return self._encode_batch(documents, True, "documents", lengths, offsets, mask)
+
+    def _encode_batch(self, batch: Any, is_document: bool, name: str, lengths: Any, offsets: Any,
+                      mask: Any) -> np.ndarray:
+        tb = as_token_batch(batch, self._config.dimension, lengths=lengths, offsets=offsets, mask=mask,
+                            name=name)
+        if tb.arrays is not None:
+            return self._core.encode_list(tb.arrays, tb.dtype_code, is_document, self._num_threads,
+                                          self._isa, name)
+        return self._core.encode_packed(tb.tokens, tb.starts, tb.lengths, tb.dtype_code, is_document,
+                                        self._num_threads, self._isa, name)
