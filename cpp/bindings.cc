@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "chamfer.h"
 #include "fde.h"
 #include "kernels.h"
 
@@ -71,6 +72,69 @@ py::array_t<float> run_encode(const FdeEncoder& enc, std::vector<ItemView>& item
   return out;
 }
 
+// Offsets must start at 0, never decrease and end within `rows`.
+void check_offsets(const py::array_t<int64_t, py::array::c_style>& off, int64_t rows, const std::string& what) {
+  if (off.ndim() != 1 || off.shape(0) < 1) throw py::value_error(what + ": expected a 1-D array of n + 1 offsets");
+  const int64_t* o = off.data();
+  if (o[0] != 0) throw py::value_error(what + ": must start at 0");
+  for (py::ssize_t i = 1; i < off.shape(0); ++i)
+    if (o[i] < o[i - 1]) throw py::value_error(what + ": must not decrease");
+  if (o[off.shape(0) - 1] > rows)
+    throw py::value_error(what + ": last offset " + std::to_string(o[off.shape(0) - 1]) + " exceeds the " +
+                          std::to_string(rows) + " token rows");
+}
+
+struct ChamferArgs {
+  muvera::QueryBatchView q;
+  muvera::TokenStoreView s;
+  const int64_t* cand = nullptr;
+  int64_t C = 0;
+  const uint8_t* alive = nullptr;
+};
+
+ChamferArgs chamfer_args(const py::array_t<float, py::array::c_style>& qtok,
+                         const py::array_t<int64_t, py::array::c_style>& qoff, const py::array& dtok,
+                         const py::array_t<int64_t, py::array::c_style>& doff, const py::object& cand,
+                         const py::object& alive) {
+  ChamferArgs a;
+  if (dtok.ndim() != 2) throw py::value_error("doc_tokens: expected a 2-D (rows, d) array");
+  const int d = static_cast<int>(dtok.shape(1));
+  if (d <= 0) throw py::value_error("doc_tokens: expected d > 0 columns");
+  const char kind = dtok.dtype().kind();
+  int dtype;
+  if (kind == 'f' && dtok.itemsize() == 4) dtype = muvera::kFloat32;
+  else if (kind == 'f' && dtok.itemsize() == 2) dtype = muvera::kFloat16;
+  else throw py::type_error("doc_tokens: expected float32 or float16");
+  if (!(dtok.flags() & py::array::c_style)) throw py::value_error("doc_tokens: expected a C-contiguous array");
+  if (qtok.ndim() != 2 || qtok.shape(1) != d)
+    throw py::value_error("queries: expected a 2-D array with " + std::to_string(d) + " columns (the stored tokens' dimension)");
+  check_offsets(qoff, qtok.shape(0), "query_offsets");
+  check_offsets(doff, dtok.shape(0), "doc_offsets");
+  a.q = muvera::QueryBatchView{qtok.data(), qoff.data(), qoff.shape(0) - 1};
+  a.s = muvera::TokenStoreView{dtok.data(), dtype, d, doff.data(), doff.shape(0) - 1};
+  const int64_t n_docs = a.s.n_docs;
+  if (!cand.is_none()) {
+    auto c = py::cast<py::array_t<int64_t, py::array::c_style>>(cand);
+    if (c.ndim() != 2 || c.shape(0) != a.q.n_queries)
+      throw py::value_error("candidates: expected an (n_queries, C) array of document rows");
+    const int64_t* p = c.data();
+    for (py::ssize_t i = 0; i < c.size(); ++i)
+      if (p[i] < -1 || p[i] >= n_docs)
+        throw py::value_error("candidates: entry " + std::to_string(p[i]) + " is not a document row (or -1)");
+    a.cand = p;
+    a.C = c.shape(1);
+  } else {
+    a.C = n_docs;
+  }
+  if (!alive.is_none()) {
+    auto m = py::cast<py::array_t<uint8_t, py::array::c_style>>(alive);
+    if (m.ndim() != 1 || m.shape(0) != n_docs)
+      throw py::value_error("alive: expected one flag per document (" + std::to_string(n_docs) + ")");
+    a.alive = m.data();
+  }
+  return a;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -85,6 +149,52 @@ PYBIND11_MODULE(_core, m) {
     return out;
   });
   m.def("default_num_threads", &muvera::default_num_threads);
+
+  m.def("chamfer_scores",
+        [](const py::array_t<float, py::array::c_style>& qtok, const py::array_t<int64_t, py::array::c_style>& qoff,
+           const py::array& dtok, const py::array_t<int64_t, py::array::c_style>& doff, const py::object& cand,
+           int num_threads, const std::string& isa) {
+          // Arrays cast above (c_style) may be temporary copies: they live until this call returns.
+          ChamferArgs a = chamfer_args(qtok, qoff, dtok, doff, cand, py::none());
+          const muvera::KernelSet& kernels = kernels_for(isa);
+          py::array_t<float> out({a.q.n_queries, a.C});
+          float* dst = out.mutable_data();
+          if (num_threads <= 0) num_threads = muvera::default_num_threads();
+          {
+            py::gil_scoped_release release;
+            muvera::chamfer_scores(a.q, a.s, a.cand, a.C, a.alive, dst, num_threads, kernels);
+          }
+          return out;
+        },
+        py::arg("query_tokens"), py::arg("query_offsets"), py::arg("doc_tokens"), py::arg("doc_offsets"),
+        py::arg("candidates"), py::arg("num_threads") = 0, py::arg("isa") = "",
+        "Chamfer scores (n_queries, C) of queries against candidate documents (all if candidates is None).");
+
+  m.def("chamfer_topk",
+        [](const py::array_t<float, py::array::c_style>& qtok, const py::array_t<int64_t, py::array::c_style>& qoff,
+           const py::array& dtok, const py::array_t<int64_t, py::array::c_style>& doff, const py::object& cand,
+           const py::object& alive, int64_t k, int num_threads, const std::string& isa) {
+          if (k <= 0) throw py::value_error("k: expected a positive int");
+          py::object cand_arr = cand.is_none() ? cand : py::object(py::array_t<int64_t, py::array::c_style>::ensure(cand));
+          py::object alive_arr = alive.is_none() ? alive : py::object(py::array_t<uint8_t, py::array::c_style>::ensure(alive));
+          if ((!cand.is_none() && !cand_arr) || (!alive.is_none() && !alive_arr))
+            throw py::type_error("candidates/alive: expected integer arrays");
+          ChamferArgs a = chamfer_args(qtok, qoff, dtok, doff, cand_arr, alive_arr);
+          const muvera::KernelSet& kernels = kernels_for(isa);
+          py::array_t<int64_t> rows({a.q.n_queries, k});
+          py::array_t<float> scores({a.q.n_queries, k});
+          int64_t* r = rows.mutable_data();
+          float* sc = scores.mutable_data();
+          if (num_threads <= 0) num_threads = muvera::default_num_threads();
+          {
+            py::gil_scoped_release release;
+            muvera::chamfer_topk(a.q, a.s, a.cand, a.C, a.alive, k, r, sc, num_threads, kernels);
+          }
+          return py::make_tuple(rows, scores);
+        },
+        py::arg("query_tokens"), py::arg("query_offsets"), py::arg("doc_tokens"), py::arg("doc_offsets"),
+        py::arg("candidates"), py::arg("alive"), py::arg("k"), py::arg("num_threads") = 0, py::arg("isa") = "",
+        "Exact Chamfer top-k: (rows, scores), each (n_queries, k); -1 / -inf where fewer qualified.");
 
   py::class_<FdeEncoder>(m, "FdeEncoder")
       .def(py::init([](int dimension, int num_repetitions, int num_simhash_projections, int32_t seed,

@@ -67,6 +67,11 @@ struct FdeScratch {
 
 struct KernelSet {
   const char* name;
+  // Chamfer (MaxSim) of one query against one document of m >= 1 rows (dtype kFloat32 or
+  // kFloat16, rows contiguous, d apart). The query is given transposed and zero-padded:
+  // qt[t * nq_pad + i] for token i < nq, nq_pad a multiple of kMaxLanes. scratch: m * d floats.
+  float (*chamfer_doc)(const float* qt, int nq, int nq_pad, int d, const void* doc, int dtype, int64_t m,
+                       float* scratch);
   // Encodes one item into out (final_dim or fde_dim floats). Returns false, leaving out
   // unspecified, if the item holds NaN or Inf.
   bool (*encode_item)(const FdeTablesView& t, const ItemView& item, int dtype, bool is_document,

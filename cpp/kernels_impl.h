@@ -3,6 +3,9 @@
 // two ymm or four xmm registers depending on the flags. Everything here is internal linkage.
 #include <cmath>
 #include <cstring>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 #include "kernels.h"
 
@@ -342,10 +345,73 @@ bool encode_item(const FdeTablesView& T, const ItemView& item, int dtype, bool i
   return true;
 }
 
+// ---- Chamfer ---------------------------------------------------------------------------------
+
+// Rows of a float16 document as float32 (F16C where the build has it).
+void halves_to_floats(const uint16_t* src, int64_t count, float* dst) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= count; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+#endif
+  for (; i < count; ++i) dst[i] = half_to_float(src[i]);
+}
+
+// Max over doc rows j0..j0+JD-1 of their dot products with query lanes of groups g0, g0+1
+// (GC groups of kLanes query tokens), folded into mx.
+template <int GC, int JD>
+inline void maxsim_tile(const float* qt, int nq_pad, int d, const float* doc, int64_t j0, int g0, vf* mx) {
+  vf acc[GC][JD];
+  for (int g = 0; g < GC; ++g)
+    for (int j = 0; j < JD; ++j) acc[g][j] = vf{};
+  const float* rows = doc + j0 * d;
+  for (int t = 0; t < d; ++t) {
+    vf q[GC];
+    for (int g = 0; g < GC; ++g) q[g] = load_vf_unaligned(qt + static_cast<int64_t>(t) * nq_pad + (g0 + g) * kLanes);
+    for (int j = 0; j < JD; ++j) {
+      const float v = rows[j * d + t];
+      for (int g = 0; g < GC; ++g) acc[g][j] += v * q[g];
+    }
+  }
+  for (int g = 0; g < GC; ++g)
+    for (int j = 0; j < JD; ++j) mx[g] = acc[g][j] > mx[g] ? acc[g][j] : mx[g];
+}
+
+template <int GC>
+void maxsim_groups(const float* qt, int nq_pad, int d, const float* doc, int64_t m, int g0, vf* mx) {
+  constexpr int JD = kLanes == 16 ? 6 : kLanes == 8 ? 3 : 2;  // accumulators: GC * JD registers
+  int64_t j0 = 0;
+  for (; j0 + JD <= m; j0 += JD) maxsim_tile<GC, JD>(qt, nq_pad, d, doc, j0, g0, mx);
+  for (; j0 < m; ++j0) maxsim_tile<GC, 1>(qt, nq_pad, d, doc, j0, g0, mx);
+}
+
+float chamfer_doc(const float* qt, int nq, int nq_pad, int d, const void* doc, int dtype, int64_t m,
+                  float* scratch) {
+  if (m <= 0 || nq <= 0) return 0.0f;
+  const float* rows = static_cast<const float*>(doc);
+  if (dtype == kFloat16) {
+    halves_to_floats(static_cast<const uint16_t*>(doc), m * d, scratch);
+    rows = scratch;
+  }
+  const int groups = nq_pad / kLanes;
+  const vf neg_inf = vf{} - __builtin_inff();
+  float total = 0.0f;
+  int g0 = 0;
+  for (; g0 < groups; g0 += 2) {
+    vf mx[2] = {neg_inf, neg_inf};
+    if (g0 + 2 <= groups) maxsim_groups<2>(qt, nq_pad, d, rows, m, g0, mx);
+    else maxsim_groups<1>(qt, nq_pad, d, rows, m, g0, mx);
+    for (int g = 0; g < 2 && g0 + g < groups; ++g)
+      for (int l = 0; l < kLanes; ++l)
+        if ((g0 + g) * kLanes + l < nq) total += mx[g][l];
+  }
+  return total;
+}
+
 }  // namespace
 
 const KernelSet& kernels() {
-  static const KernelSet set{MUVERA_ISA_NAME, &encode_item};
+  static const KernelSet set{MUVERA_ISA_NAME, &chamfer_doc, &encode_item};
   return set;
 }
 

@@ -73,7 +73,7 @@ def _to_numpy(x: Any, name: str) -> "tuple[np.ndarray, int]":
 
 def _rows_contiguous(a: np.ndarray) -> np.ndarray:
     """a itself if each row is contiguous with a positive row stride, else a C-contiguous copy."""
-    if a.ndim == 2 and (a.shape[1] <= 1 or a.strides[1] == a.itemsize) and (a.shape[0] <= 1 or a.strides[0] > 0):
+    if a.ndim == 2 and (a.shape[1] <= 1 or a.strides[1] == a.itemsize) and (a.shape[0] <= 1 or (a.strides[0] > 0 and a.strides[0] % a.itemsize == 0)):
         return a
     return np.ascontiguousarray(a)
 

@@ -1,0 +1,130 @@
+"""Chamfer (MaxSim) similarity: the exact late-interaction score used to rerank candidates.
+
+``Chamfer(Q, D) = sum over query tokens q of max over document tokens t of <q, t>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from .batch import as_matrix, as_token_batch
+
+__all__ = ["chamfer", "chamfer_matrix", "rerank", "chamfer_reference"]
+
+_TOKEN_DTYPES = (np.float32, np.float16)
+
+
+def chamfer_reference(query: np.ndarray, document: np.ndarray) -> float:
+    """Plain NumPy Chamfer similarity (float64 accumulation): the oracle for the C++ kernel."""
+    q = np.asarray(query, dtype=np.float64)
+    d = np.asarray(document, dtype=np.float64)
+    if len(q) == 0:
+        return 0.0
+    return float((q @ d.T).max(axis=1).sum())
+
+
+def _offsets_of(lengths: np.ndarray) -> np.ndarray:
+    off = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=off[1:])
+    return off
+
+
+def _packed_float32(batch: Any, dimension: int, name: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Any batch form -> (packed float32 tokens, offsets)."""
+    tb = as_token_batch(batch, dimension, name=name)
+    if tb.arrays is not None:
+        parts = [np.asarray(a) for a in tb.arrays]
+        lengths = np.array([len(a) for a in parts], dtype=np.int64)
+        tokens = np.concatenate(parts, axis=0) if parts else np.zeros((0, dimension))
+    else:
+        lengths = tb.lengths
+        tokens = np.concatenate([tb.tokens[s:s + n] for s, n in zip(tb.starts, tb.lengths)], axis=0)
+    if tb.dtype_code == 3:
+        tokens = (tokens.astype(np.uint32) << 16).view(np.float32)
+    return np.ascontiguousarray(tokens, dtype=np.float32), _offsets_of(lengths)
+
+
+def _check_finite(x: np.ndarray, name: str) -> None:
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}: contains NaN or Inf values")
+
+
+def rerank(query_tokens: np.ndarray, query_offsets: np.ndarray, doc_tokens: np.ndarray,
+           doc_offsets: np.ndarray, k: int, candidates: Optional[np.ndarray] = None,
+           alive: Optional[np.ndarray] = None, num_threads: int = 0,
+           isa: str = "") -> Tuple[np.ndarray, np.ndarray]:
+    """Exact Chamfer top-k over candidate documents of a token store (C++, threads, GIL released).
+
+    Parameters
+    ----------
+    query_tokens : (Tq, d) float32
+        All queries' tokens, packed.
+    query_offsets : (n_queries + 1,) int64
+    doc_tokens : (T, d) float32 or float16
+        The token store, documents packed row-major.
+    doc_offsets : (N + 1,) int64
+        Document ``i`` owns rows ``doc_offsets[i]:doc_offsets[i+1]``.
+    k : int
+        Results per query.
+    candidates : (n_queries, C) int64, optional
+        Document rows to score per query; ``-1`` entries are skipped. Default: every document.
+    alive : (N,) bool or uint8, optional
+        Documents with a false entry are never returned (tombstones, filters).
+    num_threads : int
+        0 = all cores.
+
+    Returns
+    -------
+    rows : (n_queries, k) int64
+        Best document rows, best first; ``-1`` where fewer than k documents qualified.
+    scores : (n_queries, k) float32
+        Their Chamfer scores; ``-inf`` for ``-1`` rows.
+    """
+    qt = np.ascontiguousarray(query_tokens, dtype=np.float32)
+    dt = doc_tokens
+    if dt.dtype not in _TOKEN_DTYPES:
+        raise TypeError(f"doc_tokens: expected float32 or float16, got {dt.dtype}")
+    cand = None if candidates is None else np.ascontiguousarray(candidates, dtype=np.int64)
+    alv = None if alive is None else np.ascontiguousarray(alive, dtype=np.uint8)
+    return _core.chamfer_topk(qt, np.ascontiguousarray(query_offsets, dtype=np.int64), dt,
+                              np.ascontiguousarray(doc_offsets, dtype=np.int64), cand, alv, int(k),
+                              int(num_threads), isa)
+
+
+def chamfer(query: Any, document: Any) -> float:
+    """Chamfer similarity of one query and one document, each an ``(n_tokens, d)`` array.
+
+    Raises ValueError for an empty document (the max over no tokens is undefined) or NaN/Inf.
+    """
+    q, _ = as_matrix(query, np.asarray(query).shape[-1] if np.ndim(query) == 2 else -1, "query")
+    d, _ = as_matrix(document, q.shape[1], "document")
+    if len(d) == 0:
+        raise ValueError("document: expected at least one token")
+    scores = chamfer_matrix([q], [d])
+    return float(scores[0, 0])
+
+
+def chamfer_matrix(queries: Any, documents: Any, *, num_threads: int = 0) -> np.ndarray:
+    """All-pairs Chamfer similarity: ``(n_queries, n_documents)`` float32.
+
+    Both arguments take any batch form the encoder takes (lists of arrays, padded + mask, ...).
+    """
+    qtok, qoff = _packed_float32(queries, _dim_of(queries), "queries")
+    dtok, doff = _packed_float32(documents, qtok.shape[1], "documents")
+    if (np.diff(doff) == 0).any():
+        raise ValueError(f"documents[{int(np.argmax(np.diff(doff) == 0))}]: expected at least one token")
+    n_docs = len(doff) - 1
+    cand = np.broadcast_to(np.arange(n_docs, dtype=np.int64), (len(qoff) - 1, n_docs))
+    return _core.chamfer_scores(qtok, qoff, dtok, doff, np.ascontiguousarray(cand), int(num_threads), "")
+
+
+def _dim_of(batch: Any) -> int:
+    if isinstance(batch, (list, tuple)):
+        if not batch:
+            raise ValueError("queries: expected at least one item, got an empty list")
+        first = batch[0]
+        return int(np.shape(first)[-1]) if np.ndim(first) == 2 else -1
+    return int(np.shape(batch)[-1])
