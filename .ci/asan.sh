@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the extension once with AddressSanitizer + UndefinedBehaviorSanitizer and runs the tests
+# that reach C++ against it (the sanitizer runtime is preloaded into the interpreter; leak
+# detection stays off because CPython itself does not free everything at exit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=build/asan
+pkg=build/asan-pkg
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMUVERA_SANITIZE=ON \
+  -Dpybind11_DIR="$(python -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v python)" >/dev/null
+cmake --build "$build" -j 2 >/dev/null
+rm -rf "$pkg" && mkdir -p "$pkg"
+cp -r muvera "$pkg/"
+find "$pkg" -name '_core*.so' -delete
+cp "$build"/_core*.so "$pkg/muvera/"
+export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export PYTHONPATH="$PWD/$pkg"
+export MUVERA_ASAN=1
+# The C++-facing tests; hypothesis example counts are reduced under the sanitizer (conftest.py).
+python -P -m pytest -q -p no:cacheprovider "$@"

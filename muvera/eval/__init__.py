@@ -1,0 +1,1 @@
+"""Evaluation: BEIR loading, the embedding cache, metrics and benchmark runs."""

@@ -1,0 +1,112 @@
+"""BEIR-layout datasets: corpus.jsonl, queries.jsonl and qrels/<split>.tsv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+
+
+@dataclass
+class BeirDataset:
+    """A loaded BEIR dataset: parallel id/text lists and graded relevance judgements."""
+
+    name: str
+    doc_ids: List[str]
+    doc_texts: List[str]  # title + " " + text
+    query_ids: List[str]  # only queries that have judgements in the split
+    query_texts: List[str]
+    qrels: Dict[str, Dict[str, int]]
+
+
+def load_beir(path: os.PathLike, split: str = "test", max_queries: Optional[int] = None) -> BeirDataset:
+    """Load a BEIR-layout folder.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a required file is missing (the message names it).
+    ValueError
+        If a line is malformed (file and line number given).
+    """
+    root = Path(path)
+    for rel in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
+        if not (root / rel).is_file():
+            raise FileNotFoundError(f"{root / rel}: missing (expected a BEIR-layout folder)")
+    qrels: Dict[str, Dict[str, int]] = {}
+    with open(root / "qrels" / f"{split}.tsv", newline="") as f:
+        reader = csv.reader(f, delimiter="\t")
+        for lineno, row in enumerate(reader, 1):
+            if lineno == 1 and row and not row[-1].lstrip("-").isdigit():
+                continue  # header
+            if len(row) < 3:
+                raise ValueError(f"{root / 'qrels' / (split + '.tsv')}:{lineno}: expected query-id, corpus-id, score")
+            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    doc_ids, doc_texts = [], []
+    for lineno, obj in _jsonl(root / "corpus.jsonl"):
+        doc_ids.append(str(obj["_id"]))
+        title = obj.get("title") or ""
+        doc_texts.append((title + " " + (obj.get("text") or "")).strip())
+    query_ids, query_texts = [], []
+    for lineno, obj in _jsonl(root / "queries.jsonl"):
+        qid = str(obj["_id"])
+        if qid in qrels:
+            query_ids.append(qid)
+            query_texts.append(obj.get("text") or "")
+    if max_queries is not None:
+        query_ids, query_texts = query_ids[:max_queries], query_texts[:max_queries]
+    return BeirDataset(root.name, doc_ids, doc_texts, query_ids, query_texts, qrels)
+
+
+def _jsonl(path: Path):
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
+            if "_id" not in obj:
+                raise ValueError(f"{path}:{lineno}: missing '_id'")
+            yield lineno, obj
+
+
+def download_beir(name: str, dest: os.PathLike, timeout: float = 30.0) -> Path:
+    """Download and unpack a BEIR dataset (e.g. "scifact") into ``dest/name``.
+
+    Raises
+    ------
+    ConnectionError
+        If the download server cannot be reached (offline machines): copy the folder by hand.
+    """
+    dest = Path(dest)
+    target = dest / name
+    if (target / "corpus.jsonl").is_file():
+        return target
+    dest.mkdir(parents=True, exist_ok=True)
+    url = BEIR_URL.format(name=name)
+    tmp = dest / f".{name}.zip.part"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
+            while True:
+                chunk = resp.read(1 << 20)
+                if not chunk:
+                    break
+                out.write(chunk)
+    except (urllib.error.URLError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConnectionError(f"could not download {url} ({exc}); without network access, place the "
+                              f"BEIR folder at {target} yourself") from exc
+    with zipfile.ZipFile(tmp) as z:
+        z.extractall(dest)
+    tmp.unlink()
+    return target

@@ -1,0 +1,156 @@
+"""Embedding cache: a corpus's token vectors encoded once, in float16 shards with a manifest.
+
+Layout of a cache entry directory::
+
+    manifest.json        {"format": "muvera-embeddings", "version": 1, "dim": D, "count": N,
+                          "shard_size": S, "shards": [{"file": ..., "count": ..., "rows": ...,
+                          "sha256": ...}, ...], "fingerprint": ...}
+    shard-00000.npz      tokens (rows, D) float16, lengths (count,) int64
+
+Shards are written to a temporary name, fsynced and renamed, and the manifest is rewritten the
+same way after each shard, so an interrupted run resumes at the first missing shard. A shard whose
+checksum does not match is reported (ValueError) and can be re-encoded with ``repair=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+FORMAT = "muvera-embeddings"
+VERSION = 1
+
+
+def default_cache_root() -> Path:
+    """``$MUVERA_CACHE`` or ``~/.cache/muvera``."""
+    return Path(os.environ.get("MUVERA_CACHE", Path.home() / ".cache" / "muvera"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def encode_cached(directory: os.PathLike, texts: Sequence[str],
+                  encode: Callable[[Sequence[str]], List[np.ndarray]], *, fingerprint: str = "",
+                  shard_size: int = 256, progress: bool = True, repair: bool = False,
+                  description: str = "encoding") -> Tuple[np.ndarray, np.ndarray]:
+    """Encode ``texts`` into ``directory`` (or reuse what is there) and return all token vectors.
+
+    Parameters
+    ----------
+    directory : path
+        The cache entry (one corpus x one model).
+    texts : sequence of str
+    encode : callable
+        texts -> list of (n_i, D) arrays.
+    fingerprint : str
+        Identifies model + settings; a mismatch with an existing entry raises ValueError.
+    shard_size : int
+        Texts per shard.
+    repair : bool
+        Re-encode shards that fail their checksum instead of raising.
+
+    Returns
+    -------
+    tokens : (total_tokens, D) float16
+    offsets : (len(texts) + 1,) int64
+    """
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    manifest_path = root / "manifest.json"
+    n_shards = (len(texts) + shard_size - 1) // shard_size
+    manifest = {"format": FORMAT, "version": VERSION, "count": len(texts), "shard_size": shard_size,
+                "fingerprint": fingerprint, "dim": None, "shards": []}
+    if manifest_path.exists():
+        old = json.loads(manifest_path.read_text())
+        if old.get("format") != FORMAT or old.get("version", 0) > VERSION:
+            raise ValueError(f"{manifest_path}: not a muvera embedding cache of version <= {VERSION}")
+        if (old.get("count"), old.get("shard_size"), old.get("fingerprint")) != (len(texts), shard_size, fingerprint):
+            raise ValueError(f"{manifest_path}: the cache was built for other texts, shard size or model "
+                             f"(fingerprint {old.get('fingerprint')!r}); use another directory")
+        manifest = old
+    done = {s["file"]: s for s in manifest["shards"]}
+    bar = _progress(n_shards, description) if progress else None
+    shards: List[Optional[dict]] = []
+    for i in range(n_shards):
+        name = f"shard-{i:05d}.npz"
+        entry = done.get(name)
+        if entry is not None and (root / name).exists():
+            if _sha256(root / name) == entry["sha256"]:
+                shards.append(entry)
+                if bar:
+                    bar.update(1)
+                continue
+            if not repair:
+                raise ValueError(f"{root / name}: checksum mismatch (corrupt shard); rerun with repair=True")
+        batch = list(texts[i * shard_size:(i + 1) * shard_size])
+        vecs = encode(batch)
+        lengths = np.array([len(v) for v in vecs], dtype=np.int64)
+        dim = int(vecs[0].shape[1]) if vecs else 0
+        tokens = np.concatenate(vecs, axis=0).astype(np.float16) if vecs else np.zeros((0, dim), np.float16)
+        tmp = root / (name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, tokens=tokens, lengths=lengths)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / name)
+        entry = {"file": name, "count": len(batch), "rows": int(tokens.shape[0]), "sha256": _sha256(root / name)}
+        manifest["dim"] = dim
+        manifest["shards"] = [s for s in manifest["shards"] if s["file"] != name] + [entry]
+        _atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
+        shards.append(entry)
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    return load_cached(root)
+
+
+def load_cached(directory: os.PathLike) -> Tuple[np.ndarray, np.ndarray]:
+    """All shards of a complete cache entry, verified: (tokens float16, offsets int64)."""
+    root = Path(directory)
+    manifest = json.loads((root / "manifest.json").read_text())
+    n_shards = (manifest["count"] + manifest["shard_size"] - 1) // manifest["shard_size"]
+    by_name = {s["file"]: s for s in manifest["shards"]}
+    parts, lengths = [], []
+    for i in range(n_shards):
+        name = f"shard-{i:05d}.npz"
+        if name not in by_name or not (root / name).exists():
+            raise ValueError(f"{root}: incomplete cache ({name} missing); run the encoding again to resume")
+        if _sha256(root / name) != by_name[name]["sha256"]:
+            raise ValueError(f"{root / name}: checksum mismatch (corrupt shard)")
+        with np.load(root / name) as z:
+            parts.append(z["tokens"])
+            lengths.append(z["lengths"])
+    lens = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    dim = manifest.get("dim") or 0
+    tokens = np.concatenate(parts, axis=0) if parts else np.zeros((0, dim), np.float16)
+    return tokens, offsets
+
+
+def _progress(total: int, description: str):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=description, unit="shard")
