@@ -68,7 +68,7 @@ py::array_t<float> run_encode(const FdeEncoder& enc, std::vector<ItemView>& item
     bad = enc.encode(items.data(), n, dtype, is_document, dst, num_threads, kernels);
   }
   if (bad >= 0)
-    throw py::value_error(std::string(what) + "[" + std::to_string(bad) + "] contains NaN or Inf values");
+    throw py::value_error(std::string(what) + "[" + std::to_string(bad) + "] contains NaN or Inf values (or values so large that its encoding overflows float32)");
   return out;
 }
 

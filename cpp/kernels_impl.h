@@ -55,9 +55,9 @@ inline float bf16_to_float(uint16_t h) {
   return out;
 }
 
-inline bool finite_row(const float* x, int d) {
+inline bool finite_row(const float* x, int64_t d) {
   uint32_t bad = 0;
-  for (int c = 0; c < d; ++c) {
+  for (int64_t c = 0; c < d; ++c) {
     uint32_t bits;
     std::memcpy(&bits, x + c, 4);
     bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
@@ -70,7 +70,7 @@ const float* load_item(const ItemView& item, int dtype, int d, float* buf) {
   const int64_t n = item.n;
   if (dtype == kFloat32 && item.row_stride == d) {
     const float* x = static_cast<const float*>(item.data);
-    return finite_row(x, static_cast<int>(n * d)) ? x : nullptr;
+    return finite_row(x, n * d) ? x : nullptr;
   }
   for (int64_t i = 0; i < n; ++i) {
     float* dst = buf + i * d;
@@ -342,7 +342,8 @@ bool encode_item(const FdeTablesView& T, const ItemView& item, int dtype, bool i
     std::memset(out, 0, sizeof(float) * T.final_dim);
     for (int64_t i = 0; i < T.fde_dim; ++i) out[T.cs_index[i]] += T.cs_sign[i] * fde[i];
   }
-  return true;
+  // Finite inputs so large that a partition sum overflows float32 are reported, not returned.
+  return finite_row(out, T.final_dim > 0 ? T.final_dim : T.fde_dim);
 }
 
 // ---- Chamfer ---------------------------------------------------------------------------------

@@ -72,8 +72,10 @@ def _to_numpy(x: Any, name: str) -> "tuple[np.ndarray, int]":
 
 
 def _rows_contiguous(a: np.ndarray) -> np.ndarray:
-    """a itself if each row is contiguous with a positive row stride, else a C-contiguous copy."""
-    if a.ndim == 2 and (a.shape[1] <= 1 or a.strides[1] == a.itemsize) and (a.shape[0] <= 1 or (a.strides[0] > 0 and a.strides[0] % a.itemsize == 0)):
+    """a itself if it is aligned and each row is contiguous with a positive row stride (a multiple
+    of the item size), else a C-contiguous copy: the kernels read rows as plain typed arrays."""
+    rows_ok = a.shape[0] <= 1 or (a.strides[0] > 0 and a.strides[0] % a.itemsize == 0)
+    if a.ndim == 2 and a.flags.aligned and (a.shape[1] <= 1 or a.strides[1] == a.itemsize) and rows_ok:
         return a
     return np.ascontiguousarray(a)
 

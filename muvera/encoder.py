@@ -100,7 +100,10 @@ class FDEEncoder:
 
     def _encode_one(self, x: Any, is_document: bool, name: str) -> np.ndarray:
         arr, code = as_matrix(x, self._config.dimension, name)
-        out = self._core.encode_list([arr], code, is_document, 1, self._isa, name)
+        try:
+            out = self._core.encode_list([arr], code, is_document, 1, self._isa, name)
+        except ValueError as exc:  # the core names items "name[i]"; there is only one here
+            raise ValueError(str(exc).replace(f"{name}[0]", name, 1)) from None
         return out[0]
 
     # -- batches ------------------------------------------------------------------------------
