@@ -161,7 +161,7 @@ int64_t FdeEncoder::encode(const ItemView* items, int64_t n_items, int dtype, bo
     // Projected rows are kept for the fill when they fit in a few MB; else recomputed (ams_row).
     const int64_t proj_floats = static_cast<int64_t>(T.R) * n_max * T.p;
     s.proj = (!T.identity && T.fill && proj_floats <= (int64_t(1) << 21)) ? arena.array<float>(proj_floats) : nullptr;
-    s.fde = arena.array<float>(T.final_dim > 0 ? T.fde_dim : 1);
+    s.fde = arena.array<float>(T.fde_dim);
   }
 
   std::atomic<int64_t> next{0};

@@ -61,7 +61,7 @@ struct FdeScratch {
   float* proj;     // R x n_max x p projected rows (AMS), kept for the fill; nullptr if too large
   float* row;      // p, one projected row for the fill
   int32_t* first;  // B, lowest point index of each sign pattern (fill)
-  float* fde;      // fde_dim, used only with a final projection
+  float* fde;      // fde_dim partition sums (64-byte aligned)
   int64_t n_max;
 };
 

@@ -260,12 +260,14 @@ bool encode_item(const FdeTablesView& T, const ItemView& item, int dtype, bool i
                  float* out, FdeScratch& s) {
   const int d = T.d, p = T.p, B = T.B, k = T.k, R = T.R;
   const int64_t n = item.n;
-  float* fde = T.final_dim > 0 ? s.fde : out;
-  std::memset(fde, 0, sizeof(float) * T.fde_dim);
   if (n == 0) {  // empty set: zeros (the reference would give NaN for k = 0 documents)
-    if (T.final_dim > 0) std::memset(out, 0, sizeof(float) * T.final_dim);
+    std::memset(out, 0, sizeof(float) * (T.final_dim > 0 ? T.final_dim : T.fde_dim));
     return true;
   }
+  // Partition sums go to 64-byte aligned scratch: the caller's rows may be only 16-byte aligned,
+  // and read-modify-write of vectors split across cache lines stalls store forwarding.
+  float* fde = s.fde;
+  std::memset(fde, 0, sizeof(float) * T.fde_dim);
   const float* x = load_item(item, dtype, d, s.x);
   if (x == nullptr) return false;
   std::memset(s.counts, 0, sizeof(int32_t) * R * B);
@@ -341,6 +343,8 @@ bool encode_item(const FdeTablesView& T, const ItemView& item, int dtype, bool i
   if (T.final_dim > 0) {  // count-sketch, sequential as in the reference
     std::memset(out, 0, sizeof(float) * T.final_dim);
     for (int64_t i = 0; i < T.fde_dim; ++i) out[T.cs_index[i]] += T.cs_sign[i] * fde[i];
+  } else {
+    std::memcpy(out, fde, sizeof(float) * T.fde_dim);
   }
   // Finite inputs so large that a partition sum overflows float32 are reported, not returned.
   return finite_row(out, T.final_dim > 0 ? T.final_dim : T.fde_dim);
