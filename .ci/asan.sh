@@ -13,10 +13,19 @@ rm -rf "$pkg" && mkdir -p "$pkg"
 cp -r muvera "$pkg/"
 find "$pkg" -name '_core*.so' -delete
 cp "$build"/_core*.so "$pkg/muvera/"
+# A development checkout may hold an editable install whose import hook would win over
+# PYTHONPATH: drop such hooks so the sanitized build is the one imported (conftest.py checks).
+cat > "$pkg/sitecustomize.py" <<'PY'
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "ScikitBuild" not in type(f).__name__]
+for name in [m for m in sys.modules if m == "muvera" or m.startswith("muvera.")]:
+    del sys.modules[name]
+PY
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export PYTHONPATH="$PWD/$pkg"
 export MUVERA_ASAN=1
+export MUVERA_ASAN_PKG="$PWD/$pkg"
 # The C++-facing tests; hypothesis example counts are reduced under the sanitizer (conftest.py).
 python -P -m pytest -q -p no:cacheprovider "$@"

@@ -134,7 +134,7 @@ def batches(draw, d: int):
     return items
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8 if os.environ.get("MUVERA_ASAN") else 50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_matches_reference_exactly(data):
     cfg = data.draw(configs(), label="config")
