@@ -1,0 +1,166 @@
+"""End-to-end benchmark on a BEIR dataset: text -> tokens -> FDE index -> search -> metrics.
+
+For each candidate count it reports, against the qrels: nDCG@10 / Recall@100 / MRR@10 of the
+FDE-only ranking, of FDE + exact Chamfer rerank, and of exact Chamfer over the whole corpus;
+Recall@10 of the reranked results against exact Chamfer; per-query latency (p50/p95, one
+thread), QPS (all threads) and index bytes per document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..config import FDEConfig
+from ..index import MuveraIndex
+from .embed import EmbeddedDataset, embed_beir, fit_pca, project
+from .metrics import evaluate, make_run
+
+
+def _latencies(fn, qtok: np.ndarray, qoff: np.ndarray) -> np.ndarray:
+    out = []
+    for i in range(len(qoff) - 1):
+        q = qtok[qoff[i]:qoff[i + 1]]
+        t0 = time.perf_counter()
+        fn(q)
+        out.append(time.perf_counter() - t0)
+    return np.asarray(out) * 1e3
+
+
+def _recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+    return float(np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]))
+
+
+def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "10240", backend: str = "exact",
+              candidates: Sequence[int] = (100, 200, 500, 1000), pca: Optional[int] = None,
+              max_queries: Optional[int] = None, cache_root: Optional[os.PathLike] = None,
+              latency_queries: int = 100, progress: bool = True,
+              log=print) -> Dict[str, Any]:
+    """Run the benchmark and return the report (see module docstring); ``log`` prints progress."""
+    from threadpoolctl import threadpool_limits
+
+    t0 = time.perf_counter()
+    emb: EmbeddedDataset = embed_beir(dataset_dir, model, cache_root=cache_root, max_queries=max_queries,
+                                      progress=progress)
+    embed_s = time.perf_counter() - t0
+    dtok, qtok = emb.doc_tokens, emb.query_tokens
+    if pca:
+        proj = fit_pca(dtok, pca)
+        dtok, qtok = project(dtok, proj), project(qtok, proj)
+    else:
+        qtok = qtok.astype(np.float32)
+    dim = int(dtok.shape[1])
+    data = emb.data
+    n_docs, nq = len(emb.doc_offsets) - 1, len(emb.query_offsets) - 1
+    log(f"{data.name}: {n_docs} documents, {nq} queries, {dim}-d tokens "
+        f"({np.diff(emb.doc_offsets).mean():.0f} per document); embeddings ready in {embed_s:.1f} s")
+
+    config = FDEConfig.preset(preset, dimension=dim)
+    index = MuveraIndex(config, backend=backend)
+    t0 = time.perf_counter()
+    index.add(dtok, ids=data.doc_ids, offsets=emb.doc_offsets)
+    build_s = time.perf_counter() - t0
+    bytes_per_doc = (index.backend.nbytes + index.store.nbytes) / n_docs
+    log(f"index ({backend}, {config.output_dimension}-d FDE): built in {build_s:.1f} s, "
+        f"{bytes_per_doc:.0f} bytes/document")
+
+    qoff = emb.query_offsets
+    k_eval = 100
+    lat_n = min(latency_queries, nq)
+    t0 = time.perf_counter()
+    exact_ids, exact_scores = index.search_exact(qtok, k=k_eval, offsets=qoff)
+    exact_qps = nq / (time.perf_counter() - t0)
+    exact_metrics = evaluate(data.qrels, make_run(data.query_ids, exact_ids, exact_scores))
+    index.num_threads = 1
+    with threadpool_limits(1):
+        exact_lat = _latencies(lambda q: index.search_exact([q], k=10), qtok, qoff[: lat_n + 1])
+    index.num_threads = None
+
+    qfde = index.encoder.encode_queries(qtok, offsets=qoff)
+    fde_rows, fde_scores = index.backend.search(qfde, k_eval)
+    ids = np.asarray(index.ids, dtype=object)
+    fde_ids = np.where(fde_rows >= 0, ids[np.maximum(fde_rows, 0)], None)
+    fde_metrics = evaluate(data.qrels, make_run(data.query_ids, fde_ids, fde_scores))
+
+    runs: List[Dict[str, Any]] = []
+    for c in candidates:
+        if c < k_eval:
+            raise ValueError(f"candidates: each count must be >= {k_eval} (Recall@100 needs 100 results), got {c}")
+        t0 = time.perf_counter()
+        found, scores = index.search(qtok, k=k_eval, candidates=c, offsets=qoff)
+        qps = nq / (time.perf_counter() - t0)
+        metrics = evaluate(data.qrels, make_run(data.query_ids, found, scores))
+        index.num_threads = 1
+        with threadpool_limits(1):
+            lat = _latencies(lambda q: index.search([q], k=10, candidates=c), qtok, qoff[: lat_n + 1])
+        index.num_threads = None
+        runs.append({
+            "candidates": int(c),
+            "ndcg@10": metrics["ndcg@10"], "recall@100": metrics["recall@100"], "mrr@10": metrics["mrr@10"],
+            "fde_ndcg@10": fde_metrics["ndcg@10"], "fde_recall@100": fde_metrics["recall@100"],
+            "exact_ndcg@10": exact_metrics["ndcg@10"], "exact_recall@100": exact_metrics["recall@100"],
+            "recall@10_vs_exact": _recall(found, exact_ids, 10),
+            "latency_ms_p50": float(np.median(lat)), "latency_ms_p95": float(np.percentile(lat, 95)),
+            "qps": qps, "bytes_per_doc": bytes_per_doc,
+        })
+    return {
+        "dataset": data.name, "n_docs": n_docs, "n_queries": nq, "dim": dim, "pca": pca, "preset": preset,
+        "backend": backend, "fde_dimension": config.output_dimension, "build_s": build_s, "embed_s": embed_s,
+        "fde_only": fde_metrics, "exact": dict(exact_metrics, latency_ms_p50=float(np.median(exact_lat)),
+                                               latency_ms_p95=float(np.percentile(exact_lat, 95)), qps=exact_qps),
+        "runs": runs,
+    }
+
+
+def format_report(rep: Dict[str, Any]) -> str:
+    """The report as a fixed-width table."""
+    ex, fde = rep["exact"], rep["fde_only"]
+    lines = [
+        f"{rep['dataset']}: {rep['n_docs']} docs, {rep['n_queries']} queries, {rep['dim']}-d tokens, "
+        f"FDE {rep['fde_dimension']}-d ({rep['preset']} preset), backend {rep['backend']}",
+        f"exact Chamfer:  nDCG@10 {ex['ndcg@10']:.4f}  R@100 {ex['recall@100']:.4f}  MRR@10 {ex['mrr@10']:.4f}  "
+        f"p50 {ex['latency_ms_p50']:.1f} ms  p95 {ex['latency_ms_p95']:.1f} ms  {ex['qps']:.1f} QPS",
+        f"FDE only:       nDCG@10 {fde['ndcg@10']:.4f}  R@100 {fde['recall@100']:.4f}  MRR@10 {fde['mrr@10']:.4f}",
+        "",
+        f"{'candidates':>10s} {'nDCG@10':>8s} {'R@100':>7s} {'MRR@10':>7s} {'R@10 vs exact':>13s} "
+        f"{'p50 ms':>8s} {'p95 ms':>8s} {'QPS':>8s} {'bytes/doc':>10s}",
+    ]
+    for r in rep["runs"]:
+        lines.append(f"{r['candidates']:10d} {r['ndcg@10']:8.4f} {r['recall@100']:7.4f} {r['mrr@10']:7.4f} "
+                     f"{r['recall@10_vs_exact']:13.3f} {r['latency_ms_p50']:8.2f} {r['latency_ms_p95']:8.2f} "
+                     f"{r['qps']:8.1f} {r['bytes_per_doc']:10.0f}")
+    return "\n".join(lines)
+
+
+def plot_report(rep: Dict[str, Any], path: os.PathLike) -> None:
+    """Recall@10 vs exact against p50 latency, one point per candidate count (matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    xs = [r["latency_ms_p50"] for r in rep["runs"]]
+    ys = [r["recall@10_vs_exact"] for r in rep["runs"]]
+    ax.plot(xs, ys, "o-", label=f"MUVERA ({rep['backend']})")
+    for r, x, y in zip(rep["runs"], xs, ys):
+        ax.annotate(str(r["candidates"]), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    ax.axvline(rep["exact"]["latency_ms_p50"], color="grey", ls="--", label="exact Chamfer")
+    ax.set_xlabel("p50 latency per query, 1 thread (ms)")
+    ax.set_ylabel("Recall@10 vs exact Chamfer")
+    ax.set_title(f"{rep['dataset']} ({rep['n_docs']} docs)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_json(rep: Dict[str, Any], path: os.PathLike) -> None:
+    tmp = f"{path}.tmp"
+    Path(tmp).write_text(json.dumps(rep, indent=1))
+    os.replace(tmp, path)
