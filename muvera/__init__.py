@@ -11,3 +11,11 @@ from .encoder import FDEEncoder, active_isa, supported_isas
 __version__ = "0.1.0"
 
 __all__ = ["FDEConfig", "FDEEncoder", "PRESETS", "active_isa", "supported_isas", "reference", "__version__"]
+
+# Search layer: token store, MIPS backends (faiss imported lazily) and the index.
+from .backends import Backend, ExactBackend, FaissBackend, make_backend  # noqa: E402
+from .index import MuveraIndex, ball_carve  # noqa: E402
+from .store import TokenStore  # noqa: E402
+
+__all__ += ["Backend", "ExactBackend", "FaissBackend", "make_backend", "MuveraIndex", "ball_carve",
+            "TokenStore"]

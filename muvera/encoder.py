@@ -129,6 +129,16 @@ class FDEEncoder:
         """
         return self._encode_batch(documents, True, "documents", lengths, offsets, mask)
 
+    def encode_spans(self, tokens: np.ndarray, starts: Any, lengths: Any, *, is_document: bool) -> np.ndarray:
+        """Encode items that are row spans ``tokens[starts[i] : starts[i] + lengths[i]]`` of one
+        2-D array (spans may leave gaps or repeat); used to re-encode rows of a token store.
+        """
+        arr, code = as_matrix(tokens, self._config.dimension, "tokens")
+        st = np.ascontiguousarray(starts, dtype=np.int64)
+        ln = np.ascontiguousarray(lengths, dtype=np.int64)
+        return self._core.encode_packed(arr, st, ln, code, is_document, self._num_threads, self._isa,
+                                        "documents" if is_document else "queries")
+
     def _encode_batch(self, batch: Any, is_document: bool, name: str, lengths: Any, offsets: Any,
                       mask: Any) -> np.ndarray:
         tb = as_token_batch(batch, self._config.dimension, lengths=lengths, offsets=offsets, mask=mask,

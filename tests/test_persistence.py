@@ -1,0 +1,282 @@
+"""MuveraIndex.save / load: round trips, mmap, corruption detection, versioning, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import muvera
+from muvera import FDEConfig, MuveraIndex
+
+D = 16
+CONFIG = FDEConfig.preset("1280", dimension=D, seed=7)
+
+
+def _docs(n, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for m in rng.integers(3, 12, size=n):
+        t = rng.normal(size=(m, D))
+        out.append((t / np.linalg.norm(t, axis=1, keepdims=True)).astype(np.float32))
+    return out
+
+
+DOCS = _docs(120)
+QUERIES = [d[:4] + 0.05 for d in DOCS[:8]]
+
+
+def _build(backend="exact", ids=None, n=120):
+    idx = MuveraIndex(CONFIG, backend=backend)
+    idx.add(DOCS[:n], ids=ids)
+    return idx
+
+
+def _same_results(a, b, **kw):
+    ra, rb = a.search(QUERIES, k=5, candidates=30, **kw), b.search(QUERIES, k=5, candidates=30, **kw)
+    np.testing.assert_array_equal(ra[0], rb[0])
+    np.testing.assert_array_equal(ra[1], rb[1])
+
+
+def _leftovers(path: Path):
+    return sorted(p.name for p in path.parent.iterdir() if p.name != path.name)
+
+
+@pytest.mark.parametrize("backend", ["exact", "HNSW16", "IVF4,Flat"])
+@pytest.mark.parametrize("mmap", [True, False])
+def test_round_trip(tmp_path, backend, mmap):
+    ids = [f"s{i}" if i % 2 else i for i in range(120)]  # ints and strings keep their type
+    idx = _build(backend, ids=ids)
+    idx.remove(["s1", 4])
+    path = tmp_path / "idx"
+    idx.save(path)
+    assert _leftovers(path) == []
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format"] == "muvera-index" and manifest["format_version"] == muvera.index.FORMAT_VERSION
+    assert manifest["config"] == CONFIG.to_dict() and manifest["config"]["seed"] == 7
+    assert manifest["backend"] == idx.backend.name and manifest["num_live"] == 118
+    assert set(manifest["files"]) >= {"tokens.npy", "offsets.npy", "alive.npy"}
+    # Only the exact backend keeps float32 FDEs; others re-encode them from the tokens.
+    assert ("fdes.npy" in manifest["files"]) == (backend == "exact")
+    assert ("backend.faiss" in manifest["files"]) == (backend != "exact")
+    loaded = MuveraIndex.load(path, mmap=mmap)
+    assert loaded.config == CONFIG and loaded.backend.name == idx.backend.name
+    assert loaded.ids == idx.ids and len(loaded) == 118
+    assert [type(x) for x in loaded.ids] == [type(x) for x in idx.ids]
+    assert loaded.store.is_memory_mapped == mmap
+    params = {"nprobe": 4} if "IVF" in backend else None
+    _same_results(idx, loaded, params=params)
+    assert "s1" not in loaded and 4 not in loaded
+    np.testing.assert_array_equal(loaded.get_tokens("s3"), idx.get_tokens("s3"))
+    # The loaded index is fully usable: add (copies the memory map), remove, compact, save again.
+    assert loaded.add(DOCS[:1]) == [119]  # after the largest int id, 118
+    loaded.remove([0])
+    loaded.compact()
+    loaded.save(path)
+    again = MuveraIndex.load(path)
+    assert again.ids == loaded.ids
+    _same_results(again, loaded, params=params)
+
+
+def test_load_with_another_backend_rebuilds_from_fdes(tmp_path):
+    idx = _build("exact")
+    idx.save(tmp_path / "i")
+    flat = MuveraIndex.load(tmp_path / "i", backend="Flat")
+    assert flat.backend.name == "faiss:Flat"
+    _same_results(idx, flat)
+
+
+def test_empty_index_round_trip(tmp_path):
+    MuveraIndex(CONFIG).save(tmp_path / "e")
+    loaded = MuveraIndex.load(tmp_path / "e")
+    assert len(loaded) == 0
+    assert loaded.add(DOCS[:3]) == [0, 1, 2]
+
+
+def test_next_id_survives(tmp_path):
+    idx = _build(n=5)
+    idx.remove([4])
+    idx.save(tmp_path / "i")
+    assert MuveraIndex.load(tmp_path / "i").add(DOCS[:1]) == [5]  # removed ids are not reused
+
+
+def test_mmap_tokens_are_read_only_maps(tmp_path):
+    _build().save(tmp_path / "i")
+    loaded = MuveraIndex.load(tmp_path / "i", mmap=True)
+    assert isinstance(loaded.store.tokens.base, np.memmap) or isinstance(loaded.store.tokens, np.memmap)
+    assert not loaded.store.tokens.flags.writeable
+    loaded.add(DOCS[:2])  # copy-on-append leaves the files intact
+    MuveraIndex.load(tmp_path / "i", verify=True)
+
+
+# -- corruption -----------------------------------------------------------------------------------
+@pytest.fixture()
+def saved(tmp_path):
+    path = tmp_path / "idx"
+    _build("HNSW16").save(path)
+    return path
+
+
+def _saved_with(tmp_path, name):
+    """An index directory holding `name` (fdes.npy exists only for the exact backend)."""
+    path = tmp_path / "idx_with"
+    _build("exact" if name == "fdes.npy" else "HNSW16").save(path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["tokens.npy", "offsets.npy", "fdes.npy", "backend.faiss"])
+def test_truncated_file(tmp_path, name):
+    saved = _saved_with(tmp_path, name)
+    f = saved / name
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    for verify in (True, False):
+        with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+            MuveraIndex.load(saved, verify=verify)
+
+
+@pytest.mark.parametrize("name", ["tokens.npy", "alive.npy", "fdes.npy", "backend.faiss"])
+def test_flipped_byte(tmp_path, name):
+    saved = _saved_with(tmp_path, name)
+    f = saved / name
+    data = bytearray(f.read_bytes())
+    data[len(data) - 3] ^= 0x40
+    f.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=name.replace(".", r"\.") + ".*checksum"):
+        MuveraIndex.load(saved)
+
+
+def test_missing_file(saved):
+    (saved / "alive.npy").unlink()
+    with pytest.raises(ValueError, match=r"alive\.npy.*missing"):
+        MuveraIndex.load(saved)
+
+
+def test_missing_or_bad_manifest(saved, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        MuveraIndex.load(tmp_path / "nowhere")
+    (saved / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="manifest.json"):
+        MuveraIndex.load(saved)
+    (saved / "manifest.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="manifest"):
+        MuveraIndex.load(saved)
+    (saved / "manifest.json").unlink()
+    with pytest.raises(ValueError, match="manifest.json"):
+        MuveraIndex.load(saved)
+
+
+def _edit_manifest(path, **changes):
+    m = json.loads((path / "manifest.json").read_text())
+    m.update(changes)
+    (path / "manifest.json").write_text(json.dumps(m))
+    return m
+
+
+def test_future_format_version(saved):
+    _edit_manifest(saved, format_version=muvera.index.FORMAT_VERSION + 1)
+    with pytest.raises(ValueError, match=f"format version {muvera.index.FORMAT_VERSION + 1} is newer"):
+        MuveraIndex.load(saved)
+
+
+def test_manifest_inconsistent_with_data(saved):
+    m = _edit_manifest(saved, num_tokens=json.loads((saved / "manifest.json").read_text())["num_tokens"] + 1)
+    with pytest.raises(ValueError, match="tokens.npy"):
+        MuveraIndex.load(saved)
+    _edit_manifest(saved, num_tokens=m["num_tokens"] - 1, ids=m["ids"][:-1])
+    with pytest.raises(ValueError, match="ids"):
+        MuveraIndex.load(saved)
+    _edit_manifest(saved, ids=m["ids"], token_dtype="float32")
+    with pytest.raises(ValueError, match="tokens.npy"):
+        MuveraIndex.load(saved)
+    _edit_manifest(saved, token_dtype="float16", config=dict(m["config"], dimension=D + 1))
+    with pytest.raises(ValueError, match="dimension"):
+        MuveraIndex.load(saved)
+    del m["files"]
+    (saved / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="malformed"):
+        MuveraIndex.load(saved)
+
+
+# -- crash safety ---------------------------------------------------------------------------------
+def test_crash_while_writing_keeps_previous_index(tmp_path, monkeypatch):
+    path = tmp_path / "idx"
+    old = _build(n=60)
+    old.save(path)
+    new = _build(n=120)
+    real_write = muvera.index._write_npy
+    calls = []
+
+    def failing_write(p, arr):
+        calls.append(p)
+        if len(calls) == 3:
+            raise OSError("disk full (simulated)")
+        return real_write(p, arr)
+
+    monkeypatch.setattr(muvera.index, "_write_npy", failing_write)
+    with pytest.raises(OSError, match="simulated"):
+        new.save(path)
+    assert _leftovers(path) == []  # the temporary directory was removed
+    loaded = MuveraIndex.load(path)
+    assert len(loaded) == 60
+    _same_results(old, loaded)
+    monkeypatch.undo()
+    new.save(path)  # the next save works
+    assert len(MuveraIndex.load(path)) == 120 and _leftovers(path) == []
+
+
+def test_crash_during_swap_rolls_back(tmp_path, monkeypatch):
+    path = tmp_path / "idx"
+    _build(n=60).save(path)
+    real_replace = os.replace
+    calls = []
+
+    def failing_replace(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # old -> backup done, new -> path fails
+            raise OSError("power cut (simulated)")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(muvera.index.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="simulated"):
+        _build(n=120).save(path)
+    monkeypatch.undo()
+    assert len(MuveraIndex.load(path)) == 60 and _leftovers(path) == []
+
+
+def test_hard_crash_states_recover(tmp_path):
+    path = tmp_path / "idx"
+    _build(n=60).save(path)
+    # Crash between the two renames: only the backup (and a stale temporary) remain.
+    os.replace(path, tmp_path / "idx.bak")
+    (tmp_path / "idx.tmp-deadbeef").mkdir()
+    (tmp_path / "idx.tmp-deadbeef" / "tokens.npy").write_bytes(b"partial")
+    assert len(MuveraIndex.load(path)) == 60  # falls back to idx.bak
+    _build(n=120).save(path)
+    assert len(MuveraIndex.load(path)) == 120 and _leftovers(path) == []
+    # Crash after the swap, before deleting the backup: path wins, next save cleans up.
+    (tmp_path / "idx.bak").mkdir()
+    assert len(MuveraIndex.load(path)) == 120
+    _build(n=30).save(path)
+    assert len(MuveraIndex.load(path)) == 30 and _leftovers(path) == []
+
+
+def test_save_refuses_foreign_directory_and_bad_ids(tmp_path):
+    foreign = tmp_path / "docs"
+    foreign.mkdir()
+    (foreign / "important.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a muvera index"):
+        _build(n=5).save(foreign)
+    assert (foreign / "important.txt").read_text() == "keep me"
+    idx = MuveraIndex(CONFIG)
+    idx.add(DOCS[:2], ids=[(1, 2), "ok"])
+    with pytest.raises(TypeError, match="int or str"):
+        idx.save(tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _build(n=5).save(empty)  # an empty directory is fine
+    assert len(MuveraIndex.load(empty)) == 5

@@ -1,0 +1,178 @@
+"""TokenStore: packing every batch form, dtype conversion, validation, tombstones, compaction, mmap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from muvera.store import TokenStore, pack_tokens
+
+D = 8
+
+
+def _docs(lengths, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(n, D)).astype(dtype) for n in lengths]
+
+
+def _rows(store, i):
+    return store.tokens[store.offsets[i]: store.offsets[i + 1]]
+
+
+def test_append_list_converts_to_float16_by_default():
+    store = TokenStore(D)
+    docs = _docs([3, 1, 4])
+    rows = store.append(docs)
+    assert rows.tolist() == [0, 1, 2]
+    assert store.dtype == np.float16 and store.tokens.dtype == np.float16
+    assert store.offsets.tolist() == [0, 3, 4, 8]
+    assert store.lengths.tolist() == [3, 1, 4]
+    assert len(store) == 3 and store.num_live == 3 and store.num_tokens == 8
+    for i, doc in enumerate(docs):
+        np.testing.assert_array_equal(_rows(store, i), doc.astype(np.float16))
+    assert store.alive.tolist() == [1, 1, 1]
+
+
+def test_float32_store_keeps_values_exactly():
+    store = TokenStore(D, dtype="float32")
+    docs = _docs([2, 5], dtype=np.float64)
+    store.append(docs)
+    assert store.tokens.dtype == np.float32
+    np.testing.assert_array_equal(store.get(1), docs[1].astype(np.float32))
+
+
+def test_packed_and_padded_forms_match_list_form():
+    docs = _docs([3, 2, 4])
+    packed = np.concatenate(docs)
+    a, b, c, e = (TokenStore(D, "float32") for _ in range(4))
+    a.append(docs)
+    b.append(packed, lengths=[3, 2, 4])
+    c.append(packed, offsets=[0, 3, 5, 9])
+    padded = np.zeros((3, 4, D), np.float32)
+    mask = np.zeros((3, 4), bool)
+    for i, doc in enumerate(docs):  # holes in the mask: valid tokens not a prefix
+        slots = [0, 2, 3][: len(doc)] if i == 1 else list(range(len(doc)))
+        padded[i, slots] = doc
+        mask[i, slots] = True
+    e.append(padded, mask=mask)
+    for s in (b, c, e):
+        np.testing.assert_array_equal(s.tokens, a.tokens)
+        np.testing.assert_array_equal(s.offsets, a.offsets)
+
+
+def test_append_grows_amortised_and_old_views_stay_valid():
+    store = TokenStore(D, "float32")
+    store.append(_docs([2]))
+    snapshot_tokens, snapshot_offsets = store.tokens, store.offsets
+    before = snapshot_tokens.copy()
+    for i in range(200):
+        store.append(_docs([1 + i % 3], seed=i + 1))
+    assert len(store) == 201
+    np.testing.assert_array_equal(snapshot_tokens, before)
+    assert snapshot_offsets.tolist() == [0, 2]
+    assert store.nbytes >= store.tokens.nbytes
+
+
+def test_zero_token_document_rejected_and_store_unchanged():
+    store = TokenStore(D)
+    store.append(_docs([2]))
+    with pytest.raises(ValueError, match=r"documents\[1\].*at least one token"):
+        store.append([np.ones((2, D)), np.ones((0, D)), np.ones((1, D))])
+    with pytest.raises(ValueError, match=r"documents\[0\]"):
+        store.append(np.ones((3, D)), lengths=[0, 3])
+    assert len(store) == 1 and store.num_tokens == 2
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_rejected(bad):
+    store = TokenStore(D)
+    docs = _docs([2, 3, 2])
+    docs[2][1, 4] = bad
+    with pytest.raises(ValueError, match=r"documents\[2\].*NaN or Inf"):
+        store.append(docs)
+    assert len(store) == 0
+
+
+def test_float16_overflow_rejected():
+    store = TokenStore(D)
+    with pytest.raises(ValueError, match=r"documents\[0\].*float16"):
+        store.append([np.full((1, D), 1e6, np.float32)])
+    TokenStore(D, "float32").append([np.full((1, D), 1e6, np.float32)])  # fine in float32
+
+
+def test_wrong_dimension_empty_batch_and_bad_types():
+    store = TokenStore(D)
+    with pytest.raises(ValueError, match="documents"):
+        store.append([np.ones((2, D + 1))])
+    with pytest.raises(ValueError, match="documents"):
+        store.append([])
+    with pytest.raises(TypeError):
+        store.append([np.ones((2, D), dtype=np.complex64)])
+    with pytest.raises(ValueError, match="dtype"):
+        TokenStore(D, "int8")
+    with pytest.raises(ValueError, match="dimension"):
+        TokenStore(0)
+    assert len(store) == 0
+
+
+def test_delete_and_compact():
+    store = TokenStore(D, "float32")
+    docs = _docs([2, 3, 1, 4])
+    store.append(docs)
+    store.delete([1, 3])
+    store.delete(1)  # idempotent
+    assert len(store) == 4 and store.num_live == 2
+    assert store.alive.tolist() == [1, 0, 1, 0]
+    with pytest.raises(IndexError):
+        store.delete([4])
+    mapping = store.compact()
+    assert mapping.tolist() == [0, -1, 1, -1]
+    assert len(store) == 2 and store.alive.tolist() == [1, 1]
+    np.testing.assert_array_equal(store.get(0), docs[0])
+    np.testing.assert_array_equal(store.get(1), docs[2])
+    assert store.offsets.tolist() == [0, 2, 3]
+    store.append(_docs([2], seed=9))  # still appendable after compaction
+    assert store.offsets.tolist() == [0, 2, 3, 5]
+
+
+def test_memory_mapped_store_copies_on_append(tmp_path):
+    src = TokenStore(D)
+    src.append(_docs([2, 3]))
+    np.save(tmp_path / "t.npy", src.tokens)
+    tokens = np.load(tmp_path / "t.npy", mmap_mode="r")
+    store = TokenStore.from_arrays(tokens, src.offsets.copy(), src.alive.copy())
+    assert store.is_memory_mapped and not store.tokens.flags.writeable
+    store.delete([0])  # alive lives in memory
+    new = _docs([4], seed=5)
+    store.append(new)
+    assert not store.is_memory_mapped
+    np.testing.assert_array_equal(store.get(2), new[0].astype(np.float16))
+    np.testing.assert_array_equal(np.load(tmp_path / "t.npy"), src.tokens)  # file untouched
+    assert store.alive.tolist() == [0, 1, 1]
+
+
+def test_from_arrays_validates():
+    t = np.zeros((5, D), np.float16)
+    with pytest.raises(ValueError, match="offsets"):
+        TokenStore.from_arrays(t, np.array([0, 2, 4], np.int64))
+    with pytest.raises(ValueError, match="offsets"):
+        TokenStore.from_arrays(t, np.array([0, 2, 2, 5], np.int64))
+    with pytest.raises(ValueError, match="alive"):
+        TokenStore.from_arrays(t, np.array([0, 2, 5], np.int64), np.array([1, 2], np.uint8))
+
+
+def test_pack_tokens_float32_for_queries():
+    docs = _docs([2, 3], dtype=np.float16)
+    tokens, lens = pack_tokens(docs, D, np.float32, name="queries")
+    assert tokens.dtype == np.float32 and lens.tolist() == [2, 3]
+    docs[1][0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"queries\[1\]"):
+        pack_tokens(docs, D, np.float32, name="queries")
+
+
+def test_bfloat16_torch_input():
+    torch = pytest.importorskip("torch")
+    x = torch.randn(4, D).to(torch.bfloat16)
+    store = TokenStore(D, "float32")
+    store.append([x])
+    np.testing.assert_array_equal(store.tokens, x.float().numpy())
