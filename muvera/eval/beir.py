@@ -47,8 +47,11 @@ def load_beir(path: os.PathLike, split: str = "test", max_queries: Optional[int]
         for lineno, row in enumerate(reader, 1):
             if lineno == 1 and row and not row[-1].lstrip("-").isdigit():
                 continue  # header
-            if len(row) < 3:
-                raise ValueError(f"{root / 'qrels' / (split + '.tsv')}:{lineno}: expected query-id, corpus-id, score")
+            if not row:
+                continue  # blank line
+            if len(row) < 3 or not row[2].strip().lstrip("-").isdigit():
+                raise ValueError(f"{root / 'qrels' / (split + '.tsv')}:{lineno}: expected query-id, corpus-id, "
+                                 f"integer score")
             qrels.setdefault(row[0], {})[row[1]] = int(row[2])
     doc_ids, doc_texts = [], []
     for lineno, obj in _jsonl(root / "corpus.jsonl"):
@@ -63,7 +66,7 @@ def load_beir(path: os.PathLike, split: str = "test", max_queries: Optional[int]
             query_texts.append(obj.get("text") or "")
     if max_queries is not None:
         query_ids, query_texts = query_ids[:max_queries], query_texts[:max_queries]
-    return BeirDataset(root.name, doc_ids, doc_texts, query_ids, query_texts, qrels)
+    return BeirDataset(root.resolve().name, doc_ids, doc_texts, query_ids, query_texts, qrels)
 
 
 def _jsonl(path: Path):

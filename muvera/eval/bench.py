@@ -44,6 +44,10 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
     """Run the benchmark and return the report (see module docstring); ``log`` prints progress."""
     from threadpoolctl import threadpool_limits
 
+    k_eval = 100
+    bad = [c for c in candidates if c < k_eval]
+    if bad:  # checked before the (possibly long) encoding
+        raise ValueError(f"candidates: each count must be >= {k_eval} (Recall@100 needs 100 results), got {bad[0]}")
     t0 = time.perf_counter()
     emb: EmbeddedDataset = embed_beir(dataset_dir, model, cache_root=cache_root, max_queries=max_queries,
                                       progress=progress)
@@ -70,7 +74,6 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
         f"{bytes_per_doc:.0f} bytes/document")
 
     qoff = emb.query_offsets
-    k_eval = 100
     lat_n = min(latency_queries, nq)
     t0 = time.perf_counter()
     exact_ids, exact_scores = index.search_exact(qtok, k=k_eval, offsets=qoff)

@@ -4,7 +4,7 @@ Layout of a cache entry directory::
 
     manifest.json        {"format": "muvera-embeddings", "version": 1, "dim": D, "count": N,
                           "shard_size": S, "shards": [{"file": ..., "count": ..., "rows": ...,
-                          "sha256": ...}, ...], "fingerprint": ...}
+                          "sha256": ...}, ...], "fingerprint": ..., "texts_sha256": ...}
     shard-00000.npz      tokens (rows, D) float16, lengths (count,) int64
 
 Shards are written to a temporary name, fsynced and renamed, and the manifest is rewritten the
@@ -36,6 +36,15 @@ def _sha256(path: Path) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def _texts_sha256(texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode("utf-8", "surrogatepass")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
     return h.hexdigest()
 
 
@@ -77,8 +86,9 @@ def encode_cached(directory: os.PathLike, texts: Sequence[str],
     root.mkdir(parents=True, exist_ok=True)
     manifest_path = root / "manifest.json"
     n_shards = (len(texts) + shard_size - 1) // shard_size
+    texts_sha256 = _texts_sha256(texts)
     manifest = {"format": FORMAT, "version": VERSION, "count": len(texts), "shard_size": shard_size,
-                "fingerprint": fingerprint, "dim": None, "shards": []}
+                "fingerprint": fingerprint, "texts_sha256": texts_sha256, "dim": None, "shards": []}
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         if old.get("format") != FORMAT or old.get("version", 0) > VERSION:
@@ -86,7 +96,12 @@ def encode_cached(directory: os.PathLike, texts: Sequence[str],
         if (old.get("count"), old.get("shard_size"), old.get("fingerprint")) != (len(texts), shard_size, fingerprint):
             raise ValueError(f"{manifest_path}: the cache was built for other texts, shard size or model "
                              f"(fingerprint {old.get('fingerprint')!r}); use another directory")
+        if old.get("texts_sha256", texts_sha256) != texts_sha256:  # entries from before the key: not checked
+            raise ValueError(f"{manifest_path}: the cache was built for other texts (same count, other "
+                             f"content); use another directory")
         manifest = old
+    else:  # written up front so that an entry with no shards (no texts) is complete too
+        _atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
     done = {s["file"]: s for s in manifest["shards"]}
     bar = _progress(n_shards, description) if progress else None
     shards: List[Optional[dict]] = []

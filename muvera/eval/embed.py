@@ -46,8 +46,10 @@ def embed_beir(dataset_dir: os.PathLike, model=None, *, cache_root: Optional[os.
 
         model = HFTokenEncoder()
     data = load_beir(dataset_dir, split=split)
-    root = Path(cache_root or default_cache_root()) / Path(dataset_dir).name / f"{type(model).__name__}-{model.fingerprint()}"
-    qt, qo = encode_cached(root / "queries", data.query_texts, model.encode_queries, fingerprint=model.fingerprint(),
+    root = Path(cache_root or default_cache_root()) / data.name / f"{type(model).__name__}-{model.fingerprint()}"
+    # queries depend on the split (only judged ones are kept); "queries" stays the test split's entry
+    qdir = root / ("queries" if split == "test" else f"queries-{split}")
+    qt, qo = encode_cached(qdir, data.query_texts, model.encode_queries, fingerprint=model.fingerprint(),
                            progress=progress, description=f"{data.name} queries")
     dt, do = encode_cached(root / "docs", data.doc_texts, model.encode_documents, fingerprint=model.fingerprint(),
                            progress=progress, description=f"{data.name} documents")
