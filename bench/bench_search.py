@@ -11,7 +11,7 @@ latency per query on one thread (p50, p95), QPS on all threads, build time, byte
 Baselines: brute-force exact Chamfer (our C++ kernel; plain NumPy; torch) and colbert-ai's PLAID
 engine on the same vectors (when colbert-ai is installed).
 
-    python bench/bench_search.py scifact [--backends exact,HNSW32,PQ1280x8] [--json out.json]
+    python bench/bench_search.py scifact [--backends "exact;HNSW32;PQ1280x8"] [--json out.json]
     python bench/bench_search.py synthetic --docs 100000
 """
 
@@ -191,10 +191,13 @@ def run(args) -> Dict:
 
     print(f"\n{'backend':18s} {'cand':>5s} {'R@1':>6s} {'R@10':>6s} {'R@100':>6s} {'p50 ms':>8s} {'p95 ms':>8s} "
           f"{'QPS':>7s} {'build s':>8s} {'FDE B/doc':>10s} {'tok B/doc':>10s}")
-    for spec in args.backends.split(","):
+    specs = args.backends.split(";")
+    specs = [x for x in specs if x == "exact"] + [x for x in specs if x != "exact"]  # exact first, then free it
+    for spec in specs:
         if spec == "exact":
             index, build = base, exact_build
         else:
+            base = None  # the exact index (tokens + float32 FDEs) is no longer needed: free it
             index = muvera.MuveraIndex(cfg, backend=spec)
             t0 = time.perf_counter()
             index.add(tokens, lengths=lengths)
@@ -222,8 +225,7 @@ def run(args) -> Dict:
             print(f"{spec:18s} {c:5d} {row['recall@1']:6.3f} {row['recall@10']:6.3f} {r100:>6s} "
                   f"{row['latency_ms_p50']:8.2f} {row['latency_ms_p95']:8.2f} {qps:7.1f} {build:8.1f} "
                   f"{fde_bytes:10.0f} {tok_bytes:10.0f}")
-        if index is not base:
-            del index
+        del index
     return report
 
 
@@ -268,7 +270,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=None, help="queries (default: all / 100 synthetic)")
     ap.add_argument("--latency-queries", type=int, default=100)
     ap.add_argument("--preset", default="10240")
-    ap.add_argument("--backends", default="exact,HNSW32,PQ1280x8")
+    ap.add_argument("--backends", default="exact;HNSW32;PQ1280x8", help="faiss factory strings separated by ;")
     ap.add_argument("--candidates", default="50,100,200,250,500,1000")
     ap.add_argument("--ef-search", type=int, default=256)
     ap.add_argument("--nprobe", type=int, default=32)

@@ -349,6 +349,11 @@ class FaissBackend(Backend):
         return total
 
     @property
+    def train_size(self) -> int:
+        """Vectors sampled from the first ``add`` to train the index."""
+        return self._train_size
+
+    @property
     def ef_search(self) -> int:
         """HNSW ``efSearch`` default (ValueError for non-HNSW indexes)."""
         return int(self._hnsw().efSearch)

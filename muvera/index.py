@@ -255,6 +255,9 @@ def _expect(arr: np.ndarray, name: str, dtype: Any, shape: Tuple[int, ...]) -> N
 
 
 # -- the index ----------------------------------------------------------------------------------
+_ADD_CHUNK = 32_768  # documents encoded per step when the backend compresses FDEs
+
+
 class MuveraIndex:
     """Multi-vector retrieval index: FDE + MIPS candidates, exact Chamfer rerank.
 
@@ -408,10 +411,14 @@ class MuveraIndex:
         """
         tokens, lens = pack_tokens(documents, self._config.dimension, self._store.dtype,
                                    lengths=lengths, offsets=offsets, mask=mask, name="documents")
-        fdes = self._encoder.encode_documents(tokens, lengths=lens)
+        exact = isinstance(self._backend, ExactBackend)
+        fdes = self._encoder.encode_documents(tokens, lengths=lens) if exact else None
         with self._rw.write():
             new_ids = self._check_new_ids(ids, len(lens))
-            self._backend.add(fdes)  # the only step that may still fail (faiss training)
+            if exact:
+                self._backend.add(fdes)
+            else:
+                self._add_chunked(tokens, lens)  # may fail only in its first chunk (faiss training)
             rows = self._store.append_packed(tokens, lens, validate=False)
             obj = np.empty(len(new_ids), dtype=object)
             obj[:] = new_ids
@@ -424,6 +431,16 @@ class MuveraIndex:
             if ints:
                 self._next_id = max(self._next_id, max(ints) + 1)
         return new_ids
+
+    def _add_chunked(self, tokens: np.ndarray, lens: np.ndarray) -> None:
+        """Encode and hand FDEs to a compressing backend in chunks: the float32 FDEs of a large
+        batch (40 KB per document at 10240 d) never exist all at once."""
+        starts = np.zeros(len(lens), dtype=np.int64)
+        np.cumsum(lens[:-1], out=starts[1:])
+        chunk = max(_ADD_CHUNK, getattr(self._backend, "train_size", 0))
+        for s in range(0, len(lens), chunk):
+            e = min(len(lens), s + chunk)
+            self._backend.add(self._encoder.encode_spans(tokens, starts[s:e], lens[s:e], is_document=True))
 
     def _check_new_ids(self, ids: Any, n: int) -> List[Hashable]:
         if ids is None:
