@@ -1,0 +1,20 @@
+"""Ray integration: distributed FDE encoding and a sharded, actor-backed index.
+
+Nothing here imports Ray at module import time (``import muvera`` and
+``import muvera.distributed`` work without it); each function imports it when called.
+Install with ``pip install "muvera-toolkit[ray]"``.
+
+* :func:`encode_dataset` encodes a Ray Dataset (or a list of ``.npy``/``.npz`` files) on a pool of
+  Ray actors and writes checksummed shards; :func:`load_encoded` and :func:`index_from_encoded`
+  read them back.
+* :class:`ShardedIndex` spreads documents over N :class:`~muvera.MuveraIndex` shards held by Ray
+  actors and merges their top-k.
+"""
+
+from __future__ import annotations
+
+from .encode import ENCODED_FORMAT, encode_dataset, index_from_encoded, load_encoded
+from .sharded import SHARDED_FORMAT, ShardedIndex, shard_of
+
+__all__ = ["encode_dataset", "load_encoded", "index_from_encoded", "ShardedIndex", "shard_of",
+           "ENCODED_FORMAT", "SHARDED_FORMAT"]

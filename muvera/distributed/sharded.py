@@ -1,0 +1,648 @@
+"""ShardedIndex: N MuveraIndex shards held by Ray actors, documents routed by a stable id hash.
+
+On-disk layout (format ``muvera-sharded-index``, version 1)::
+
+    <dir>/manifest.json          config, backend, token dtype, number of shards, routing
+    <dir>/shard-00000/           a normal MuveraIndex directory (MuveraIndex.load reads it)
+    <dir>/shard-00001/
+    ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import zlib
+from pathlib import Path
+from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..config import FDEConfig
+from ..store import _offsets_of, pack_tokens
+
+__all__ = ["ShardedIndex", "shard_of", "SHARDED_FORMAT", "SHARDED_FORMAT_VERSION"]
+
+SHARDED_FORMAT = "muvera-sharded-index"
+SHARDED_FORMAT_VERSION = 1
+PathLike = Union[str, "os.PathLike[str]"]
+_INT64_MAX = 2**63 - 1
+
+
+# -- routing ------------------------------------------------------------------------------------
+def _check_id(x: Any, name: str = "ids") -> Union[int, str]:
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, bool) or not isinstance(x, (int, str)):
+        raise TypeError(f"{name}: a ShardedIndex needs int or str ids (they are hashed for routing "
+                        f"and saved as JSON), got {type(x).__name__} {x!r}")
+    return x
+
+
+def _id_list(ids: Any, name: str, single_ok: bool) -> List[Union[int, str]]:
+    if isinstance(ids, (str, int, np.generic)) and single_ok:
+        ids = [ids]
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise TypeError(f"{name}: expected a sequence of ids, got {type(ids).__name__}")
+    raw = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+    return [_check_id(x, name) for x in raw]
+
+
+def shard_of(doc_id: Union[int, str], num_shards: int) -> int:
+    """The shard a document id lives on: ``crc32(tag + str(id)) % num_shards``.
+
+    The same in every process and Python version (unlike the salted built-in ``hash``); the tag
+    keeps ``7`` and ``"7"`` (different ids in a MuveraIndex) apart.
+    """
+    x = _check_id(doc_id, "doc_id")
+    key = (b"i:" + str(x).encode("ascii")) if isinstance(x, int) else (b"s:" + x.encode("utf-8"))
+    return zlib.crc32(key) % num_shards
+
+
+def _gather(tokens: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Tokens and lengths of documents ``rows`` of a packed batch, packed again."""
+    lens = offsets[rows + 1] - offsets[rows]
+    starts = offsets[rows]
+    total = int(lens.sum())
+    new_starts = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(np.int64)
+    idx = np.repeat(starts - new_starts, lens) + np.arange(total, dtype=np.int64)
+    return np.ascontiguousarray(tokens[idx]), lens.astype(np.int64)
+
+
+def _merge(parts: List[Tuple[np.ndarray, np.ndarray]], nq: int, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard top-k lists (in shard order) into one top-k per query.
+
+    A stable sort on the concatenation breaks score ties by shard, then by the shard's rank.
+    Ids stay int64 (padded -1) when every shard answered with int64, else object (padded None).
+    """
+    if not parts:
+        return np.full((nq, k), -1, dtype=np.int64), np.full((nq, k), -np.inf, dtype=np.float32)
+    scores = np.concatenate([s for _, s in parts], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(scores, order, axis=1).astype(np.float32, copy=False)
+    pad = np.isneginf(top)
+    if all(ids.dtype != object for ids, _ in parts):
+        ids = np.take_along_axis(np.concatenate([i for i, _ in parts], axis=1), order, axis=1)
+        ids[pad] = -1
+    else:
+        objs = []
+        for i, _ in parts:
+            o = i.astype(object)
+            if i.dtype != object:
+                o[i < 0] = None
+            objs.append(o)
+        ids = np.take_along_axis(np.concatenate(objs, axis=1), order, axis=1)
+        ids[pad] = None
+    return ids, top
+
+
+# -- the actor ----------------------------------------------------------------------------------
+class _ShardWorker:
+    """One MuveraIndex inside a Ray actor (made remote lazily by :func:`_actor_class`)."""
+
+    def __init__(self, config: Dict[str, Any], backend: str, token_dtype: str,
+                 num_threads: Optional[int], path: Optional[str], load: bool, autosave: bool,
+                 mmap: bool) -> None:
+        from ..index import MuveraIndex  # noqa: PLC0415
+
+        self._path, self._autosave = path, autosave
+        if load:
+            self._index = MuveraIndex.load(path, mmap=mmap, backend=backend, num_threads=num_threads)
+        else:
+            self._index = MuveraIndex(FDEConfig.from_dict(config), backend, token_dtype, num_threads)
+            if path is not None:  # an empty shard on disk: reload_shard always has a base
+                self._index.save(path)
+
+    def _persist(self) -> None:
+        if self._autosave and self._path is not None:
+            self._index.save(self._path)
+
+    def ping(self) -> bool:
+        return True
+
+    def len(self) -> int:
+        return len(self._index)
+
+    def ids(self) -> List[Hashable]:
+        return self._index.ids
+
+    def present(self, ids: List[Hashable]) -> List[Hashable]:
+        return [x for x in ids if x in self._index]
+
+    def add(self, tokens: np.ndarray, lengths: np.ndarray, ids: List[Hashable]) -> int:
+        self._index.add(tokens, ids=ids, lengths=lengths)
+        self._persist()
+        return len(ids)
+
+    def remove(self, ids: List[Hashable]) -> int:
+        n = self._index.remove(ids)
+        self._persist()
+        return n
+
+    def compact(self) -> int:
+        n = self._index.compact()
+        if n:
+            self._persist()
+        return n
+
+    def get_tokens(self, doc_id: Hashable) -> np.ndarray:
+        return self._index.get_tokens(doc_id)
+
+    def search(self, qtok: np.ndarray, qoff: np.ndarray, k: int, candidates: int,
+               kwargs: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
+        return self._index.search(qtok, k, candidates, offsets=qoff, **kwargs)
+
+    def search_exact(self, qtok: np.ndarray, qoff: np.ndarray, k: int,
+                     filter_ids: Optional[List[Hashable]]) -> Tuple[np.ndarray, np.ndarray]:
+        return self._index.search_exact(qtok, k, offsets=qoff, filter_ids=filter_ids)
+
+    def save(self, path: str) -> None:
+        self._index.save(path)
+
+
+_ACTOR_CLASS: Any = None
+
+
+def _actor_class() -> Any:
+    global _ACTOR_CLASS
+    if _ACTOR_CLASS is None:
+        import ray  # noqa: PLC0415 (optional dependency)
+
+        _ACTOR_CLASS = ray.remote(_ShardWorker)
+    return _ACTOR_CLASS
+
+
+def _actor_errors() -> Tuple[type, ...]:
+    import ray.exceptions as rex  # noqa: PLC0415
+
+    names = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "ActorUnschedulableError")
+    return tuple(getattr(rex, n) for n in names if hasattr(rex, n))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first[:160]}" if first else type(exc).__name__
+
+
+def _write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# -- the index ----------------------------------------------------------------------------------
+class ShardedIndex:
+    """A MuveraIndex split over ``num_shards`` Ray actors.
+
+    Parameters
+    ----------
+    config : FDEConfig
+    num_shards : int
+    backend : str, default "exact"
+        Backend of every shard (as for :class:`muvera.MuveraIndex`).
+    shard_dir : str or path, optional
+        Directory for the shards' saves (``shard-XXXXX`` subdirectories plus ``manifest.json``).
+        Required for :meth:`reload_shard`. Must not already hold a sharded index (use
+        :meth:`load` to reopen one).
+    autosave : bool, optional
+        Default True when ``shard_dir`` is set: every :meth:`add` / :meth:`remove` /
+        :meth:`compact` saves each shard it touched, inside the same actor call, so a call that
+        returned is on disk and survives the loss of the actor. Each save rewrites the whole
+        shard (atomically): add in large batches, or pass False and call :meth:`save` yourself
+        (then :meth:`reload_shard` restores the last explicit save).
+    token_dtype : {"float16", "float32"}, default "float16"
+    num_threads : int, optional
+        Threads of each shard's MuveraIndex (default: every core of its node; lower it when
+        several shards share a node).
+    actor_options : dict, optional
+        Passed to ``ActorClass.options`` for every shard, e.g. ``{"num_cpus": 4}``,
+        ``{"max_concurrency": 4}`` (concurrent searches per shard), ``{"resources": {...}}``.
+
+    Notes
+    -----
+    * **Routing**: a document lives on shard :func:`shard_of` ``(id, num_shards)`` (CRC-32,
+      stable across processes). Ids must be ints or strings and are required by :meth:`add`.
+    * **Search** sends the query batch to every shard at once (one object-store copy) and merges
+      each query's top-``k`` by score, ties broken by shard then by rank within the shard. Each
+      shard reranks up to ``candidates`` of *its* documents, so with a ``candidates`` that covers
+      every document both :meth:`search` and :meth:`search_exact` equal a single MuveraIndex's
+      :meth:`~muvera.MuveraIndex.search_exact` on the same documents (up to the order of exactly
+      tied scores).
+    * **Failures**: a shard whose actor died makes calls raise ``RuntimeError("shard i is
+      unavailable (...); call reload_shard(i)")``. :meth:`add` and :meth:`remove` first ask every
+      shard they touch (which also checks for clashing / missing ids), so a shard found dead then
+      leaves the index unchanged; a shard dying in the middle of a call can leave that call
+      applied on the other shards only.
+    * With a multi-node cluster, ``shard_dir`` must be on storage every node sees at the same path.
+    * Searches may run from several threads; calls that change the index should not overlap.
+    """
+
+    def __init__(self, config: FDEConfig, num_shards: int, *, backend: str = "exact",
+                 shard_dir: Optional[PathLike] = None, autosave: Optional[bool] = None,
+                 token_dtype: str = "float16", num_threads: Optional[int] = None,
+                 actor_options: Optional[Dict[str, Any]] = None, _load: bool = False,
+                 _mmap: bool = True) -> None:
+        if not isinstance(config, FDEConfig):
+            raise TypeError(f"config: expected an FDEConfig, got {type(config).__name__}")
+        if isinstance(num_shards, bool) or not isinstance(num_shards, (int, np.integer)) or num_shards < 1:
+            raise ValueError(f"num_shards: expected a positive int, got {num_shards!r}")
+        if token_dtype not in ("float16", "float32"):
+            raise ValueError(f"token_dtype: expected 'float16' or 'float32', got {token_dtype!r}")
+        self._config = config
+        self._num_shards = int(num_shards)
+        self._backend = backend
+        self._token_dtype = token_dtype
+        self._num_threads = num_threads
+        self._actor_options = dict(actor_options or {})
+        self._shard_dir = None if shard_dir is None else Path(os.fspath(shard_dir)).absolute()
+        self._autosave = (self._shard_dir is not None) if autosave is None else bool(autosave)
+        self._mmap = _mmap
+        if self._autosave and self._shard_dir is None:
+            raise ValueError("autosave: needs a shard_dir to save to")
+        if self._shard_dir is not None and not _load:
+            if (self._shard_dir / "manifest.json").exists():
+                raise FileExistsError(f"shard_dir: {self._shard_dir} already holds a sharded index; "
+                                      "reopen it with ShardedIndex.load")
+            self._shard_dir.mkdir(parents=True, exist_ok=True)
+        # Actors start in parallel: their constructors run concurrently.
+        self._actors = [self._spawn(i, load=_load) for i in range(self._num_shards)]
+        self._get({i: a.ping.remote() for i, a in enumerate(self._actors)})
+        if self._shard_dir is not None and not _load:
+            _write_json_atomic(self._shard_dir / "manifest.json", self._manifest())
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _shard_path(self, i: int, root: Optional[Path] = None) -> Optional[str]:
+        base = root if root is not None else self._shard_dir
+        return None if base is None else str(base / f"shard-{i:05d}")
+
+    def _spawn(self, i: int, load: bool) -> Any:
+        cls = _actor_class()
+        if self._actor_options:
+            cls = cls.options(**self._actor_options)
+        return cls.remote(self._config.to_dict(), self._backend, self._token_dtype, self._num_threads,
+                          self._shard_path(i), load, self._autosave, self._mmap)
+
+    def _get(self, refs: Dict[int, Any]) -> Dict[int, Any]:
+        """ray.get every shard's future; a dead actor becomes a RuntimeError naming the shard."""
+        import ray  # noqa: PLC0415
+
+        dead_errors = _actor_errors()
+        out: Dict[int, Any] = {}
+        dead: List[Tuple[int, BaseException]] = []
+        for i, ref in refs.items():
+            try:
+                out[i] = ray.get(ref)
+            except dead_errors as exc:  # the actor is gone; any other error is the caller's
+                dead.append((i, exc))
+        if dead:
+            i, exc = dead[0]
+            more = f" (also unavailable: shards {[j for j, _ in dead[1:]]})" if len(dead) > 1 else ""
+            raise RuntimeError(f"shard {i} is unavailable ({_short(exc)}); call reload_shard({i})"
+                               f"{more}") from exc
+        return out
+
+    def _manifest(self) -> Dict[str, Any]:
+        from .. import __version__  # noqa: PLC0415
+
+        return {"format": SHARDED_FORMAT, "format_version": SHARDED_FORMAT_VERSION,
+                "muvera_version": __version__, "config": self._config.to_dict(),
+                "num_shards": self._num_shards, "backend": self._backend,
+                "token_dtype": self._token_dtype, "routing": "crc32",
+                "shards": [f"shard-{i:05d}" for i in range(self._num_shards)]}
+
+    def _route(self, ids: Sequence[Union[int, str]]) -> np.ndarray:
+        return np.fromiter((shard_of(x, self._num_shards) for x in ids), dtype=np.int64, count=len(ids))
+
+    # -- properties ----------------------------------------------------------------------------
+    @property
+    def config(self) -> FDEConfig:
+        """The FDE configuration shared by every shard."""
+        return self._config
+
+    @property
+    def num_shards(self) -> int:
+        """Number of shards (fixed for the index's life: routing depends on it)."""
+        return self._num_shards
+
+    @property
+    def shard_dir(self) -> Optional[Path]:
+        """Where shards save themselves (None: in memory only)."""
+        return self._shard_dir
+
+    @property
+    def actors(self) -> List[Any]:
+        """The shards' Ray actor handles, in shard order."""
+        return list(self._actors)
+
+    @property
+    def ids(self) -> List[Hashable]:
+        """Live ids, shard by shard, each shard in insertion order."""
+        got = self._get({i: a.ids.remote() for i, a in enumerate(self._actors)})
+        return [x for i in range(self._num_shards) for x in got[i]]
+
+    def shard_sizes(self) -> List[int]:
+        """Live documents per shard."""
+        got = self._get({i: a.len.remote() for i, a in enumerate(self._actors)})
+        return [got[i] for i in range(self._num_shards)]
+
+    def __len__(self) -> int:
+        return sum(self.shard_sizes())
+
+    def __contains__(self, doc_id: Any) -> bool:
+        try:
+            x = _check_id(doc_id, "id")
+        except TypeError:
+            return False
+        s = shard_of(x, self._num_shards)
+        return bool(self._get({s: self._actors[s].present.remote([x])})[s])
+
+    def __repr__(self) -> str:
+        return (f"ShardedIndex(num_shards={self._num_shards}, backend={self._backend!r}, "
+                f"shard_dir={None if self._shard_dir is None else str(self._shard_dir)!r})")
+
+    # -- add / remove --------------------------------------------------------------------------
+    def add(self, documents: Any, ids: Sequence[Union[int, str]], *, lengths: Any = None,
+            offsets: Any = None, mask: Any = None) -> List[Union[int, str]]:
+        """Add documents, each to the shard its id hashes to; returns the ids.
+
+        Parameters
+        ----------
+        documents : any batch form accepted by :meth:`muvera.MuveraIndex.add`
+        ids : sequence of int or str
+            Required (they decide the shard), unique, not already in the index.
+        lengths, offsets, mask : optional
+            Item boundaries for packed / padded input.
+
+        Raises
+        ------
+        ValueError
+            Malformed documents, wrong number of ids, duplicate or already-present ids (checked
+            before any shard changes).
+        TypeError
+            Missing ids or ids that are neither int nor str.
+        RuntimeError
+            A shard is unavailable (see :meth:`reload_shard`).
+        """
+        import ray  # noqa: PLC0415
+
+        if ids is None:
+            raise TypeError("ids: required by ShardedIndex.add (documents are routed to shards by id)")
+        # Validate and round once here, as every shard would, so shards never see a bad batch.
+        tokens, lens = pack_tokens(documents, self._config.dimension, np.dtype(self._token_dtype),
+                                   lengths=lengths, offsets=offsets, mask=mask, name="documents")
+        new_ids = _id_list(ids, "ids", single_ok=False)
+        if len(new_ids) != len(lens):
+            raise ValueError(f"ids: expected {len(lens)} ids (one per document), got {len(new_ids)}")
+        if len(set(new_ids)) != len(new_ids):
+            seen: set = set()
+            dups = [x for x in new_ids if x in seen or seen.add(x)]  # type: ignore[func-returns-value]
+            raise ValueError(f"ids: duplicate ids in this call: {dups[:10]}")
+        route = self._route(new_ids)
+        groups = {s: np.flatnonzero(route == s) for s in np.unique(route).tolist()}
+        # Ask first: finds dead shards and clashing ids before anything changes.
+        present = self._get({s: self._actors[s].present.remote([new_ids[j] for j in rows.tolist()])
+                             for s, rows in groups.items()})
+        clash = [x for s in sorted(present) for x in present[s]]
+        if clash:
+            raise ValueError(f"ids: already in the index: {clash[:10]}")
+        offs = _offsets_of(lens)
+        refs = {}
+        for s, rows in groups.items():
+            tok, ln = _gather(tokens, offs, rows)
+            refs[s] = self._actors[s].add.remote(ray.put(tok), ln, [new_ids[j] for j in rows.tolist()])
+        self._get(refs)
+        return new_ids
+
+    def remove(self, ids: Any) -> int:
+        """Remove documents by id (one id or an iterable); returns how many were removed.
+
+        Raises
+        ------
+        KeyError
+            If any id is not in the index (checked on every shard first; nothing is removed then).
+        RuntimeError
+            A shard is unavailable.
+        """
+        targets = list(dict.fromkeys(_id_list(ids, "ids", single_ok=True)))
+        if not targets:
+            return 0
+        route = self._route(targets)
+        groups = {s: [targets[j] for j in np.flatnonzero(route == s).tolist()]
+                  for s in np.unique(route).tolist()}
+        present = self._get({s: self._actors[s].present.remote(g) for s, g in groups.items()})
+        found = {x for v in present.values() for x in v}
+        missing = [x for x in targets if x not in found]
+        if missing:
+            raise KeyError(f"ids: not in the index: {missing[:10]}")
+        got = self._get({s: self._actors[s].remove.remote(g) for s, g in groups.items()})
+        return int(sum(got.values()))
+
+    def compact(self) -> int:
+        """Compact every shard (see :meth:`muvera.MuveraIndex.compact`); returns rows dropped."""
+        got = self._get({i: a.compact.remote() for i, a in enumerate(self._actors)})
+        return int(sum(got.values()))
+
+    def get_tokens(self, doc_id: Union[int, str]) -> np.ndarray:
+        """A copy of one document's stored tokens (from its shard)."""
+        x = _check_id(doc_id, "id")
+        s = shard_of(x, self._num_shards)
+        return self._get({s: self._actors[s].get_tokens.remote(x)})[s]
+
+    # -- search --------------------------------------------------------------------------------
+    def _queries(self, queries: Any, lengths: Any, offsets: Any, mask: Any) -> Tuple[Any, Any, int]:
+        import ray  # noqa: PLC0415
+
+        qtok, qlens = pack_tokens(queries, self._config.dimension, np.float32, lengths=lengths,
+                                  offsets=offsets, mask=mask, name="queries")
+        # One object-store copy shared by every shard's call.
+        return ray.put(qtok), ray.put(_offsets_of(qlens)), len(qlens)
+
+    def _filter_groups(self, filter_ids: Optional[Iterable[Hashable]]) -> Optional[Dict[int, List[Any]]]:
+        if filter_ids is None:
+            return None
+        wanted = []
+        for x in (filter_ids.tolist() if isinstance(filter_ids, np.ndarray) else filter_ids):
+            try:
+                wanted.append(_check_id(x, "filter_ids"))
+            except TypeError:
+                continue  # an id no shard can hold: ignored, like unknown ids
+        groups: Dict[int, List[Any]] = {}
+        for x in wanted:
+            groups.setdefault(shard_of(x, self._num_shards), []).append(x)
+        return groups
+
+    @staticmethod
+    def _check_k(k: Any, name: str) -> int:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"{name}: expected a positive int, got {type(k).__name__}")
+        if k <= 0:
+            raise ValueError(f"{name}: expected a positive int, got {k}")
+        return int(k)
+
+    def search(self, queries: Any, k: int = 10, candidates: int = 100, *, ball_carving: Any = None,
+               filter_ids: Optional[Iterable[Hashable]] = None, params: Optional[Dict[str, Any]] = None,
+               lengths: Any = None, offsets: Any = None,
+               mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` per query over all shards (each shard: FDE candidates, Chamfer rerank).
+
+        Same arguments and return convention as :meth:`muvera.MuveraIndex.search`;
+        ``candidates`` applies per shard (so up to ``num_shards * candidates`` documents are
+        reranked per query).
+
+        Raises
+        ------
+        RuntimeError
+            A shard is unavailable.
+        """
+        k = self._check_k(k, "k")
+        c = self._check_k(candidates, "candidates")
+        if c < k:
+            raise ValueError(f"candidates: expected >= k ({k}), got {c}")
+        qtok, qoff, nq = self._queries(queries, lengths, offsets, mask)
+        groups = self._filter_groups(filter_ids)
+        refs = {}
+        for i, a in enumerate(self._actors):
+            if groups is not None and i not in groups:
+                continue  # nothing on this shard passes the filter
+            kw = {"ball_carving": ball_carving, "params": params,
+                  "filter_ids": None if groups is None else groups[i]}
+            refs[i] = a.search.remote(qtok, qoff, k, c, kw)
+        got = self._get(refs)
+        return _merge([got[i] for i in sorted(got)], nq, k)
+
+    def search_exact(self, queries: Any, k: int = 10, *, filter_ids: Optional[Iterable[Hashable]] = None,
+                     lengths: Any = None, offsets: Any = None,
+                     mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Brute-force Chamfer top-``k`` over every live document of every shard.
+
+        Equals :meth:`muvera.MuveraIndex.search_exact` of one index holding the same documents
+        (up to the order of exactly tied scores).
+        """
+        k = self._check_k(k, "k")
+        qtok, qoff, nq = self._queries(queries, lengths, offsets, mask)
+        groups = self._filter_groups(filter_ids)
+        refs = {i: a.search_exact.remote(qtok, qoff, k, None if groups is None else groups[i])
+                for i, a in enumerate(self._actors) if groups is None or i in groups}
+        got = self._get(refs)
+        return _merge([got[i] for i in sorted(got)], nq, k)
+
+    # -- persistence / recovery ----------------------------------------------------------------
+    def save(self, path: Optional[PathLike] = None) -> Path:
+        """Save every shard (in parallel, each atomically) and the manifest; returns the directory.
+
+        Parameters
+        ----------
+        path : str or path, optional
+            Default: ``shard_dir``. Another directory makes an independent copy (``shard_dir``,
+            where autosaves and :meth:`reload_shard` go, is unchanged). The manifest is written
+            after every shard has saved.
+        """
+        if path is None:
+            if self._shard_dir is None:
+                raise ValueError("path: required when the index has no shard_dir")
+            root = self._shard_dir
+        else:
+            root = Path(os.fspath(path)).absolute()
+        man = root / "manifest.json"
+        if man.exists():
+            try:
+                fmt = json.loads(man.read_text(encoding="utf-8")).get("format")
+            except ValueError:
+                fmt = None
+            if fmt != SHARDED_FORMAT:
+                raise ValueError(f"path: {root} holds something other than a sharded index")
+        root.mkdir(parents=True, exist_ok=True)
+        self._get({i: a.save.remote(self._shard_path(i, root)) for i, a in enumerate(self._actors)})
+        _write_json_atomic(man, self._manifest())
+        return root
+
+    @classmethod
+    def load(cls, path: PathLike, *, backend: Optional[str] = None, autosave: bool = True,
+             mmap: bool = True, num_threads: Optional[int] = None,
+             actor_options: Optional[Dict[str, Any]] = None) -> "ShardedIndex":
+        """Reopen a sharded index saved by :meth:`save` (or kept up to date by autosave).
+
+        ``path`` becomes the ``shard_dir`` (autosaves continue there unless ``autosave=False``).
+        ``backend`` rebuilds every shard with another backend (see :meth:`muvera.MuveraIndex.load`).
+        """
+        root = Path(os.fspath(path)).absolute()
+        try:
+            m = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"path: no sharded index at {root} (manifest.json missing)") from None
+        if not isinstance(m, dict) or m.get("format") != SHARDED_FORMAT:
+            raise ValueError(f"manifest.json: not a {SHARDED_FORMAT} manifest")
+        if m.get("format_version", 0) > SHARDED_FORMAT_VERSION:
+            raise ValueError(f"manifest.json: format version {m['format_version']} is newer than "
+                             f"this muvera supports ({SHARDED_FORMAT_VERSION})")
+        if m.get("routing") != "crc32":
+            raise ValueError(f"manifest.json: unknown routing {m.get('routing')!r}")
+        return cls(FDEConfig.from_dict(m["config"]), m["num_shards"],
+                   backend=m["backend"] if backend is None else backend, shard_dir=root,
+                   autosave=autosave, token_dtype=m["token_dtype"], num_threads=num_threads,
+                   actor_options=actor_options, _load=True, _mmap=mmap)
+
+    def ping(self) -> List[bool]:
+        """Liveness of each shard's actor (True/False), without raising."""
+        import ray  # noqa: PLC0415
+
+        alive = []
+        for a in self._actors:
+            try:
+                alive.append(bool(ray.get(a.ping.remote(), timeout=30)))
+            except Exception:  # noqa: BLE001 (any failure means unavailable)
+                alive.append(False)
+        return alive
+
+    def reload_shard(self, i: int) -> None:
+        """Replace shard ``i``'s actor by a new one loaded from the shard's last save.
+
+        With autosave (the default with ``shard_dir``) that save holds every completed
+        :meth:`add` / :meth:`remove`, so nothing is lost. The old actor is killed first if it is
+        still running.
+
+        Raises
+        ------
+        RuntimeError
+            The index has no ``shard_dir`` (the shard was never saved).
+        """
+        import ray  # noqa: PLC0415
+
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self._num_shards:
+            raise ValueError(f"i: expected a shard number in [0, {self._num_shards}), got {i!r}")
+        i = int(i)
+        if self._shard_dir is None:
+            raise RuntimeError(f"shard {i} cannot be reloaded: the index has no shard_dir, so it was "
+                               "never saved")
+        try:
+            ray.kill(self._actors[i])
+        except Exception:  # noqa: BLE001 (already dead)
+            pass
+        actor = self._spawn(i, load=True)
+        try:  # a failed load surfaces here, not on the next call
+            ray.get(actor.ping.remote())
+        except Exception as exc:
+            raise RuntimeError(f"shard {i}: reload from {self._shard_path(i)} failed ({_short(exc)})") from exc
+        self._actors[i] = actor
+
+    def close(self) -> None:
+        """Stop every shard actor (unsaved changes are lost). The index is unusable afterwards."""
+        import ray  # noqa: PLC0415
+
+        for a in self._actors:
+            try:
+                ray.kill(a)
+            except Exception:  # noqa: BLE001
+                pass
+        self._actors = []
+
+    def __enter__(self) -> "ShardedIndex":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
