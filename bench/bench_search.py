@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 import muvera
+from muvera.eval.bench import per_query_latency_ms, recall_against
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -101,18 +102,8 @@ def single_thread():
 
 
 def per_query_latency(fn, qtok: np.ndarray, qoff: np.ndarray, n: int) -> np.ndarray:
-    out = []
-    for i in range(min(n, len(qoff) - 1)):
-        q = qtok[qoff[i]:qoff[i + 1]]
-        t0 = time.perf_counter()
-        fn(q)
-        out.append(time.perf_counter() - t0)
-    return np.array(out) * 1e3
-
-
-def recall_at(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    hits = [len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]
-    return float(np.mean(hits))
+    n = min(n, len(qoff) - 1)
+    return per_query_latency_ms(fn, qtok, qoff[: n + 1])
 
 
 def numpy_chamfer_topk(q: np.ndarray, tokens32: np.ndarray, starts: np.ndarray, k: int):
@@ -215,9 +206,9 @@ def run(args) -> Dict:
                 lat = per_query_latency(lambda q: index.search([q], k=10, candidates=c, params=params), qtok, qoff,
                                         args.latency_queries)
             index.num_threads = None
-            row = {"backend": spec, "candidates": c, "recall@1": recall_at(found, truth, 1),
-                   "recall@10": recall_at(found, truth, 10),
-                   "recall@100": recall_at(found, truth, 100) if k >= 100 else None,
+            row = {"backend": spec, "candidates": c, "recall@1": recall_against(found, truth, 1),
+                   "recall@10": recall_against(found, truth, 10),
+                   "recall@100": recall_against(found, truth, 100) if k >= 100 else None,
                    "latency_ms_p50": float(np.median(lat)), "latency_ms_p95": float(np.percentile(lat, 95)),
                    "qps": qps, "build_s": build, "fde_bytes_per_doc": fde_bytes, "token_bytes_per_doc": tok_bytes}
             report["runs"].append(row)
@@ -252,8 +243,8 @@ def plaid_report(report, tokens, offsets, qtok, qoff, truth, args) -> None:
             lat.append((time.perf_counter() - t0) * 1e3)
             found.append(np.pad(rows, (0, max(0, 100 - len(rows))), constant_values=-1)[:100])
         found = np.array(found)
-        row = {"ncells": ncells, "centroid_score_threshold": threshold, "ndocs": ndocs, "recall@1": recall_at(found, truth, 1), "recall@10": recall_at(found, truth, 10),
-               "recall@100": recall_at(found, truth, 100), "latency_ms_p50": float(np.median(lat)),
+        row = {"ncells": ncells, "centroid_score_threshold": threshold, "ndocs": ndocs, "recall@1": recall_against(found, truth, 1), "recall@10": recall_against(found, truth, 10),
+               "recall@100": recall_against(found, truth, 100), "latency_ms_p50": float(np.median(lat)),
                "latency_ms_p95": float(np.percentile(lat, 95)), "build_s": plaid.build_seconds,
                "index_bytes_per_doc": plaid.index_bytes / (len(offsets) - 1)}
         report["baselines"].setdefault("plaid", []).append(row)

@@ -22,7 +22,8 @@ from .embed import EmbeddedDataset, embed_beir, fit_pca, project
 from .metrics import evaluate, make_run
 
 
-def _latencies(fn, qtok: np.ndarray, qoff: np.ndarray) -> np.ndarray:
+def per_query_latency_ms(fn, qtok: np.ndarray, qoff: np.ndarray) -> np.ndarray:
+    """Milliseconds of fn(query_tokens) for each query of a packed batch, one at a time."""
     out = []
     for i in range(len(qoff) - 1):
         q = qtok[qoff[i]:qoff[i + 1]]
@@ -32,7 +33,8 @@ def _latencies(fn, qtok: np.ndarray, qoff: np.ndarray) -> np.ndarray:
     return np.asarray(out) * 1e3
 
 
-def _recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+def recall_against(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """Mean |top-k(found) & top-k(truth)| / k over queries (ids or rows, any padding)."""
     return float(np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]))
 
 
@@ -81,7 +83,7 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
     exact_metrics = evaluate(data.qrels, make_run(data.query_ids, exact_ids, exact_scores))
     index.num_threads = 1
     with threadpool_limits(1):
-        exact_lat = _latencies(lambda q: index.search_exact([q], k=10), qtok, qoff[: lat_n + 1])
+        exact_lat = per_query_latency_ms(lambda q: index.search_exact([q], k=10), qtok, qoff[: lat_n + 1])
     index.num_threads = None
 
     qfde = index.encoder.encode_queries(qtok, offsets=qoff)
@@ -100,14 +102,14 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
         metrics = evaluate(data.qrels, make_run(data.query_ids, found, scores))
         index.num_threads = 1
         with threadpool_limits(1):
-            lat = _latencies(lambda q: index.search([q], k=10, candidates=c), qtok, qoff[: lat_n + 1])
+            lat = per_query_latency_ms(lambda q: index.search([q], k=10, candidates=c), qtok, qoff[: lat_n + 1])
         index.num_threads = None
         runs.append({
             "candidates": int(c),
             "ndcg@10": metrics["ndcg@10"], "recall@100": metrics["recall@100"], "mrr@10": metrics["mrr@10"],
             "fde_ndcg@10": fde_metrics["ndcg@10"], "fde_recall@100": fde_metrics["recall@100"],
             "exact_ndcg@10": exact_metrics["ndcg@10"], "exact_recall@100": exact_metrics["recall@100"],
-            "recall@10_vs_exact": _recall(found, exact_ids, 10),
+            "recall@10_vs_exact": recall_against(found, exact_ids, 10),
             "latency_ms_p50": float(np.median(lat)), "latency_ms_p95": float(np.percentile(lat, 95)),
             "qps": qps, "bytes_per_doc": bytes_per_doc,
         })

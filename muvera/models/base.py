@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,3 +25,30 @@ class TokenEncoder(abc.ABC):
     def fingerprint(self) -> str:
         """A string that changes whenever the vectors would (cache keys)."""
         return type(self).__name__
+
+
+def encode_in_sorted_batches(texts: Sequence[str], max_length: int, batch_size: int,
+                             run: Callable[[List[str], int], Tuple[np.ndarray, np.ndarray]], *,
+                             normalize: bool, projection: Optional[np.ndarray]) -> List[np.ndarray]:
+    """Shared driver of the transformer encoders.
+
+    ``run(texts, max_length)`` returns ``(hidden (B, L, H) float32, keep (B, L) bool)`` for one
+    padded batch; the kept tokens of each text are L2-normalised and projected when asked.
+    Texts are batched by length, which pads far less (CPU time otherwise goes to padding).
+    """
+    if isinstance(texts, str):
+        raise TypeError("texts: expected a sequence of strings, got one string")
+    texts = list(texts)
+    out: List[Optional[np.ndarray]] = [None] * len(texts)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        hidden, keep = run([texts[i] for i in idx], max_length)
+        for row, i in enumerate(idx):
+            vecs = hidden[row][keep[row]]
+            if normalize:
+                vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+            if projection is not None:
+                vecs = vecs @ projection
+            out[i] = np.ascontiguousarray(vecs, dtype=np.float32)
+    return out  # type: ignore[return-value]

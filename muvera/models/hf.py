@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .base import TokenEncoder
+from .base import TokenEncoder, encode_in_sorted_batches
 
 
 def default_model_path() -> Path:
@@ -90,31 +90,18 @@ class HFTokenEncoder(TokenEncoder):
         return self._encode(texts, self.query_max_length)
 
     def _encode(self, texts: Sequence[str], max_length: int) -> List[np.ndarray]:
+        return encode_in_sorted_batches(texts, max_length, self.batch_size, self._run,
+                                        normalize=self.normalize, projection=self.projection)
+
+    def _run(self, texts: List[str], max_length: int):
         import torch
 
-        if isinstance(texts, str):
-            raise TypeError("texts: expected a sequence of strings, got one string")
-        texts = list(texts)
-        out: List[Optional[np.ndarray]] = [None] * len(texts)
-        # Length-sorted batches pad far less (CPU time is spent on padding otherwise).
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b:b + self.batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                                 return_tensors="pt", return_special_tokens_mask=True)
-            special = enc.pop("special_tokens_mask")
-            with torch.inference_mode():
-                hidden = self.model(**{k: v.to(self.device) for k, v in enc.items()}).last_hidden_state
-            keep = enc["attention_mask"].bool()
-            if self.drop_special_tokens:
-                keep &= ~special.bool()
-            hidden = hidden.float().cpu().numpy()
-            keep = keep.numpy()
-            for row, i in enumerate(idx):
-                vecs = hidden[row][keep[row]]
-                if self.normalize:
-                    vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-                if self.projection is not None:
-                    vecs = vecs @ self.projection
-                out[i] = np.ascontiguousarray(vecs, dtype=np.float32)
-        return out  # type: ignore[return-value]
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length,
+                             return_tensors="pt", return_special_tokens_mask=True)
+        special = enc.pop("special_tokens_mask")
+        with torch.inference_mode():
+            hidden = self.model(**{k: v.to(self.device) for k, v in enc.items()}).last_hidden_state
+        keep = enc["attention_mask"].bool()
+        if self.drop_special_tokens:
+            keep &= ~special.bool()
+        return hidden.float().cpu().numpy(), keep.numpy()

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .base import TokenEncoder
+from .base import TokenEncoder, encode_in_sorted_batches
 from .hf import default_model_path
 
 __all__ = ["OnnxMiniLMEncoder", "default_onnx_model_path"]
@@ -167,20 +167,5 @@ class OnnxMiniLMEncoder(TokenEncoder):
         return np.asarray(hidden, dtype=np.float32), keep
 
     def _encode(self, texts: Sequence[str], max_length: int) -> List[np.ndarray]:
-        if isinstance(texts, str):
-            raise TypeError("texts: expected a sequence of strings, got one string")
-        texts = list(texts)
-        out: List[Optional[np.ndarray]] = [None] * len(texts)
-        # Length-sorted batches pad far less.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b:b + self.batch_size]
-            hidden, keep = self._run([texts[i] for i in idx], max_length)
-            for row, i in enumerate(idx):
-                vecs = hidden[row][keep[row]]
-                if self.normalize:
-                    vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-                if self.projection is not None:
-                    vecs = vecs @ self.projection
-                out[i] = np.ascontiguousarray(vecs, dtype=np.float32)
-        return out  # type: ignore[return-value]
+        return encode_in_sorted_batches(texts, max_length, self.batch_size, self._run,
+                                        normalize=self.normalize, projection=self.projection)
