@@ -1,16 +1,18 @@
 """muvera: MUVERA multi-vector retrieval with a C++/SIMD core.
 
 Fixed Dimensional Encodings (FDEs) exact to the reference implementation, batch encoding of
-ragged token-vector sets, and (in later modules) Chamfer reranking and MIPS search.
+ragged token-vector sets, exact Chamfer (MaxSim) scoring, MIPS backends and a persistent index.
 """
 
 from . import reference
 from .config import PRESETS, FDEConfig
 from .encoder import FDEEncoder, active_isa, supported_isas
+from .maxsim import chamfer, chamfer_matrix
 
 __version__ = "0.1.0"
 
-__all__ = ["FDEConfig", "FDEEncoder", "PRESETS", "active_isa", "supported_isas", "reference", "__version__"]
+__all__ = ["FDEConfig", "FDEEncoder", "PRESETS", "active_isa", "supported_isas", "reference", "chamfer",
+           "chamfer_matrix", "__version__"]
 
 # Search layer: token store, MIPS backends (faiss imported lazily) and the index.
 from .backends import Backend, ExactBackend, FaissBackend, make_backend  # noqa: E402

@@ -19,7 +19,7 @@ from typing import Any, Dict, Hashable, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 
 from .backends import ExactBackend, FaissBackend, make_backend, topk
-from .chamfer import rerank
+from .maxsim import rerank
 from .config import FDEConfig
 from .encoder import FDEEncoder
 from .store import TokenStore, _Growable, _offsets_of, pack_tokens

@@ -10,7 +10,7 @@ import pytest
 
 import muvera
 from muvera import FDEConfig, MuveraIndex, ball_carve
-from muvera.chamfer import chamfer_reference
+from muvera.maxsim import chamfer_reference
 
 D = 32
 

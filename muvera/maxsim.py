@@ -84,6 +84,7 @@ def rerank(query_tokens: np.ndarray, query_offsets: np.ndarray, doc_tokens: np.n
         Their Chamfer scores; ``-inf`` for ``-1`` rows.
     """
     qt = np.ascontiguousarray(query_tokens, dtype=np.float32)
+    _check_finite(qt, "query_tokens")  # doc_tokens: a TokenStore only holds validated tokens
     dt = doc_tokens
     if dt.dtype not in _TOKEN_DTYPES:
         raise TypeError(f"doc_tokens: expected float32 or float16, got {dt.dtype}")
@@ -103,6 +104,8 @@ def chamfer(query: Any, document: Any) -> float:
     d, _ = as_matrix(document, q.shape[1], "document")
     if len(d) == 0:
         raise ValueError("document: expected at least one token")
+    _check_finite(np.asarray(q, dtype=np.float32), "query")
+    _check_finite(np.asarray(d, dtype=np.float32), "document")
     scores = chamfer_matrix([q], [d])
     return float(scores[0, 0])
 
@@ -114,6 +117,8 @@ def chamfer_matrix(queries: Any, documents: Any, *, num_threads: int = 0) -> np.
     """
     qtok, qoff = _packed_float32(queries, _dim_of(queries), "queries")
     dtok, doff = _packed_float32(documents, qtok.shape[1], "documents")
+    _check_finite(qtok, "queries")
+    _check_finite(dtok, "documents")
     if (np.diff(doff) == 0).any():
         raise ValueError(f"documents[{int(np.argmax(np.diff(doff) == 0))}]: expected at least one token")
     n_docs = len(doff) - 1

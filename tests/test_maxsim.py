@@ -1,0 +1,90 @@
+"""The C++ Chamfer (MaxSim) kernel against a NumPy brute force, on every ISA."""
+
+import numpy as np
+import pytest
+
+import muvera
+from muvera import _core
+from muvera.maxsim import chamfer_reference, rerank
+
+ISAS = muvera.supported_isas()
+
+
+def _ragged(rng, lengths, d):
+    return [rng.standard_normal((n, d)).astype(np.float32) for n in lengths]
+
+
+def _pack(items):
+    off = np.zeros(len(items) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in items], out=off[1:])
+    return np.concatenate(items).astype(np.float32), off
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d", [1, 7, 16, 33, 128])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_scores_match_numpy(isa, d, dtype):
+    rng = np.random.default_rng(d)
+    queries = _ragged(rng, [1, 5, 16, 17, 32, 40], d)
+    docs = _ragged(rng, [1, 2, 5, 6, 7, 13, 64, 181], d)
+    qt, qo = _pack(queries)
+    dt, do = _pack(docs)
+    dt = dt.astype(dtype)
+    got = _core.chamfer_scores(qt, qo, dt, do, None, 2, isa)
+    want = np.array([[chamfer_reference(q, dt[do[j]:do[j + 1]].astype(np.float32)) for j in range(len(docs))]
+                     for q in queries])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4 * np.sqrt(d))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_topk_candidates_alive_and_ties(isa):
+    rng = np.random.default_rng(3)
+    docs = _ragged(rng, rng.integers(1, 40, size=60), 24)
+    docs[7] = docs[3].copy()  # an exact tie: the lower row wins
+    dt, do = _pack(docs)
+    queries = _ragged(rng, [8, 20], 24)
+    queries[0] = docs[3][:5].copy()
+    qt, qo = _pack(queries)
+    full = np.array([[chamfer_reference(q, d) for d in docs] for q in queries])
+    rows, scores = rerank(qt, qo, dt, do, k=10, num_threads=1, isa=isa)
+    for i in range(2):
+        order = sorted(range(len(docs)), key=lambda j: (-np.float32(full[i, j]), j))[:10]
+        assert rows[i].tolist() == order or np.allclose(np.sort(full[i, rows[i]]), np.sort(full[i, order]), rtol=1e-5)
+        np.testing.assert_allclose(scores[i], full[i, rows[i]], rtol=1e-5, atol=1e-4)
+    assert rows[0].tolist().index(3) < rows[0].tolist().index(7)
+    # Candidates with -1 holes, a tombstone mask, and k larger than what qualifies.
+    cand = np.array([[5, -1, 9, 3, 40], [0, 1, 2, -1, -1]], dtype=np.int64)
+    alive = np.ones(len(docs), dtype=np.uint8)
+    alive[9] = 0
+    rows, scores = rerank(qt, qo, dt, do, k=6, candidates=cand, alive=alive, isa=isa)
+    assert set(rows[0][rows[0] >= 0].tolist()) == {5, 3, 40}
+    assert (rows[0][3:] == -1).all() and np.isneginf(scores[0][3:]).all()
+    assert set(rows[1][:3].tolist()) == {0, 1, 2}
+
+
+def test_public_helpers_and_errors():
+    rng = np.random.default_rng(0)
+    q, d = rng.standard_normal((4, 8)), rng.standard_normal((6, 8))
+    assert muvera.chamfer(q, d) == pytest.approx(chamfer_reference(q, d), rel=1e-5)
+    m = muvera.chamfer_matrix([q, q[:2]], [d, d[:1]])
+    assert m.shape == (2, 2) and m[1, 1] == pytest.approx(chamfer_reference(q[:2], d[:1]), rel=1e-5)
+    bad = q.copy()
+    bad[1, 2] = np.inf
+    with pytest.raises(ValueError, match="query"):
+        muvera.chamfer(bad, d)
+    with pytest.raises(ValueError, match="document"):
+        muvera.chamfer(q, d[:0])
+    with pytest.raises(ValueError, match="document"):
+        muvera.chamfer(q, d[:, :5])
+    qt, qo = _pack([q.astype(np.float32)])
+    dt, do = _pack([d.astype(np.float32)])
+    with pytest.raises(ValueError, match="k"):
+        rerank(qt, qo, dt, do, k=0)
+    with pytest.raises(ValueError, match="candidates"):
+        rerank(qt, qo, dt, do, k=1, candidates=np.array([[5]]))
+    with pytest.raises(ValueError, match="doc_offsets"):
+        rerank(qt, qo, dt, np.array([0, 99]), k=1)
+    with pytest.raises(ValueError, match="query_tokens"):
+        rerank(np.full_like(qt, np.nan), qo, dt, do, k=1)
+    with pytest.raises(TypeError, match="doc_tokens"):
+        rerank(qt, qo, dt.astype(np.float64), do, k=1)
