@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,10 @@ import numpy as np
 import pytest
 
 from muvera.backends import ExactBackend, FaissBackend, make_backend, topk
+
+# Subprocesses start outside the repository root, whose muvera/ (no built extension) would
+# shadow the installed package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 faiss = pytest.importorskip("faiss")
 
@@ -23,7 +28,7 @@ def _recall(found, truth):
 
 def test_import_muvera_does_not_import_faiss():
     code = "import sys, muvera; muvera.make_backend('exact'); assert 'faiss' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], cwd=_HERE, check=True)
 
 
 def test_topk_order_ties_and_padding():

@@ -17,6 +17,10 @@ import muvera  # noqa: E402
 from muvera.distributed import (ShardedIndex, encode_dataset, index_from_encoded,  # noqa: E402
                                 load_encoded, shard_of)
 
+# Subprocesses start outside the repository root, whose muvera/ (no built extension) would
+# shadow the installed package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
 DIM = 16
 CONFIG = muvera.FDEConfig.preset("1280", dimension=DIM, seed=7)
 ACTORS = {"num_cpus": 0}  # shards must not hold the 2 CPUs Ray Data needs
@@ -59,7 +63,7 @@ def test_shard_of_is_stable_across_processes():
     here = [shard_of(x, 5) for x in ids]
     code = ("from muvera.distributed import shard_of; "
             f"print([shard_of(x, 5) for x in {ids!r}])")
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    other = subprocess.run([sys.executable, "-c", code], cwd=_HERE, capture_output=True, text=True,
                            env={**os.environ, "PYTHONHASHSEED": "123"}, check=True).stdout.strip()
     assert other == str(here)
     assert shard_of(12345, 8) == 2 and shard_of("doc-1", 8) == 7  # pinned: routing is persisted
@@ -69,7 +73,7 @@ def test_shard_of_is_stable_across_processes():
 
 def test_import_does_not_pull_in_ray():
     code = "import sys, muvera, muvera.distributed; print('ray' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=_HERE, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 

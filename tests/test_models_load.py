@@ -11,6 +11,10 @@ import pytest
 
 import muvera.models as models
 
+# Subprocesses start outside the repository root, whose muvera/ (no built extension) would
+# shadow the installed package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
 
 def test_import_is_light():
     code = ("import sys, muvera.models as m\n"
@@ -21,7 +25,7 @@ def test_import_is_light():
             "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n"
             "assert set(m.__all__) <= set(dir(m))\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], cwd=_HERE, capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
 
 

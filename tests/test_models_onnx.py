@@ -9,6 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+# Subprocesses start outside the repository root, whose muvera/ (no built extension) would
+# shadow the installed package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 
@@ -90,7 +94,7 @@ def test_torch_free():
             "assert type(e).__name__ == 'OnnxMiniLMEncoder' and e.encode_queries(['x'])[0].shape == (1, 384)\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch was imported'\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], cwd=_HERE, capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
 
 
