@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=build/asan
+python -m pip install "pybind11>=2.12" >/dev/null  # the wheel build had it only in its isolated env
 pkg=build/asan-pkg
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMUVERA_SANITIZE=ON \
   -Dpybind11_DIR="$(python -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v python)" >/dev/null
