@@ -27,10 +27,18 @@ ACTORS = {"num_cpus": 0}  # shards must not hold the 2 CPUs Ray Data needs
 
 
 @pytest.fixture(scope="module")
-def ray_session():
+def ray_session(tmp_path_factory):
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # Ray workers put the driver's working directory on sys.path: start them from a neutral
+        # directory so that the repository's muvera/ (no built extension) cannot shadow the
+        # installed package.
+        cwd = os.getcwd()
+        os.chdir(tmp_path_factory.mktemp("ray-cwd"))
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        finally:
+            os.chdir(cwd)
     ctx = ray.data.DataContext.get_current()
     saved = ctx.enable_progress_bars
     ctx.enable_progress_bars = False
