@@ -261,6 +261,8 @@ PYBIND11_MODULE(_core, m) {
              const int d = enc.tables().d;
              const int64_t n = static_cast<int64_t>(arrays.size());
              std::vector<ItemView> items(n);
+             std::vector<py::array> owned;  // own references: the list may change while the GIL is released
+             owned.reserve(static_cast<size_t>(n));
              for (int64_t i = 0; i < n; ++i) {
                py::handle h = arrays[i];
                const std::string name = what + "[" + std::to_string(i) + "]";
@@ -269,8 +271,8 @@ PYBIND11_MODULE(_core, m) {
                check_matrix(a, dtype, d, name);
                const int64_t stride = a.shape(0) > 1 ? a.strides(0) / static_cast<py::ssize_t>(itemsize_of(dtype)) : d;
                items[i] = ItemView{a.data(), a.shape(0), stride};
+               owned.push_back(std::move(a));
              }
-             // `arrays` (held by the caller) keeps every buffer alive while the GIL is released.
              return run_encode(enc, items, dtype, is_document, num_threads, isa, what.c_str());
            },
            py::arg("arrays"), py::arg("dtype"), py::arg("is_document"), py::arg("num_threads") = 0,
