@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from muvera import reference as ref
+from muvfde_oracle import muvfde_encode
 
 # ---------------------------------------------------------------------------
 # Golden vectors
@@ -307,22 +308,9 @@ _LIVE = [
 
 @pytest.mark.parametrize("n, d, k, R, seed, doc, fill, proj, final", _LIVE)
 def test_live_muvfde(n, d, k, R, seed, doc, fill, proj, final):
-    muvfde = pytest.importorskip("muvfde")
-    ext = muvfde.muvfde_ext
     rng = np.random.default_rng(abs(seed) + 1000 * n + d)
     x = rng.standard_normal((n, d)).astype(np.float32)
-    c = (ext.fixed_dimensional_encoding_config()
-         .set_num_repetitions(R)
-         .set_num_simhash_projections(k)
-         .set_seed(seed)
-         .set_encoding_type(ext.encoding_type.AVERAGE if doc else ext.encoding_type.DEFAULT_SUM))
-    if fill:
-        c = c.enable_fill_empty(True)
-    if proj:
-        c = c.set_projection_type(ext.projection_type.AMS_SKETCH).set_projection_dimension(proj)
-    if final:
-        c = c.set_final_projection_dimension(final)
-    expected = np.asarray(muvfde.generate_fixed_dimensional_encoding(x, c))
+    expected = muvfde_encode(x, k, R, seed, doc, fill, proj, final)
     got = ref.encode(x, _cfg(d, k, R, seed, proj=proj, fill=fill, final=final), is_query=not doc)
     assert got.shape == expected.shape
     if proj is None:

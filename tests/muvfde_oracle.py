@@ -1,0 +1,22 @@
+"""The reference C++ (PyPI `muvfde`, a binding of google/graph-mining's FDE code) as a live oracle."""
+
+import numpy as np
+import pytest
+
+
+def muvfde_encode(x: np.ndarray, k: int, R: int, seed: int, doc: bool, fill: bool, proj, final) -> np.ndarray:
+    """Encode one point set with muvfde; skips the calling test where muvfde is not installed."""
+    muvfde = pytest.importorskip("muvfde")
+    ext = muvfde.muvfde_ext
+    c = (ext.fixed_dimensional_encoding_config()
+         .set_num_repetitions(R)
+         .set_num_simhash_projections(k)
+         .set_seed(seed)
+         .set_encoding_type(ext.encoding_type.AVERAGE if doc else ext.encoding_type.DEFAULT_SUM))
+    if fill:
+        c = c.enable_fill_empty(True)
+    if proj:
+        c = c.set_projection_type(ext.projection_type.AMS_SKETCH).set_projection_dimension(proj)
+    if final:
+        c = c.set_final_projection_dimension(final)
+    return np.asarray(muvfde.generate_fixed_dimensional_encoding(np.ascontiguousarray(x, np.float32), c))
