@@ -14,7 +14,7 @@ conversion to float32 happens per item inside the kernels, so no batch-sized cop
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional
 
 import numpy as np
 

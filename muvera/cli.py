@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "scifact-sample"
 

@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +19,7 @@ from hypothesis import strategies as st
 import muvera
 from muvera import FDEConfig, FDEEncoder
 from muvera import reference as ref
-from muvfde_oracle import muvfde_encode
+from oracles import GOLDEN, GOLDEN_CASES, HAVE_GOLDEN, muvfde_encode
 
 ISAS = muvera.supported_isas()
 
@@ -30,21 +28,7 @@ ISAS = muvera.supported_isas()
 # ---------------------------------------------------------------------------
 
 
-def _golden_dir() -> Path:
-    env = os.environ.get("MUVERA_GOLDEN_DIR")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "shared" / "golden", here.parent.parent / "shared" / "golden",
-                 Path("/work/shared/golden")):
-        if (cand / "manifest.json").exists():
-            return cand
-    return here.parent / "shared" / "golden"
-
-
-GOLDEN = _golden_dir()
-_HAVE_GOLDEN = (GOLDEN / "manifest.json").exists() and (GOLDEN / "muvfde_golden.npz").exists()
-_CASES = json.loads((GOLDEN / "manifest.json").read_text())["cases"] if _HAVE_GOLDEN else []
+_HAVE_GOLDEN, _CASES = HAVE_GOLDEN, GOLDEN_CASES
 
 
 @pytest.fixture(scope="module")

@@ -7,37 +7,20 @@ reference C++ on random configs.
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from muvera import reference as ref
-from muvfde_oracle import muvfde_encode
+from oracles import GOLDEN, GOLDEN_CASES, HAVE_GOLDEN, muvfde_encode
 
 # ---------------------------------------------------------------------------
 # Golden vectors
 # ---------------------------------------------------------------------------
 
 
-def _golden_dir() -> Path:
-    env = os.environ.get("MUVERA_GOLDEN_DIR")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "shared" / "golden", here.parent.parent / "shared" / "golden",
-                 Path("/work/shared/golden")):
-        if (cand / "manifest.json").exists():
-            return cand
-    return here.parent / "shared" / "golden"
-
-
-GOLDEN = _golden_dir()
-_HAVE_GOLDEN = (GOLDEN / "manifest.json").exists() and (GOLDEN / "muvfde_golden.npz").exists()
-_CASES = json.loads((GOLDEN / "manifest.json").read_text())["cases"] if _HAVE_GOLDEN else []
+_HAVE_GOLDEN, _CASES = HAVE_GOLDEN, GOLDEN_CASES
 
 
 def _cfg(d, k, R, seed, *, proj=None, fill=False, final=None) -> SimpleNamespace:

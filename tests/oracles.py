@@ -1,7 +1,29 @@
-"""The reference C++ (PyPI `muvfde`, a binding of google/graph-mining's FDE code) as a live oracle."""
+"""Shared oracles of the FDE tests: the golden vectors in shared/golden and the reference C++
+(PyPI `muvfde`, a binding of google/graph-mining's FDE code) as a live oracle."""
+
+import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+
+def _golden_dir() -> Path:
+    env = os.environ.get("MUVERA_GOLDEN_DIR")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "shared" / "golden", here.parent.parent / "shared" / "golden",
+                 Path("/work/shared/golden")):
+        if (cand / "manifest.json").exists():
+            return cand
+    return here.parent / "shared" / "golden"
+
+
+GOLDEN = _golden_dir()
+HAVE_GOLDEN = (GOLDEN / "manifest.json").exists() and (GOLDEN / "muvfde_golden.npz").exists()
+GOLDEN_CASES = json.loads((GOLDEN / "manifest.json").read_text())["cases"] if HAVE_GOLDEN else []
 
 
 def muvfde_encode(x: np.ndarray, k: int, R: int, seed: int, doc: bool, fill: bool, proj, final) -> np.ndarray:
