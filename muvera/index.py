@@ -7,7 +7,6 @@ backend, and the exact Chamfer similarity over their stored tokens picks the fin
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import secrets
@@ -21,6 +20,7 @@ import numpy as np
 from .backends import ExactBackend, FaissBackend, make_backend, topk
 from .maxsim import rerank
 from .config import FDEConfig
+from .durable import check_file, file_entry, fsync_dir, fsync_file, write_npy
 from .encoder import FDEEncoder
 from .store import TokenStore, _Growable, _offsets_of, pack_tokens
 
@@ -172,54 +172,6 @@ def ball_carve(tokens: np.ndarray, offsets: np.ndarray, tau: float) -> Tuple[np.
 
 
 # -- persistence helpers ------------------------------------------------------------------------
-class _HashingWriter:
-    """A write-only file wrapper that hashes and counts what goes through it."""
-
-    def __init__(self, f: Any) -> None:
-        self._f, self.sha, self.size = f, hashlib.sha256(), 0
-
-    def write(self, data: Any) -> int:
-        self.sha.update(data)
-        self.size += len(memoryview(data).cast("B"))
-        return self._f.write(data)
-
-
-def _write_npy(path: Path, arr: np.ndarray) -> Dict[str, Any]:
-    """Write one .npy file (streamed, hashed, fsynced); returns its manifest entry."""
-    with open(path, "wb") as f:
-        w = _HashingWriter(f)
-        np.lib.format.write_array(w, np.ascontiguousarray(arr), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    return {"bytes": w.size, "sha256": w.sha.hexdigest()}
-
-
-def _file_entry(path: Path) -> Dict[str, Any]:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return {"bytes": path.stat().st_size, "sha256": sha.hexdigest()}
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def _backup_of(path: Path) -> Path:
     return path.with_name(path.name + ".bak")
 
@@ -237,7 +189,7 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
         if backup.exists() and not target.exists():
             os.replace(backup, target)  # roll back
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     shutil.rmtree(backup, ignore_errors=True)
 
 
@@ -676,16 +628,16 @@ class MuveraIndex:
             tmp.mkdir()
             try:
                 files = {
-                    "tokens.npy": _write_npy(tmp / "tokens.npy", self._store.tokens),
-                    "offsets.npy": _write_npy(tmp / "offsets.npy", self._store.offsets),
-                    "alive.npy": _write_npy(tmp / "alive.npy", alive),
+                    "tokens.npy": write_npy(tmp / "tokens.npy", self._store.tokens),
+                    "offsets.npy": write_npy(tmp / "offsets.npy", self._store.offsets),
+                    "alive.npy": write_npy(tmp / "alive.npy", alive),
                 }
                 if isinstance(self._backend, ExactBackend):
-                    files["fdes.npy"] = _write_npy(tmp / "fdes.npy", self._backend.vectors)
+                    files["fdes.npy"] = write_npy(tmp / "fdes.npy", self._backend.vectors)
                 if isinstance(self._backend, FaissBackend):
                     self._backend.save(tmp / "backend.faiss")
-                    _fsync_file(tmp / "backend.faiss")
-                    files["backend.faiss"] = _file_entry(tmp / "backend.faiss")
+                    fsync_file(tmp / "backend.faiss")
+                    files["backend.faiss"] = file_entry(tmp / "backend.faiss")
                 manifest = {
                     "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                     "muvera_version": __version__, "config": self._config.to_dict(),
@@ -699,7 +651,7 @@ class MuveraIndex:
                     json.dump(manifest, f)
                     f.flush()
                     os.fsync(f.fileno())
-                _fsync_dir(tmp)
+                fsync_dir(tmp)
                 _swap_into_place(tmp, target)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -766,18 +718,7 @@ class MuveraIndex:
         use_faiss_file = "backend.faiss" in files and make_backend(spec).name == m["backend"]
         use_fdes = "fdes.npy" in files and not use_faiss_file
         for name in needed + (["backend.faiss"] if use_faiss_file else []) + (["fdes.npy"] if use_fdes else []):
-            entry = files.get(name)
-            if not isinstance(entry, dict):
-                raise ValueError(f"{name}: not listed in manifest.json")
-            fpath = root / name
-            if not fpath.is_file():
-                raise ValueError(f"{name}: missing from {root}")
-            size = fpath.stat().st_size
-            if size != entry["bytes"]:
-                raise ValueError(f"{name}: size {size} bytes, manifest.json says {entry['bytes']} "
-                                 "(truncated or corrupted)")
-            if verify and _file_entry(fpath)["sha256"] != entry["sha256"]:
-                raise ValueError(f"{name}: SHA-256 checksum mismatch (corrupted file)")
+            check_file(root / name, files.get(name), name, verify)
         try:
             config = FDEConfig.from_dict(m["config"])
         except (TypeError, ValueError) as exc:

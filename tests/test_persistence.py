@@ -207,7 +207,7 @@ def test_crash_while_writing_keeps_previous_index(tmp_path, monkeypatch):
     old = _build(n=60)
     old.save(path)
     new = _build(n=120)
-    real_write = muvera.index._write_npy
+    real_write = muvera.index.write_npy
     calls = []
 
     def failing_write(p, arr):
@@ -216,7 +216,7 @@ def test_crash_while_writing_keeps_previous_index(tmp_path, monkeypatch):
             raise OSError("disk full (simulated)")
         return real_write(p, arr)
 
-    monkeypatch.setattr(muvera.index, "_write_npy", failing_write)
+    monkeypatch.setattr(muvera.index, "write_npy", failing_write)
     with pytest.raises(OSError, match="simulated"):
         new.save(path)
     assert _leftovers(path) == []  # the temporary directory was removed
@@ -235,6 +235,8 @@ def test_crash_during_swap_rolls_back(tmp_path, monkeypatch):
     calls = []
 
     def failing_replace(src, dst):
+        if not os.path.isdir(src):  # file writes inside the temporary directory
+            return real_replace(src, dst)
         calls.append((src, dst))
         if len(calls) == 2:  # old -> backup done, new -> path fails
             raise OSError("power cut (simulated)")
@@ -244,6 +246,7 @@ def test_crash_during_swap_rolls_back(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="simulated"):
         _build(n=120).save(path)
     monkeypatch.undo()
+    assert len(calls) == 3 and calls[2][0] == calls[0][1]  # backup, failed swap, roll-back
     assert len(MuveraIndex.load(path)) == 60 and _leftovers(path) == []
 
 

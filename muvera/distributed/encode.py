@@ -18,7 +18,6 @@ from the shards (:func:`index_from_encoded`) is bit-identical to one built in a 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -32,6 +31,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 from ..config import FDEConfig
+from ..durable import TMP_MARK, check_file, fsync_dir, write_atomic
 from ..encoder import FDEEncoder
 from ..store import pack_tokens
 
@@ -43,7 +43,7 @@ ENCODED_FORMAT_VERSION = 1
 PathLike = Union[str, "os.PathLike[str]"]
 
 _SHARD_FILE = re.compile(r"^(fdes|tokens|lengths)-\d{5,}\.npy$|^ids-\d{5,}\.json$")
-_TMP_MARK = ".tmp-"
+_TMP_MARK = TMP_MARK
 _PATH_COLUMN = "__muvera_path__"  # file-list input: one path per row
 _ERRORS = {e.__name__: e for e in (ValueError, TypeError, KeyError, OSError, FileNotFoundError,
                                     PermissionError)}
@@ -177,48 +177,13 @@ class _EncodeWorker:
 
 
 # -- file writing -------------------------------------------------------------------------------
-class _HashingFile:
-    """Write-only wrapper that hashes and counts the bytes written through it."""
-
-    def __init__(self, f: Any) -> None:
-        self._f, self.sha, self.size = f, hashlib.sha256(), 0
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        self.sha.update(view)
-        self.size += len(view)
-        return self._f.write(data)
-
-
 def _write_atomic(path: Path, write: Any) -> Dict[str, Any]:
-    """Write ``path`` through ``write(file)`` under a temporary name, fsync, rename; returns
-    ``{"name", "bytes", "sha256"}``."""
-    tmp = path.with_name(f".{path.name}{_TMP_MARK}{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            h = _HashingFile(f)
-            write(h)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return {"name": path.name, "bytes": h.size, "sha256": h.sha.hexdigest()}
+    """:func:`muvera.durable.write_atomic`, with the file name in the entry."""
+    return {"name": path.name, **write_atomic(path, write)}
 
 
 def _npy_writer(arr: np.ndarray) -> Any:
     return lambda f: np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class _ShardWriter:
@@ -324,7 +289,7 @@ def _prepare_dir(root: Path, overwrite: bool) -> None:
                               "to replace them")
     if manifest.exists():
         manifest.unlink()  # first, so no manifest ever describes a mix of old and new shards
-        _fsync_dir(root)
+        fsync_dir(root)
     for p in ours:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
@@ -490,7 +455,7 @@ def encode_dataset(dataset: Any, config: FDEConfig, output_dir: PathLike, *, sha
         "shards": writer.shards,
     }
     _write_atomic(root / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-    _fsync_dir(root)
+    fsync_dir(root)
     return root
 
 
@@ -513,20 +478,7 @@ def _read_manifest(root: Path) -> Dict[str, Any]:
 
 
 def _checked(root: Path, entry: Dict[str, Any], verify: bool) -> Path:
-    path = root / entry["name"]
-    if not path.is_file():
-        raise ValueError(f"{entry['name']}: missing from {root}")
-    size = path.stat().st_size
-    if size != entry["bytes"]:
-        raise ValueError(f"{entry['name']}: size {size} bytes, manifest.json says {entry['bytes']}")
-    if verify:
-        sha = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                sha.update(block)
-        if sha.hexdigest() != entry["sha256"]:
-            raise ValueError(f"{entry['name']}: SHA-256 checksum mismatch (corrupted file)")
-    return path
+    return check_file(root / entry["name"], entry, entry["name"], verify)
 
 
 def _read_shards(root: Path, verify: bool) -> Tuple[Dict[str, Any], List[Any], np.ndarray,

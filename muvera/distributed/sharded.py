@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import zlib
 from pathlib import Path
 from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, Union
@@ -20,6 +19,7 @@ from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 
 from ..config import FDEConfig
+from ..durable import write_json
 from ..store import _offsets_of, pack_tokens
 
 __all__ = ["ShardedIndex", "shard_of", "SHARDED_FORMAT", "SHARDED_FORMAT_VERSION"]
@@ -186,15 +186,6 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:160]}" if first else type(exc).__name__
 
 
-def _write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 # -- the index ----------------------------------------------------------------------------------
 class ShardedIndex:
     """A MuveraIndex split over ``num_shards`` Ray actors.
@@ -273,7 +264,7 @@ class ShardedIndex:
         self._actors = [self._spawn(i, load=_load) for i in range(self._num_shards)]
         self._get({i: a.ping.remote() for i, a in enumerate(self._actors)})
         if self._shard_dir is not None and not _load:
-            _write_json_atomic(self._shard_dir / "manifest.json", self._manifest())
+            write_json(self._shard_dir / "manifest.json", self._manifest())
 
     # -- plumbing ------------------------------------------------------------------------------
     def _shard_path(self, i: int, root: Optional[Path] = None) -> Optional[str]:
@@ -558,7 +549,7 @@ class ShardedIndex:
                 raise ValueError(f"path: {root} holds something other than a sharded index")
         root.mkdir(parents=True, exist_ok=True)
         self._get({i: a.save.remote(self._shard_path(i, root)) for i, a in enumerate(self._actors)})
-        _write_json_atomic(man, self._manifest())
+        write_json(man, self._manifest())
         return root
 
     @classmethod

@@ -15,12 +15,15 @@ checksum does not match is reported (ValueError) and can be re-encoded with ``re
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ..durable import file_sha256, write_atomic, write_json
 
 FORMAT = "muvera-embeddings"
 VERSION = 1
@@ -31,14 +34,6 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("MUVERA_CACHE", Path.home() / ".cache" / "muvera"))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _texts_sha256(texts: Sequence[str]) -> str:
     h = hashlib.sha256()
     for t in texts:
@@ -46,15 +41,6 @@ def _texts_sha256(texts: Sequence[str]) -> str:
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
     return h.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def encode_cached(directory: os.PathLike, texts: Sequence[str],
@@ -101,7 +87,7 @@ def encode_cached(directory: os.PathLike, texts: Sequence[str],
                              f"content); use another directory")
         manifest = old
     else:  # written up front so that an entry with no shards (no texts) is complete too
-        _atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
+        write_json(manifest_path, manifest)
     done = {s["file"]: s for s in manifest["shards"]}
     bar = _progress(n_shards, description) if progress else None
     shards: List[Optional[dict]] = []
@@ -109,7 +95,7 @@ def encode_cached(directory: os.PathLike, texts: Sequence[str],
         name = f"shard-{i:05d}.npz"
         entry = done.get(name)
         if entry is not None and (root / name).exists():
-            if _sha256(root / name) == entry["sha256"]:
+            if file_sha256(root / name) == entry["sha256"]:
                 shards.append(entry)
                 if bar:
                     bar.update(1)
@@ -121,16 +107,13 @@ def encode_cached(directory: os.PathLike, texts: Sequence[str],
         lengths = np.array([len(v) for v in vecs], dtype=np.int64)
         dim = int(vecs[0].shape[1]) if vecs else 0
         tokens = np.concatenate(vecs, axis=0).astype(np.float16) if vecs else np.zeros((0, dim), np.float16)
-        tmp = root / (name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, tokens=tokens, lengths=lengths)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, root / name)
-        entry = {"file": name, "count": len(batch), "rows": int(tokens.shape[0]), "sha256": _sha256(root / name)}
+        buf = io.BytesIO()  # zip needs a seekable file; a shard is a few MB
+        np.savez(buf, tokens=tokens, lengths=lengths)
+        written = write_atomic(root / name, lambda f: f.write(buf.getbuffer()))
+        entry = {"file": name, "count": len(batch), "rows": int(tokens.shape[0]), "sha256": written["sha256"]}
         manifest["dim"] = dim
         manifest["shards"] = [s for s in manifest["shards"] if s["file"] != name] + [entry]
-        _atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
+        write_json(manifest_path, manifest)
         shards.append(entry)
         if bar:
             bar.update(1)
@@ -150,7 +133,7 @@ def load_cached(directory: os.PathLike) -> Tuple[np.ndarray, np.ndarray]:
         name = f"shard-{i:05d}.npz"
         if name not in by_name or not (root / name).exists():
             raise ValueError(f"{root}: incomplete cache ({name} missing); run the encoding again to resume")
-        if _sha256(root / name) != by_name[name]["sha256"]:
+        if file_sha256(root / name) != by_name[name]["sha256"]:
             raise ValueError(f"{root / name}: checksum mismatch (corrupt shard)")
         with np.load(root / name) as z:
             parts.append(z["tokens"])
