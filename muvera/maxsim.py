@@ -89,6 +89,10 @@ def rerank(query_tokens: np.ndarray, query_offsets: np.ndarray, doc_tokens: np.n
     if dt.dtype not in _TOKEN_DTYPES:
         raise TypeError(f"doc_tokens: expected float32 or float16, got {dt.dtype}")
     cand = None if candidates is None else np.ascontiguousarray(candidates, dtype=np.int64)
+    if cand is not None and cand.ndim == 2 and cand.shape[1] > 1:
+        srt = np.sort(cand, axis=1)
+        if ((srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)).any():
+            raise ValueError("candidates: a document row repeats within a query's candidates")
     alv = None if alive is None else np.ascontiguousarray(alive, dtype=np.uint8)
     return _core.chamfer_topk(qt, np.ascontiguousarray(query_offsets, dtype=np.int64), dt,
                               np.ascontiguousarray(doc_offsets, dtype=np.int64), cand, alv, int(k),

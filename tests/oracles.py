@@ -42,3 +42,19 @@ def muvfde_encode(x: np.ndarray, k: int, R: int, seed: int, doc: bool, fill: boo
     if final:
         c = c.set_final_projection_dimension(final)
     return np.asarray(muvfde.generate_fixed_dimensional_encoding(np.ascontiguousarray(x, np.float32), c))
+
+
+#: Configurations compared live against muvfde: k = 0, extreme and negative seeds, fill,
+#: AMS, final projections down to one dimension.
+LIVE_CASES = [
+    # (n, d, k, R, seed, doc, fill, proj, final)
+    (7, 16, 0, 2, 1, True, False, None, None),
+    (9, 16, 2, 3, 2**31 - 1, False, False, None, None),
+    (17, 24, 4, 3, -7, True, True, None, None),
+    (3, 10, 6, 2, 11, True, True, None, None),
+    (25, 20, 5, 2, 123, True, False, None, 64),
+    (12, 16, 3, 2, 77, False, False, None, 1),
+    (14, 48, 4, 3, 5, True, True, 8, None),
+    (11, 40, 3, 2, -100, False, False, 12, 37),
+    (33, 128, 5, 4, 42, True, True, 16, 500),
+]

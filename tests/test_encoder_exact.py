@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import muvera
 from muvera import FDEConfig, FDEEncoder
 from muvera import reference as ref
-from oracles import GOLDEN, GOLDEN_CASES, HAVE_GOLDEN, muvfde_encode
+from oracles import GOLDEN, GOLDEN_CASES, HAVE_GOLDEN, LIVE_CASES, muvfde_encode
 
 ISAS = muvera.supported_isas()
 
@@ -156,19 +156,9 @@ def test_presets_match_reference_colbert_sized(preset, isa):
 # Live oracle: muvfde (reference C++), if installed
 # ---------------------------------------------------------------------------
 
-_LIVE = [
-    # (n, d, k, R, seed, doc, fill, proj, final)
-    (7, 16, 0, 2, 1, True, False, None, None),
-    (9, 16, 2, 3, 2**31 - 1, False, False, None, None),
-    (17, 24, 4, 3, -7, True, True, None, None),
-    (25, 20, 5, 2, 123, True, False, None, 64),
-    (14, 48, 4, 3, 5, True, True, 8, None),
-    (11, 40, 3, 2, -100, False, False, 12, 37),
-    (33, 128, 5, 4, 42, True, True, 16, 500),
-]
 
 
-@pytest.mark.parametrize("n, d, k, R, seed, doc, fill, proj, final", _LIVE)
+@pytest.mark.parametrize("n, d, k, R, seed, doc, fill, proj, final", LIVE_CASES)
 def test_live_muvfde(n, d, k, R, seed, doc, fill, proj, final):
     rng = np.random.default_rng(abs(seed) + 31 * n + d)
     x = rng.standard_normal((n, d)).astype(np.float32)

@@ -82,6 +82,8 @@ def test_public_helpers_and_errors():
         rerank(qt, qo, dt, do, k=0)
     with pytest.raises(ValueError, match="candidates"):
         rerank(qt, qo, dt, do, k=1, candidates=np.array([[5]]))
+    with pytest.raises(ValueError, match="repeats"):
+        rerank(qt, qo, dt, do, k=1, candidates=np.array([[0, -1, 0]]))
     with pytest.raises(ValueError, match="doc_offsets"):
         rerank(qt, qo, dt, np.array([0, 99]), k=1)
     with pytest.raises(ValueError, match="query_tokens"):

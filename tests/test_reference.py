@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from muvera import reference as ref
-from oracles import GOLDEN, GOLDEN_CASES, HAVE_GOLDEN, muvfde_encode
+from oracles import GOLDEN, GOLDEN_CASES, HAVE_GOLDEN, LIVE_CASES, muvfde_encode
 
 # ---------------------------------------------------------------------------
 # Golden vectors
@@ -275,21 +275,9 @@ def test_invalid_configs():
 # Live oracle: muvfde (the reference C++ behind a nanobind binding)
 # ---------------------------------------------------------------------------
 
-_LIVE = [
-    # (n, d, k, R, seed, doc, fill, proj, final)
-    (7, 16, 0, 2, 1, True, False, None, None),
-    (9, 16, 2, 3, 2**31 - 1, False, False, None, None),
-    (17, 24, 4, 3, -7, True, True, None, None),
-    (3, 10, 6, 2, 11, True, True, None, None),
-    (25, 20, 5, 2, 123, True, False, None, 64),
-    (12, 16, 3, 2, 77, False, False, None, 1),
-    (14, 48, 4, 3, 5, True, True, 8, None),
-    (11, 40, 3, 2, -100, False, False, 12, 37),
-    (33, 128, 5, 4, 42, True, True, 16, 500),
-]
 
 
-@pytest.mark.parametrize("n, d, k, R, seed, doc, fill, proj, final", _LIVE)
+@pytest.mark.parametrize("n, d, k, R, seed, doc, fill, proj, final", LIVE_CASES)
 def test_live_muvfde(n, d, k, R, seed, doc, fill, proj, final):
     rng = np.random.default_rng(abs(seed) + 1000 * n + d)
     x = rng.standard_normal((n, d)).astype(np.float32)

