@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,19 @@ size_t itemsize_of(int dtype) {
   }
 }
 
+// The element type of a token buffer, inferred from the array: float32/float64/float16, or
+// uint16 holding bfloat16 bits (NumPy has no bfloat16; muvera.batch views torch's that way).
+int dtype_of(const py::array& a, const std::string& what) {
+  const char kind = a.dtype().kind();
+  const auto isz = a.itemsize();
+  if (kind == 'f' && isz == 4) return muvera::kFloat32;
+  if (kind == 'f' && isz == 8) return muvera::kFloat64;
+  if (kind == 'f' && isz == 2) return muvera::kFloat16;
+  if (kind == 'u' && isz == 2) return muvera::kBFloat16;
+  throw py::type_error(what + ": expected float32, float64, float16 or bfloat16 (as uint16 bits) values, got " +
+                       std::string(py::str(a.dtype())));
+}
+
 // Checks that `a` is a 2-D (rows, d) buffer of the given element type with contiguous rows.
 void check_matrix(const py::array& a, int dtype, int d, const std::string& what) {
   if (a.ndim() != 2)
@@ -51,6 +65,9 @@ void check_matrix(const py::array& a, int dtype, int d, const std::string& what)
     throw py::value_error(what + ": rows must have a positive stride that is a multiple of the item size");
   if (a.shape(0) > 0 && d > 1 && a.strides(1) != static_cast<py::ssize_t>(isz))
     throw py::value_error(what + ": each row must be contiguous");
+  // The kernels read rows as typed arrays: the buffer must be aligned to the element size.
+  if (reinterpret_cast<uintptr_t>(a.data()) % isz != 0)
+    throw py::value_error(what + ": the array is not aligned to its element size (copy it first)");
 }
 
 py::array_t<float> run_encode(const FdeEncoder& enc, std::vector<ItemView>& items, int dtype,
@@ -73,7 +90,7 @@ py::array_t<float> run_encode(const FdeEncoder& enc, std::vector<ItemView>& item
 }
 
 // Offsets must start at 0, never decrease and end within `rows`.
-void check_offsets(const py::array_t<int64_t, py::array::c_style>& off, int64_t rows, const std::string& what) {
+void check_offsets(const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& off, int64_t rows, const std::string& what) {
   if (off.ndim() != 1 || off.shape(0) < 1) throw py::value_error(what + ": expected a 1-D array of n + 1 offsets");
   const int64_t* o = off.data();
   if (o[0] != 0) throw py::value_error(what + ": must start at 0");
@@ -92,10 +109,14 @@ struct ChamferArgs {
   const uint8_t* alive = nullptr;
 };
 
-ChamferArgs chamfer_args(const py::array_t<float, py::array::c_style>& qtok,
-                         const py::array_t<int64_t, py::array::c_style>& qoff, const py::array& dtok,
-                         const py::array_t<int64_t, py::array::c_style>& doff, const py::object& cand,
-                         const py::object& alive) {
+using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+// Every array is a by-value parameter of the binding that calls this: converted copies (int32
+// candidates, strided or Fortran-order input) live until the binding returns.
+ChamferArgs chamfer_args(const F32Array& qtok, const I64Array& qoff, const py::array& dtok, const I64Array& doff,
+                         const std::optional<I64Array>& cand, const std::optional<U8Array>& alive) {
   ChamferArgs a;
   if (dtok.ndim() != 2) throw py::value_error("doc_tokens: expected a 2-D (rows, d) array");
   const int d = static_cast<int>(dtok.shape(1));
@@ -106,6 +127,8 @@ ChamferArgs chamfer_args(const py::array_t<float, py::array::c_style>& qtok,
   else if (kind == 'f' && dtok.itemsize() == 2) dtype = muvera::kFloat16;
   else throw py::type_error("doc_tokens: expected float32 or float16");
   if (!(dtok.flags() & py::array::c_style)) throw py::value_error("doc_tokens: expected a C-contiguous array");
+  if (reinterpret_cast<uintptr_t>(dtok.data()) % static_cast<uintptr_t>(dtok.itemsize()) != 0)
+    throw py::value_error("doc_tokens: the array is not aligned to its element size");
   if (qtok.ndim() != 2 || qtok.shape(1) != d)
     throw py::value_error("queries: expected a 2-D array with " + std::to_string(d) + " columns (the stored tokens' dimension)");
   check_offsets(qoff, qtok.shape(0), "query_offsets");
@@ -113,8 +136,8 @@ ChamferArgs chamfer_args(const py::array_t<float, py::array::c_style>& qtok,
   a.q = muvera::QueryBatchView{qtok.data(), qoff.data(), qoff.shape(0) - 1};
   a.s = muvera::TokenStoreView{dtok.data(), dtype, d, doff.data(), doff.shape(0) - 1};
   const int64_t n_docs = a.s.n_docs;
-  if (!cand.is_none()) {
-    auto c = py::cast<py::array_t<int64_t, py::array::c_style>>(cand);
+  if (cand) {
+    const I64Array& c = *cand;
     if (c.ndim() != 2 || c.shape(0) != a.q.n_queries)
       throw py::value_error("candidates: expected an (n_queries, C) array of document rows");
     const int64_t* p = c.data();
@@ -126,8 +149,8 @@ ChamferArgs chamfer_args(const py::array_t<float, py::array::c_style>& qtok,
   } else {
     a.C = n_docs;
   }
-  if (!alive.is_none()) {
-    auto m = py::cast<py::array_t<uint8_t, py::array::c_style>>(alive);
+  if (alive) {
+    const U8Array& m = *alive;
     if (m.ndim() != 1 || m.shape(0) != n_docs)
       throw py::value_error("alive: expected one flag per document (" + std::to_string(n_docs) + ")");
     a.alive = m.data();
@@ -151,11 +174,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("default_num_threads", &muvera::default_num_threads);
 
   m.def("chamfer_scores",
-        [](const py::array_t<float, py::array::c_style>& qtok, const py::array_t<int64_t, py::array::c_style>& qoff,
-           const py::array& dtok, const py::array_t<int64_t, py::array::c_style>& doff, const py::object& cand,
+        [](F32Array qtok, I64Array qoff, py::array dtok, I64Array doff, std::optional<I64Array> cand,
            int num_threads, const std::string& isa) {
-          // Arrays cast above (c_style) may be temporary copies: they live until this call returns.
-          ChamferArgs a = chamfer_args(qtok, qoff, dtok, doff, cand, py::none());
+          ChamferArgs a = chamfer_args(qtok, qoff, dtok, doff, cand, std::nullopt);
           const muvera::KernelSet& kernels = kernels_for(isa);
           py::array_t<float> out({a.q.n_queries, a.C});
           float* dst = out.mutable_data();
@@ -171,15 +192,12 @@ PYBIND11_MODULE(_core, m) {
         "Chamfer scores (n_queries, C) of queries against candidate documents (all if candidates is None).");
 
   m.def("chamfer_topk",
-        [](const py::array_t<float, py::array::c_style>& qtok, const py::array_t<int64_t, py::array::c_style>& qoff,
-           const py::array& dtok, const py::array_t<int64_t, py::array::c_style>& doff, const py::object& cand,
-           const py::object& alive, int64_t k, int num_threads, const std::string& isa) {
+        [](F32Array qtok, I64Array qoff, py::array dtok, I64Array doff, std::optional<I64Array> cand,
+           std::optional<U8Array> alive, int64_t k, int num_threads, const std::string& isa) {
           if (k <= 0) throw py::value_error("k: expected a positive int");
-          py::object cand_arr = cand.is_none() ? cand : py::object(py::array_t<int64_t, py::array::c_style>::ensure(cand));
-          py::object alive_arr = alive.is_none() ? alive : py::object(py::array_t<uint8_t, py::array::c_style>::ensure(alive));
-          if ((!cand.is_none() && !cand_arr) || (!alive.is_none() && !alive_arr))
-            throw py::type_error("candidates/alive: expected integer arrays");
-          ChamferArgs a = chamfer_args(qtok, qoff, dtok, doff, cand_arr, alive_arr);
+          ChamferArgs a = chamfer_args(qtok, qoff, dtok, doff, cand, alive);
+          if (a.q.n_queries > 0 && k > (int64_t(1) << 40) / a.q.n_queries)
+            throw py::value_error("k: n_queries * k is too large to allocate");
           const muvera::KernelSet& kernels = kernels_for(isa);
           py::array_t<int64_t> rows({a.q.n_queries, k});
           py::array_t<float> scores({a.q.n_queries, k});
@@ -230,10 +248,10 @@ PYBIND11_MODULE(_core, m) {
            py::arg("fill_empty_partitions"), py::arg("final_projection_dimension"))
       .def_property_readonly("output_dimension", &FdeEncoder::output_dimension)
       .def("encode_packed",
-           [](const FdeEncoder& enc, const py::array& tokens, const py::array_t<int64_t, py::array::c_style>& starts,
-              const py::array_t<int64_t, py::array::c_style>& lengths, int dtype, bool is_document,
+           [](const FdeEncoder& enc, py::array tokens, I64Array starts, I64Array lengths, bool is_document,
               int num_threads, const std::string& isa, const std::string& what) {
              const int d = enc.tables().d;
+             const int dtype = dtype_of(tokens, what);
              check_matrix(tokens, dtype, d, what);
              if (starts.ndim() != 1 || lengths.ndim() != 1 || starts.shape(0) != lengths.shape(0))
                throw py::value_error(what + ": starts and lengths must be 1-D arrays of equal length");
@@ -246,20 +264,21 @@ PYBIND11_MODULE(_core, m) {
              std::vector<ItemView> items(n);
              for (int64_t i = 0; i < n; ++i) {
                if (st[i] < 0 || ln[i] < 0 || st[i] > rows || ln[i] > rows - st[i])
-                 throw py::value_error(what + ": item " + std::to_string(i) + " spans rows [" + std::to_string(st[i]) +
-                                       ", " + std::to_string(st[i] + ln[i]) + ") outside the " +
+                 throw py::value_error(what + ": item " + std::to_string(i) + " (start " + std::to_string(st[i]) +
+                                       ", length " + std::to_string(ln[i]) + ") is outside the " +
                                        std::to_string(rows) + " rows given");
                items[i] = ItemView{base + st[i] * stride * static_cast<int64_t>(itemsize_of(dtype)), ln[i], stride};
              }
              return run_encode(enc, items, dtype, is_document, num_threads, isa, what.c_str());
            },
-           py::arg("tokens"), py::arg("starts"), py::arg("lengths"), py::arg("dtype"), py::arg("is_document"),
+           py::arg("tokens"), py::arg("starts"), py::arg("lengths"), py::arg("is_document"),
            py::arg("num_threads") = 0, py::arg("isa") = "", py::arg("what") = "tokens")
       .def("encode_list",
-           [](const FdeEncoder& enc, const py::list& arrays, int dtype, bool is_document, int num_threads,
+           [](const FdeEncoder& enc, const py::list& arrays, bool is_document, int num_threads,
               const std::string& isa, const std::string& what) {
              const int d = enc.tables().d;
              const int64_t n = static_cast<int64_t>(arrays.size());
+             int dtype = -1;
              std::vector<ItemView> items(n);
              std::vector<py::array> owned;  // own references: the list may change while the GIL is released
              owned.reserve(static_cast<size_t>(n));
@@ -268,14 +287,19 @@ PYBIND11_MODULE(_core, m) {
                const std::string name = what + "[" + std::to_string(i) + "]";
                if (!py::isinstance<py::array>(h)) throw py::type_error(name + ": expected a NumPy array");
                py::array a = py::reinterpret_borrow<py::array>(h);
+               const int item_dtype = dtype_of(a, name);
+               if (dtype >= 0 && item_dtype != dtype)
+                 throw py::type_error(name + ": every item of one call must have the same dtype");
+               dtype = item_dtype;
                check_matrix(a, dtype, d, name);
                const int64_t stride = a.shape(0) > 1 ? a.strides(0) / static_cast<py::ssize_t>(itemsize_of(dtype)) : d;
                items[i] = ItemView{a.data(), a.shape(0), stride};
                owned.push_back(std::move(a));
              }
-             return run_encode(enc, items, dtype, is_document, num_threads, isa, what.c_str());
+             return run_encode(enc, items, dtype < 0 ? muvera::kFloat32 : dtype, is_document, num_threads, isa,
+                               what.c_str());
            },
-           py::arg("arrays"), py::arg("dtype"), py::arg("is_document"), py::arg("num_threads") = 0,
+           py::arg("arrays"), py::arg("is_document"), py::arg("num_threads") = 0,
            py::arg("isa") = "", py::arg("what") = "items")
       .def("tables", [](const FdeEncoder& enc) {
         // Copies of the random tables, for tests against the NumPy reference.

@@ -15,9 +15,11 @@ __all__ = ["FDEConfig", "FDEEncoder", "PRESETS", "active_isa", "supported_isas",
            "chamfer_matrix", "__version__"]
 
 # Search layer: token store, MIPS backends (faiss imported lazily) and the index.
-from .backends import Backend, ExactBackend, FaissBackend, make_backend  # noqa: E402
+from .backends import Backend, ExactBackend, FaissBackend, make_backend, register_backend  # noqa: E402
+from .codecs import TokenCodec, make_codec, register_codec  # noqa: E402
+from .idmap import IdMap  # noqa: E402
 from .index import MuveraIndex, ball_carve  # noqa: E402
 from .store import TokenStore  # noqa: E402
 
-__all__ += ["Backend", "ExactBackend", "FaissBackend", "make_backend", "MuveraIndex", "ball_carve",
-            "TokenStore"]
+__all__ += ["Backend", "ExactBackend", "FaissBackend", "make_backend", "register_backend", "TokenCodec",
+            "make_codec", "register_codec", "IdMap", "MuveraIndex", "ball_carve", "TokenStore"]

@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = ["TokenBatch", "as_token_batch", "as_matrix", "DTYPE_CODES"]
 
-#: dtype codes understood by the C++ core.
+#: Python-side dtype tags (the C++ core infers dtypes from the arrays; bfloat16 travels as uint16 bits).
 DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
 
 
@@ -77,7 +77,8 @@ def _rows_contiguous(a: np.ndarray) -> np.ndarray:
     rows_ok = a.shape[0] <= 1 or (a.strides[0] > 0 and a.strides[0] % a.itemsize == 0)
     if a.ndim == 2 and a.flags.aligned and (a.shape[1] <= 1 or a.strides[1] == a.itemsize) and rows_ok:
         return a
-    return np.ascontiguousarray(a)
+    # np.ascontiguousarray would hand back an unaligned but contiguous array unchanged.
+    return np.array(a, order="C", copy=True)
 
 
 def as_matrix(x: Any, dimension: int, name: str) -> "tuple[np.ndarray, int]":

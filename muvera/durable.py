@@ -51,6 +51,23 @@ def write_atomic(path: Path, write: Callable[[Any], Any]) -> Dict[str, Any]:
     return {"bytes": h.size, "sha256": h.sha.hexdigest()}
 
 
+def write_via_path(path: Path, write: Callable[[Path], Any]) -> Dict[str, Any]:
+    """Like :func:`write_atomic` for writers that take a file name (faiss ``write_index``):
+    ``write(tmp_path)``, fsync, hash, rename. Returns the manifest entry."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(4)}")
+    try:
+        write(tmp)
+        fsync_file(tmp)
+        entry = file_entry(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return entry
+
+
 def write_npy(path: Path, arr: np.ndarray) -> Dict[str, Any]:
     """:func:`write_atomic` of one ``.npy`` file (streamed, no pickles)."""
     return write_atomic(path, lambda f: np.lib.format.write_array(f, np.ascontiguousarray(arr),

@@ -99,9 +99,9 @@ class FDEEncoder:
         return self._encode_one(document, True, "document")
 
     def _encode_one(self, x: Any, is_document: bool, name: str) -> np.ndarray:
-        arr, code = as_matrix(x, self._config.dimension, name)
+        arr, _ = as_matrix(x, self._config.dimension, name)
         try:
-            out = self._core.encode_list([arr], code, is_document, 1, self._isa, name)
+            out = self._core.encode_list([arr], is_document, 1, self._isa, name)
         except ValueError as exc:  # the core names items "name[i]"; there is only one here
             raise ValueError(str(exc).replace(f"{name}[0]", name, 1)) from None
         return out[0]
@@ -133,10 +133,8 @@ class FDEEncoder:
         """Encode items that are row spans ``tokens[starts[i] : starts[i] + lengths[i]]`` of one
         2-D array (spans may leave gaps or repeat); used to re-encode rows of a token store.
         """
-        arr, code = as_matrix(tokens, self._config.dimension, "tokens")
-        st = np.ascontiguousarray(starts, dtype=np.int64)
-        ln = np.ascontiguousarray(lengths, dtype=np.int64)
-        return self._core.encode_packed(arr, st, ln, code, is_document, self._num_threads, self._isa,
+        arr, _ = as_matrix(tokens, self._config.dimension, "tokens")
+        return self._core.encode_packed(arr, starts, lengths, is_document, self._num_threads, self._isa,
                                         "documents" if is_document else "queries")
 
     def _encode_batch(self, batch: Any, is_document: bool, name: str, lengths: Any, offsets: Any,
@@ -144,7 +142,6 @@ class FDEEncoder:
         tb = as_token_batch(batch, self._config.dimension, lengths=lengths, offsets=offsets, mask=mask,
                             name=name)
         if tb.arrays is not None:
-            return self._core.encode_list(tb.arrays, tb.dtype_code, is_document, self._num_threads,
-                                          self._isa, name)
-        return self._core.encode_packed(tb.tokens, tb.starts, tb.lengths, tb.dtype_code, is_document,
-                                        self._num_threads, self._isa, name)
+            return self._core.encode_list(tb.arrays, is_document, self._num_threads, self._isa, name)
+        return self._core.encode_packed(tb.tokens, tb.starts, tb.lengths, is_document, self._num_threads,
+                                        self._isa, name)

@@ -1,17 +1,23 @@
-"""TokenStore: every document's token vectors packed in one array, for Chamfer reranking.
+"""TokenStore: every document's token codes packed in one array, for Chamfer reranking.
 
-Documents are rows; row ``i`` owns ``tokens[offsets[i]:offsets[i+1]]``. Deleting only clears the
-row's ``alive`` flag (a tombstone) so row numbers stay stable for the MIPS backend;
-:meth:`TokenStore.compact` drops tombstoned rows and returns the renumbering.
+Documents are rows; row ``i`` owns ``codes[offsets[i]:offsets[i+1]]``. How tokens become codes,
+and how candidates are scored on them, is the store's :class:`~muvera.codecs.TokenCodec`
+(float16 by default). Tombstones live in the index's :class:`~muvera.idmap.IdMap`; the store only
+drops rows when :meth:`TokenStore.compact` is given the rows to keep.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Union
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
 from .batch import DTYPE_CODES, as_token_batch
+from .durable import write_npy
+
+if TYPE_CHECKING:
+    from .codecs import TokenCodec
 
 __all__ = ["TokenStore", "pack_tokens"]
 
@@ -155,20 +161,20 @@ def pack_tokens(batch: Any, dimension: int, dtype: Any = np.float32, *, lengths:
 
 
 class TokenStore:
-    """All documents' token vectors, packed contiguously, with tombstones.
+    """All documents' tokens, encoded by a :class:`~muvera.codecs.TokenCodec` and packed.
 
     Parameters
     ----------
     dimension : int
         Token vector dimension.
-    dtype : {"float16", "float32"}, default "float16"
-        Storage precision. float16 halves memory; Chamfer scores then differ from float32 ones by
-        about 1e-3 relative.
+    codec : str or TokenCodec, default "float16"
+        The token encoding (``"float16"``, ``"float32"``; see :mod:`muvera.codecs`). float16
+        halves memory; Chamfer scores then differ from float32 ones by about 1e-3 relative.
 
     Notes
     -----
-    ``len(store)`` counts rows, tombstoned ones included; :attr:`num_live` counts live rows.
-    The store is not locked: :class:`muvera.MuveraIndex` serialises writers.
+    ``len(store)`` counts rows (documents). The store is not locked: :class:`muvera.MuveraIndex`
+    serialises writers.
 
     Examples
     --------
@@ -180,53 +186,61 @@ class TokenStore:
     [0, 3, 5]
     """
 
-    def __init__(self, dimension: int, dtype: Union[str, np.dtype] = "float16"):
+    def __init__(self, dimension: int, codec: Union[str, "TokenCodec"] = "float16"):
+        from .codecs import TokenCodec, make_codec  # noqa: PLC0415 (codecs import the extension)
+
         if isinstance(dimension, bool) or not isinstance(dimension, (int, np.integer)) or dimension < 1:
             raise ValueError(f"dimension: expected a positive int, got {dimension!r}")
         self._dim = int(dimension)
-        self._dtype = _as_dtype(dtype)
-        self._tokens = _Growable((self._dim,), self._dtype)
+        if isinstance(codec, np.dtype) or (isinstance(codec, type) and issubclass(codec, np.generic)):
+            codec = np.dtype(codec).name
+        if isinstance(codec, TokenCodec):
+            if codec.dimension != self._dim:
+                raise ValueError(f"codec: built for dimension {codec.dimension}, the store has {self._dim}")
+            self._codec = codec
+        else:
+            self._codec = make_codec(codec, self._dim)
+        self._codes = _Growable((self._codec.code_width,), self._codec.code_dtype)
         self._offsets = _Growable((), np.int64, np.zeros(1, dtype=np.int64))
-        self._alive = _Growable((), np.uint8)
 
     @classmethod
     def from_arrays(cls, tokens: np.ndarray, offsets: np.ndarray,
-                    alive: Optional[np.ndarray] = None) -> "TokenStore":
-        """A store over existing arrays (no copy; read-only memory maps are fine).
+                    codec: Union[str, "TokenCodec", None] = None) -> "TokenStore":
+        """A store over existing code rows and offsets (no copy; read-only memory maps are fine).
+
+        ``codec`` defaults to the float codec of ``tokens``' dtype.
 
         Raises
         ------
         ValueError
             If the arrays are inconsistent (offsets not 0..len(tokens), non-monotone, empty
-            documents, alive of the wrong length or not 0/1).
+            documents, a dtype or width other than the codec's).
         """
-        tokens = np.asarray(tokens) if not isinstance(tokens, np.memmap) else tokens
         if tokens.ndim != 2 or not tokens.flags.c_contiguous:
             raise ValueError(f"tokens: expected a C-contiguous 2-D array, got shape {tokens.shape}")
-        store = cls(tokens.shape[1], tokens.dtype)
+        if codec is None:
+            codec = _as_dtype(tokens.dtype, "tokens").name
+        store = cls(tokens.shape[1] if isinstance(codec, str) else codec.dimension, codec)
+        c = store._codec
+        if tokens.dtype != c.code_dtype or tokens.shape[1] != c.code_width:
+            raise ValueError(f"tokens: expected {c.code_dtype.name} rows of {c.code_width} values for codec "
+                             f"{c.name!r}, got {tokens.dtype.name} {tokens.shape}")
         offsets = np.asarray(offsets)
         if offsets.ndim != 1 or offsets.dtype != np.int64 or len(offsets) < 1:
             raise ValueError("offsets: expected a 1-D int64 array of n_documents + 1 values")
         if offsets[0] != 0 or offsets[-1] != len(tokens) or (np.diff(offsets) <= 0).any():
             raise ValueError(f"offsets: expected a strictly increasing sequence from 0 to {len(tokens)}")
-        n = len(offsets) - 1
-        if alive is None:
-            alive = np.ones(n, dtype=np.uint8)
-        alive = np.asarray(alive)
-        if alive.shape != (n,) or alive.dtype != np.uint8 or (alive > 1).any():
-            raise ValueError(f"alive: expected ({n},) uint8 flags of 0/1")
-        store._tokens = _Growable((store._dim,), store._dtype, tokens)
+        store._codes = _Growable((c.code_width,), c.code_dtype, tokens)
         store._offsets = _Growable((), np.int64, offsets)
-        store._alive = _Growable((), np.uint8, alive)
         return store
 
     # -- properties ----------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._alive)
+        return len(self._offsets) - 1
 
     def __repr__(self) -> str:
-        return (f"TokenStore(rows={len(self)}, live={self.num_live}, tokens={self.num_tokens}, "
-                f"dimension={self._dim}, dtype={self._dtype.name})")
+        return (f"TokenStore(rows={len(self)}, tokens={self.num_tokens}, dimension={self._dim}, "
+                f"codec={self._codec.name!r})")
 
     @property
     def dimension(self) -> int:
@@ -234,14 +248,19 @@ class TokenStore:
         return self._dim
 
     @property
+    def codec(self) -> "TokenCodec":
+        """The token encoding."""
+        return self._codec
+
+    @property
     def dtype(self) -> np.dtype:
-        """Storage dtype (float16 or float32)."""
-        return self._dtype
+        """dtype of the stored code rows (float16 or float32 for the float codecs)."""
+        return self._codec.code_dtype
 
     @property
     def tokens(self) -> np.ndarray:
-        """``(num_tokens, dimension)`` view of every stored token (tombstoned rows included)."""
-        return self._tokens.view
+        """``(num_tokens, code_width)`` view of every stored code row (the tokens, for float codecs)."""
+        return self._codes.view
 
     @property
     def offsets(self) -> np.ndarray:
@@ -254,36 +273,26 @@ class TokenStore:
         return np.diff(self._offsets.view)
 
     @property
-    def alive(self) -> np.ndarray:
-        """``(len(self),)`` uint8 view: 1 for live rows, 0 for tombstones. Do not write to it."""
-        return self._alive.view
-
-    @property
     def num_tokens(self) -> int:
-        """Stored tokens, tombstoned rows included."""
-        return len(self._tokens)
-
-    @property
-    def num_live(self) -> int:
-        """Rows not tombstoned."""
-        return int(np.count_nonzero(self._alive.view))
+        """Stored tokens."""
+        return len(self._codes)
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the buffers (allocated capacity; a memory map counts its file size)."""
-        return self._tokens.nbytes + self._offsets.nbytes + self._alive.nbytes
+        return self._codes.nbytes + self._offsets.nbytes
 
     @property
     def is_memory_mapped(self) -> bool:
-        """True while the tokens are a read-only memory map (before the first append/compact)."""
-        return self._tokens.is_memmap
+        """True while the codes are a read-only memory map (before the first append/compact)."""
+        return self._codes.is_memmap
 
     # -- mutation ------------------------------------------------------------------------------
     def append(self, batch: Any, *, lengths: Any = None, offsets: Any = None, mask: Any = None,
                name: str = "documents") -> np.ndarray:
         """Append documents in any batch form; returns their new rows ``(n,)`` int64.
 
-        Values are converted to the store dtype. Nothing is appended if validation fails.
+        Nothing is appended if validation fails.
 
         Raises
         ------
@@ -291,54 +300,84 @@ class TokenStore:
             Wrong dimension, empty batch, a document with zero tokens (``documents[i]``),
             NaN/Inf values.
         """
-        tokens, lens = pack_tokens(batch, self._dim, self._dtype, lengths=lengths, offsets=offsets,
-                                   mask=mask, name=name)
-        return self.append_packed(tokens, lens, validate=False)
+        tokens, lens = pack_tokens(batch, self._dim, self._codec.input_dtype, lengths=lengths,
+                                   offsets=offsets, mask=mask, name=name)
+        return self.append_packed(tokens, lens)
 
-    def append_packed(self, tokens: np.ndarray, lengths: np.ndarray, *,
-                      validate: bool = True) -> np.ndarray:
-        """Append already packed ``tokens`` ``(T, d)`` split by ``lengths`` ``(n,)``; returns rows.
-
-        ``validate=False`` skips the checks for data that came from :func:`pack_tokens`.
-        """
+    def append_packed(self, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Append tokens already checked by :func:`pack_tokens` (in the codec's input dtype),
+        split by ``lengths``; returns the new rows."""
         lens = np.asarray(lengths, dtype=np.int64)
-        if validate:
-            tokens, lens = pack_tokens(tokens, self._dim, self._dtype, lengths=lens)
+        codes = self._codec.encode(tokens)
         start = len(self)
         base = int(self._offsets.view[-1])
-        self._tokens.extend(tokens)
+        self._codes.extend(codes)
         self._offsets.extend(base + np.cumsum(lens))
-        self._alive.extend(np.ones(len(lens), dtype=np.uint8))
         return np.arange(start, start + len(lens), dtype=np.int64)
 
-    def delete(self, rows: Any) -> None:
-        """Tombstone ``rows`` (idempotent). Raises IndexError for rows outside ``[0, len)``."""
-        r = np.atleast_1d(np.asarray(rows))
-        if r.size == 0:
-            return
-        if r.dtype.kind not in "iu":
-            raise TypeError(f"rows: expected integers, got {r.dtype}")
-        if (r < 0).any() or (r >= len(self)).any():
-            bad = r[(r < 0) | (r >= len(self))]
-            raise IndexError(f"rows: {bad[:10].tolist()} outside [0, {len(self)})")
-        self._alive.writable()[r] = 0
-
-    def compact(self) -> np.ndarray:
-        """Drop tombstoned rows; returns ``mapping`` ``(old_len,)`` int64: new row or -1."""
-        keep = self._alive.view.astype(bool)
+    def compact(self, keep: np.ndarray) -> np.ndarray:
+        """Keep only rows where ``keep`` (bool, one per row) is true; returns ``mapping``
+        ``(old_len,)`` int64: the new row or -1."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (len(self),):
+            raise ValueError(f"keep: expected {len(self)} flags, got shape {keep.shape}")
         mapping = np.full(len(keep), -1, dtype=np.int64)
         mapping[keep] = np.arange(int(keep.sum()), dtype=np.int64)
         lens = self.lengths
-        # One boolean gather over tokens (no per-document loop).
-        tokens = self._tokens.view[np.repeat(keep, lens)]
-        self._tokens = _Growable((self._dim,), self._dtype, np.ascontiguousarray(tokens))
+        codes = self._codes.view[np.repeat(keep, lens)]  # one boolean gather, no per-row loop
+        self._codes = _Growable((self._codec.code_width,), self._codec.code_dtype, np.ascontiguousarray(codes))
         self._offsets = _Growable((), np.int64, _offsets_of(lens[keep]))
-        self._alive = _Growable((), np.uint8, np.ones(int(keep.sum()), dtype=np.uint8))
         return mapping
 
     def get(self, row: int) -> np.ndarray:
-        """The ``(n_tokens, dimension)`` tokens of one row (a view)."""
+        """The ``(n_tokens, code_width)`` code rows of one document (a view)."""
         if not 0 <= row < len(self):
             raise IndexError(f"row: {row} outside [0, {len(self)})")
         off = self._offsets.view
-        return self._tokens.view[off[row]: off[row + 1]]
+        return self._codes.view[off[row]: off[row + 1]]
+
+    def get_tokens(self, row: int) -> np.ndarray:
+        """One document's tokens decoded to ``(n_tokens, dimension)`` float32."""
+        return self._codec.decode(self.get(row))
+
+    # -- scoring -------------------------------------------------------------------------------
+    def rerank(self, query_tokens: np.ndarray, query_offsets: np.ndarray, k: int,
+               candidates: Optional[np.ndarray], allowed: Optional[np.ndarray],
+               num_threads: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+        """Chamfer top-``k`` over candidate rows (see :meth:`TokenCodec.rerank`); queries packed
+        float32, already checked."""
+        return self._codec.rerank(query_tokens, query_offsets, self._codes.view, self._offsets.view, k,
+                                  candidates, allowed, num_threads)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, directory: Path) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
+        """Write codes, offsets and the codec's state; returns ``(manifest fields, entries)``."""
+        d = Path(directory)
+        files = {"tokens.npy": write_npy(d / "tokens.npy", self._codes.view),
+                 "offsets.npy": write_npy(d / "offsets.npy", self._offsets.view)}
+        files.update(self._codec.save(d))
+        fields = {"token_codec": self._codec.name, "codec_state": self._codec.state_fields(),
+                  "num_tokens": self.num_tokens}
+        return fields, files
+
+    @classmethod
+    def load(cls, directory: Path, fields: Dict[str, Any], entries: Dict[str, Dict[str, Any]],
+             dimension: int, num_rows: int, mmap: bool) -> "TokenStore":
+        """Read what :meth:`save` wrote (files already checked against ``entries``)."""
+        from .codecs import make_codec  # noqa: PLC0415
+        from .index_format import expect, load_npy  # noqa: PLC0415
+
+        d = Path(directory)
+        try:
+            codec = make_codec(fields["token_codec"], dimension)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"manifest.json: token_codec: {exc}") from None
+        codec.load(d, entries, mmap)
+        tokens = load_npy(d / "tokens.npy", mmap)
+        expect(tokens, "tokens.npy", codec.code_dtype, (int(fields["num_tokens"]), codec.code_width))
+        offsets = load_npy(d / "offsets.npy", False)
+        expect(offsets, "offsets.npy", np.int64, (num_rows + 1,))
+        try:
+            return cls.from_arrays(tokens, offsets, codec)
+        except ValueError as exc:
+            raise ValueError(f"offsets.npy: inconsistent with tokens.npy ({exc})") from None

@@ -1,0 +1,22 @@
+"""Argument checks shared by the public entry points (one of each, named in every message)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = ["positive_int", "MAX_THREADS"]
+
+MAX_THREADS = 1024
+
+
+def positive_int(value: Any, name: str, upper: Optional[int] = None) -> int:
+    """``value`` as an int in ``[1, upper]``: TypeError for non-ints (bools too), ValueError outside."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {value}")
+    if upper is not None and value > upper:
+        raise ValueError(f"{name}: expected at most {upper}, got {value}")
+    return int(value)

@@ -1,0 +1,471 @@
+"""faiss backends: any ``faiss.index_factory`` string with the inner-product metric.
+
+faiss is imported only when such a backend is built. Factory strings and search parameters are
+checked here before faiss sees them: some malformed ones (``HNSW0``, ``PQ1280x0``) abort the
+process inside faiss instead of raising.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from ..durable import write_via_path
+from .base import Backend, Entries, as_allowed
+
+__all__ = ["FaissBackend", "check_factory"]
+
+_FILE = "backend.faiss"
+_MAX_COUNT = 1 << 22       # nlist, M, PCA dims...: far above any useful setting
+_MAX_EF = 1 << 16
+
+
+def _faiss():
+    try:
+        import faiss  # noqa: PLC0415 (optional dependency, imported on use)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("faiss backends need faiss-cpu: pip install \"muvera-toolkit[search]\"") from exc
+    return faiss
+
+
+def _faiss_message(exc: Exception) -> str:
+    """faiss's exception text without the C++ signature and source location."""
+    lines = str(exc).strip().splitlines()
+    msg = lines[-1] if lines else repr(exc)
+    msg = re.sub(r"^Error in .*? at \S+:\d+: ", "", msg)
+    return re.sub(r"^Error: '.*?' failed: ", "", msg)
+
+
+def check_factory(factory: str, dimension: Optional[int] = None) -> str:
+    """Validate a faiss factory string's numbers before faiss parses it; returns it stripped.
+
+    Every number must be positive and bounded; ``PQ<M>x<b>`` needs ``1 <= b <= 16`` (and
+    ``b == 4`` with ``fs``), ``SQ<b>`` one of 4/6/8, and ``<M>`` at most the dimension when known.
+
+    Raises
+    ------
+    ValueError
+        Naming the component at fault.
+    """
+    if not isinstance(factory, str) or not factory.strip():
+        raise ValueError(f"backend: expected a faiss factory string, got {factory!r}")
+    s = factory.strip()
+    if len(s) > 200 or not s.isascii() or not s.isprintable():
+        raise ValueError(f"backend: {s[:40]!r}... is not a plausible faiss factory string")
+    for comp in s.split(","):
+        c = comp.strip()
+        if not c:
+            raise ValueError(f"backend: empty component in faiss factory string {s!r}")
+        nums = [int(t) for t in re.findall(r"\d+", c)]
+        if any(n <= 0 for n in nums):
+            raise ValueError(f"backend: {c!r} in {s!r}: every count must be positive")
+        if any(n > _MAX_COUNT for n in nums):
+            raise ValueError(f"backend: {c!r} in {s!r}: counts above {_MAX_COUNT} are not supported")
+        pq = re.fullmatch(r"(?:IVF\d+_)?(?:PQ|OPQ|RQ|LSQ|PRQ|PLSQ)(\d+)(?:x(\d+))?(fs|np)?(?:_\d+)?", c)
+        if pq:
+            m, bits, suffix = int(pq.group(1)), pq.group(2), pq.group(3)
+            if bits is not None and not 1 <= int(bits) <= 16:
+                raise ValueError(f"backend: {c!r}: bits per code must be in [1, 16]")
+            if suffix == "fs" and bits is not None and int(bits) != 4:
+                raise ValueError(f"backend: {c!r}: fast-scan PQ needs 4 bits per code (x4fs)")
+            if dimension is not None and m > dimension:
+                raise ValueError(f"backend: {c!r}: {m} sub-quantizers exceed the dimension {dimension}")
+        sq = re.fullmatch(r"SQ(\d+)", c)
+        if sq and int(sq.group(1)) not in (4, 6, 8):
+            raise ValueError(f"backend: {c!r}: SQ takes 4, 6 or 8 bits (or SQfp16/SQbf16)")
+        hnsw = re.fullmatch(r"HNSW(\d+).*", c)
+        if hnsw and int(hnsw.group(1)) > 1024:
+            raise ValueError(f"backend: {c!r}: HNSW M above 1024 is not supported")
+    return s
+
+
+def _no_polysemous(faiss: Any, index: Any) -> None:
+    """Turn off polysemous training, which the factory enables for PQ codes.
+
+    It only serves Hamming-filtered search (not used here) and costs seconds per sub-quantizer,
+    i.e. hours for PQ1280x8.
+    """
+    idx = faiss.downcast_index(index)
+    if hasattr(idx, "do_polysemous_training"):
+        idx.do_polysemous_training = False
+    pq = getattr(idx, "pq", None)
+    if pq is not None and hasattr(pq, "cp"):
+        # 8-d sub-quantizers converge in a few k-means rounds; faiss's 25 triples the build time.
+        pq.cp.niter = 10
+    for attr in ("index", "storage", "base_index"):  # PreTransform, HNSW, Refine wrappers
+        inner = getattr(idx, attr, None)
+        if inner is not None and hasattr(inner, "ntotal"):
+            _no_polysemous(faiss, inner)
+
+
+class FaissBackend(Backend):
+    """Any faiss index built by ``faiss.index_factory(D, factory, METRIC_INNER_PRODUCT)``.
+
+    Parameters
+    ----------
+    factory : str
+        A faiss factory string, e.g. ``"Flat"``, ``"HNSW32"``, ``"IVF256,Flat"``,
+        ``"IVF1024,PQ1280x8"`` (the paper's PQ-256-8 on a 10240-d FDE: one byte per 8 dims).
+    dimension : int, optional
+        Vector dimension; the index is built on the first ``add`` if not given.
+    train_size : int, default 25_600
+        Indexes that need training are trained on the first ``add``, on at most this many of its
+        vectors (a seeded random sample; 100 per centroid of a 256-centroid PQ codebook).
+    seed : int, default 1234
+        Seed of the training sample.
+
+    Notes
+    -----
+    Search parameters go per call (thread-safe): ``{"efSearch": 128}`` for HNSW,
+    ``{"nprobe": 16}`` for IVF. An allowed-rows bitmap becomes a faiss ``IDSelectorBitmap``;
+    indexes that take no selector (flat PQ, refine wrappers), and queries for which a selective
+    graph or IVF search finds fewer than ``k`` allowed rows, fall back to asking for more rows
+    and filtering, up to every row -- so a filtered search always returns every qualifying row
+    the index can rank.
+    """
+
+    kind = "faiss"
+
+    def __init__(self, factory: str, dimension: Optional[int] = None, *, train_size: int = 25_600,
+                 seed: int = 1234):
+        self._factory = check_factory(factory, dimension)
+        if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
+            raise ValueError(f"train_size: expected a positive int, got {train_size!r}")
+        self._train_size = int(train_size)
+        self._seed = int(seed)
+        self._dim: Optional[int] = None
+        self._index: Any = None
+        self._selector_ok = True
+        if dimension is not None:
+            self._dim = int(dimension)
+            self._index = self._build(self._dim)
+
+    @classmethod
+    def from_spec(cls, rest: str, dimension: Optional[int]) -> "FaissBackend":
+        return cls(rest, dimension)
+
+    def _build(self, dimension: int) -> Any:
+        faiss = _faiss()
+        check_factory(self._factory, dimension)
+        try:
+            index = faiss.index_factory(dimension, self._factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise ValueError(f"backend: faiss cannot build {self._factory!r} for dimension "
+                             f"{dimension}: {_faiss_message(exc)}") from None
+        _no_polysemous(faiss, index)
+        return index
+
+    # -- properties ----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return f"faiss:{self._factory}"
+
+    @property
+    def factory(self) -> str:
+        """The faiss factory string."""
+        return self._factory
+
+    @property
+    def index(self) -> Any:
+        """The underlying faiss index (None before the dimension is known)."""
+        return self._index
+
+    @property
+    def dimension(self) -> Optional[int]:
+        return self._dim
+
+    @property
+    def ntotal(self) -> int:
+        return 0 if self._index is None else int(self._index.ntotal)
+
+    @property
+    def needs_training(self) -> bool:
+        return self._index is None or not self._index.is_trained
+
+    @property
+    def is_trained(self) -> bool:
+        return self._index is not None and bool(self._index.is_trained)
+
+    @property
+    def add_chunk(self) -> int:
+        # The first chunk trains: it must hold the whole training sample.
+        return max(32_768, self._train_size)
+
+    @property
+    def can_reconstruct(self) -> bool:
+        return self._index is not None and not self._is_ivf()
+
+    @property
+    def lossless(self) -> bool:
+        return re.fullmatch(r"(IDMap,)?Flat|HNSW\d+(,Flat)?", self._factory) is not None
+
+    @property
+    def train_size(self) -> int:
+        """Vectors sampled from the first ``add`` to train the index."""
+        return self._train_size
+
+    @property
+    def nbytes(self) -> int:
+        if self._index is None:
+            return 0
+        faiss = _faiss()
+        idx = faiss.downcast_index(self._index)
+        n, d = self.ntotal, self._dim or 0
+        try:
+            total = n * int(idx.sa_code_size())
+        except RuntimeError:
+            total = n * d * 4
+        if hasattr(idx, "hnsw"):
+            total += int(idx.hnsw.neighbors.size()) * 4 + int(idx.hnsw.levels.size()) * 4
+        if hasattr(idx, "invlists"):
+            total += n * 8  # stored ids
+            quantizer = getattr(idx, "quantizer", None)
+            if quantizer is not None:
+                total += int(quantizer.ntotal) * d * 4
+        pq = getattr(idx, "pq", None)
+        if pq is not None:
+            total += int(pq.M) * int(pq.ksub) * int(pq.dsub) * 4
+        return total
+
+    @property
+    def ef_search(self) -> int:
+        """HNSW ``efSearch`` default (ValueError for non-HNSW indexes)."""
+        return int(self._hnsw().efSearch)
+
+    @ef_search.setter
+    def ef_search(self, value: int) -> None:
+        self._hnsw().efSearch = _bounded_int(value, "efSearch", _MAX_EF)
+
+    @property
+    def nprobe(self) -> int:
+        """IVF ``nprobe`` default (ValueError for non-IVF indexes)."""
+        return int(self._ivf().nprobe)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        ivf = self._ivf()
+        ivf.nprobe = _bounded_int(value, "nprobe", int(ivf.nlist))
+
+    def _hnsw(self) -> Any:
+        idx = None if self._index is None else _faiss().downcast_index(self._index)
+        if idx is None or not hasattr(idx, "hnsw"):
+            raise ValueError(f"params: efSearch needs an HNSW index; {self._factory!r} is not one")
+        return idx.hnsw
+
+    def _is_ivf(self) -> bool:
+        try:
+            self._ivf()
+            return True
+        except ValueError:
+            return False
+
+    def _ivf(self) -> Any:
+        if self._index is not None:
+            try:
+                return _faiss().extract_index_ivf(self._index)
+            except (RuntimeError, TypeError):
+                pass
+        raise ValueError(f"params: nprobe needs an IVF index; {self._factory!r} is not one")
+
+    # -- add / search --------------------------------------------------------------------------
+    def train(self, vectors: np.ndarray) -> None:
+        arr = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self._index is None:
+            self._index = self._build(arr.shape[1])
+            self._dim = arr.shape[1]
+        if self._index.is_trained:
+            return
+        sample = arr
+        if len(arr) > self._train_size:
+            rng = np.random.default_rng(self._seed)
+            sample = arr[np.sort(rng.choice(len(arr), self._train_size, replace=False))]
+        try:
+            self._index.train(np.ascontiguousarray(sample))
+        except RuntimeError as exc:
+            raise ValueError(f"documents: {len(sample)} vectors are too few to train faiss index "
+                             f"{self._factory!r} (add more documents in the first call): "
+                             f"{_faiss_message(exc)}") from None
+
+    def add(self, vectors: np.ndarray) -> None:
+        arr = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self._dim is not None and (arr.ndim != 2 or arr.shape[1] != self._dim):
+            raise ValueError(f"vectors: expected (n, {self._dim}) float32, got shape {arr.shape}")
+        if self._index is None or not self._index.is_trained:
+            self.train(arr)
+        self._index.add(arr)
+
+    def check_params(self, params: Optional[Mapping[str, Any]]) -> None:
+        self._param_values(params)
+
+    def _param_values(self, params: Optional[Mapping[str, Any]]) -> Dict[str, int]:
+        if not params:
+            return {}
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params: expected a dict such as {{'efSearch': 128}}, got {type(params).__name__}")
+        p = dict(params)
+        ef = p.pop("efSearch", p.pop("ef_search", None))
+        nprobe = p.pop("nprobe", None)
+        if p:
+            raise ValueError(f"params: unknown search parameters {sorted(map(str, p))} (use efSearch or nprobe)")
+        if ef is not None and nprobe is not None:
+            raise ValueError("params: give efSearch (HNSW) or nprobe (IVF), not both")
+        if ef is not None:
+            self._hnsw()
+            return {"efSearch": _bounded_int(ef, "efSearch", _MAX_EF)}
+        if nprobe is not None:
+            ivf = self._ivf()
+            return {"nprobe": _bounded_int(nprobe, "nprobe", int(ivf.nlist))}
+        return {}
+
+    def _params_object(self, values: Dict[str, int], sel: Any) -> Any:
+        faiss = _faiss()
+        if "efSearch" in values:
+            return faiss.SearchParametersHNSW(efSearch=values["efSearch"], **({"sel": sel} if sel else {}))
+        if "nprobe" in values:
+            return faiss.SearchParametersIVF(nprobe=values["nprobe"], **({"sel": sel} if sel else {}))
+        if sel is None:
+            return None
+        if self._is_ivf():
+            return faiss.SearchParametersIVF(sel=sel, nprobe=int(self._ivf().nprobe))
+        if hasattr(faiss.downcast_index(self._index), "hnsw"):
+            return faiss.SearchParametersHNSW(sel=sel, efSearch=int(self._hnsw().efSearch))
+        return faiss.SearchParameters(sel=sel)
+
+    def _raw_search(self, q: np.ndarray, k: int, sp: Any) -> Tuple[np.ndarray, np.ndarray]:
+        k_eff = min(k, self.ntotal)
+        scores, rows = self._index.search(q, k_eff, params=sp) if sp is not None else self._index.search(q, k_eff)
+        rows = rows.astype(np.int64, copy=False)
+        scores = scores.astype(np.float32, copy=False)
+        scores[rows < 0] = -np.inf  # faiss pads with -FLT_MAX
+        if k_eff < k:
+            pad = k - k_eff
+            rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return rows, scores
+
+    def search(self, queries: np.ndarray, k: int, *, params: Optional[Mapping[str, Any]] = None,
+               allowed: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        values = self._param_values(params)
+        n = self.ntotal
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        mask = as_allowed(allowed, n)
+        if n == 0:
+            return rows, scores
+        if mask is None:
+            return self._raw_search(queries, k, self._params_object(values, None))
+        n_allowed = int(np.count_nonzero(mask))
+        if n_allowed == 0:
+            return rows, scores
+        want = min(k, n_allowed)
+        pending = np.arange(len(queries))
+        if self._selector_ok:
+            faiss = _faiss()
+            bits = np.packbits(mask, bitorder="little")
+            sel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
+            try:
+                r, s = self._raw_search(queries, k, self._params_object(values, sel))
+            except RuntimeError:
+                self._selector_ok = False  # this index type takes no selector
+            else:
+                rows, scores = r, s
+                pending = np.flatnonzero((rows >= 0).sum(axis=1) < want)
+            del sel, bits  # the selector points into bits: both die together, after the search
+        if pending.size:
+            r, s = self._overfetch(queries[pending], k, values, mask, n_allowed)
+            rows[pending], scores[pending] = r, s
+        return rows, scores
+
+    def _overfetch(self, q: np.ndarray, k: int, values: Dict[str, int], mask: np.ndarray,
+                   n_allowed: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Ask for more rows than k and keep the allowed ones, doubling until each query has k
+        (or every row was asked for)."""
+        n = self.ntotal
+        want = min(k, n_allowed)
+        fetch = min(n, -(-k * n // n_allowed))
+        out_r = np.full((len(q), k), -1, dtype=np.int64)
+        out_s = np.full((len(q), k), -np.inf, dtype=np.float32)
+        pending = np.arange(len(q))
+        while pending.size:
+            sp = self._params_object(_widened(values, fetch, self), None)
+            rows, scores = self._raw_search(q[pending], fetch, sp)
+            ok = rows >= 0
+            ok[ok] = mask[rows[ok]]
+            done = (ok.sum(axis=1) >= want) | (fetch >= n)
+            order = np.argsort(~ok[done], axis=1, kind="stable")[:, :k]  # allowed first, in rank order
+            sel_r = np.take_along_axis(rows[done], order, axis=1)
+            sel_s = np.take_along_axis(scores[done], order, axis=1)
+            bad = ~np.take_along_axis(ok[done], order, axis=1)
+            sel_r[bad], sel_s[bad] = -1, -np.inf
+            width = sel_r.shape[1]
+            out_r[pending[done], :width], out_s[pending[done], :width] = sel_r, sel_s
+            pending = pending[~done]
+            fetch = min(n, 2 * fetch)
+        return out_r, out_s
+
+    def reconstruct(self, rows: np.ndarray) -> np.ndarray:
+        if not self.can_reconstruct:
+            raise NotImplementedError(f"{self.name}: IVF indexes keep no direct map; cannot reconstruct")
+        r = np.ascontiguousarray(rows, dtype=np.int64)
+        return np.asarray(self._index.reconstruct_batch(r), dtype=np.float32)
+
+    def reset(self) -> None:
+        if self._index is not None:
+            self._index.reset()
+
+    def empty_copy(self) -> "FaissBackend":
+        copy = FaissBackend(self._factory, train_size=self._train_size, seed=self._seed)
+        if self._index is not None:
+            copy._dim = self._dim
+            fresh = self._build(self._dim)
+            if self._index.is_trained and not fresh.is_trained:
+                copy._index = _faiss().clone_index(self._index)  # keep the quantizers
+                copy._index.reset()
+            else:
+                copy._index = fresh
+        return copy
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, directory: Path) -> Entries:
+        if self._index is None:
+            raise ValueError("save: the faiss index has no dimension yet (nothing was added)")
+        faiss = _faiss()
+        return {_FILE: write_via_path(Path(directory) / _FILE,
+                                      lambda p: faiss.write_index(self._index, os.fspath(p)))}
+
+    def load(self, directory: Path, entries: Entries, mmap: bool) -> "FaissBackend":
+        faiss = _faiss()
+        path = Path(directory) / _FILE
+        if _FILE not in entries:
+            raise ValueError(f"manifest.json: the faiss backend's {_FILE} is not listed")
+        try:
+            index = faiss.read_index(os.fspath(path))
+        except RuntimeError as exc:
+            raise ValueError(f"{_FILE}: not a readable faiss index: {_faiss_message(exc)}") from None
+        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError(f"{_FILE}: expected an inner-product faiss index")
+        if self._dim is not None and index.d != self._dim:
+            raise ValueError(f"{_FILE}: expected dimension {self._dim}, got {index.d}")
+        self._index, self._dim = index, int(index.d)
+        return self
+
+
+def _widened(values: Dict[str, int], fetch: int, backend: FaissBackend) -> Dict[str, int]:
+    """HNSW needs efSearch >= k to return k rows; raise it with the fetch size."""
+    if hasattr(_faiss().downcast_index(backend.index), "hnsw"):
+        ef = values.get("efSearch", backend.ef_search)
+        return {"efSearch": max(ef, min(fetch, _MAX_EF))}
+    return values
+
+
+def _bounded_int(value: Any, name: str, upper: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"params: {name} expects an int, got {type(value).__name__}")
+    if not 1 <= value <= upper:
+        raise ValueError(f"params: {name} must be in [1, {upper}], got {value}")
+    return int(value)
+

@@ -1,0 +1,310 @@
+"""The on-disk index format: one writer, versioned readers, checksummed manifests.
+
+An index directory holds ``manifest.json`` and the files of each part (ids, tokens, backend),
+each part writing and reading its own files. The manifest lists every file with its size and
+SHA-256 and carries a SHA-256 of its own content, so a flipped byte or an edited field anywhere
+is caught on load.
+
+Versions
+--------
+* **1** (muvera 0.1.0): ids inline in the manifest, ``token_dtype``, a backend spec string, no
+  manifest checksum. Read by :func:`_read_v1`; never written any more.
+* **2**: ids in array files (:class:`~muvera.idmap.IdMap`), ``tokens`` with a token codec,
+  ``backend`` with its own file entries, the text ``model`` that made the tokens, a manifest
+  checksum.
+
+Saving (:func:`save_directory`) writes a temporary sibling ``<name>.tmp-<hex>``, then swaps it in
+through ``<name>.bak``; both carry a marker file naming the index they belong to, and only
+directories with that marker are ever deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .durable import check_file, fsync_dir, write_atomic
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "read_manifest", "write_manifest", "save_directory",
+           "resolve_index_dir", "load_npy", "expect", "IndexFiles", "read_index"]
+
+FORMAT_NAME = "muvera-index"
+FORMAT_VERSION = 2
+MARKER = ".muvera-owner"        # in every directory this library writes: names its index
+MAX_MANIFEST_BYTES = 256 << 20  # version-1 manifests hold every id inline
+
+
+# -- small array helpers ------------------------------------------------------------------------
+def load_npy(path: Path, mmap: bool) -> np.ndarray:
+    """An ``.npy`` file (no pickles), memory-mapped read-only when ``mmap``; ValueError naming it."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{Path(path).name}: unreadable array file: {exc}") from None
+
+
+def expect(arr: np.ndarray, name: str, dtype: Any, shape: Tuple[int, ...]) -> None:
+    """ValueError naming ``name`` unless ``arr`` has this dtype and shape."""
+    if arr.dtype != np.dtype(dtype) or arr.shape != tuple(shape):
+        raise ValueError(f"{name}: expected {np.dtype(dtype).name} {tuple(shape)} per manifest.json, got "
+                         f"{arr.dtype.name} {arr.shape}")
+
+
+# -- manifests ----------------------------------------------------------------------------------
+def _canonical(body: Dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def write_manifest(directory: Path, body: Dict[str, Any]) -> Dict[str, Any]:
+    """Write ``directory/manifest.json``: ``body`` plus ``checksum`` = SHA-256 of its canonical JSON."""
+    doc = dict(body)
+    doc["checksum"] = {"sha256": hashlib.sha256(_canonical(body)).hexdigest()}
+    return write_atomic(Path(directory) / "manifest.json",
+                        lambda f: f.write(json.dumps(doc, indent=1).encode("utf-8")))
+
+
+def read_manifest(directory: Path, format_name: str, max_version: int,
+                  max_bytes: int = MAX_MANIFEST_BYTES) -> Dict[str, Any]:
+    """Read and check ``directory/manifest.json``.
+
+    The file must be a regular file of at most ``max_bytes`` (no FIFO or device is ever opened
+    for reading), valid JSON of bounded nesting, of ``format_name`` and a version this code reads;
+    a ``checksum`` entry, when present (every version after 1), must match.
+
+    Raises
+    ------
+    ValueError
+        Naming ``manifest.json`` and the problem.
+    """
+    path = Path(directory) / "manifest.json"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ValueError(f"manifest.json: missing from {directory}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"manifest.json: not a regular file in {directory}")
+    if st.st_size > max_bytes:
+        raise ValueError(f"manifest.json: {st.st_size} bytes, more than the {max_bytes} a manifest may hold")
+    with open(path, "rb") as f:
+        raw = f.read(max_bytes + 1)
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"manifest.json: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("manifest.json: nested too deeply") from None
+    if not isinstance(doc, dict) or doc.get("format") != format_name:
+        raise ValueError(f"manifest.json: not a {format_name} manifest")
+    version = doc.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"manifest.json: bad format_version {version!r}")
+    if version > max_version:
+        raise ValueError(f"manifest.json: format version {version} is newer than this muvera "
+                         f"supports ({max_version}); upgrade muvera")
+    checksum = doc.pop("checksum", None)
+    if checksum is not None or version > 1:
+        want = checksum.get("sha256") if isinstance(checksum, dict) else None
+        if want != hashlib.sha256(_canonical(doc)).hexdigest():
+            raise ValueError("manifest.json: checksum mismatch (the manifest was edited or corrupted)")
+    return doc
+
+
+# -- saving a directory atomically --------------------------------------------------------------
+def _marker_owner(directory: Path) -> Optional[str]:
+    """The index name recorded in ``directory``'s marker, or None if it has none."""
+    p = directory / MARKER
+    try:
+        if not p.is_file() or p.stat().st_size > 4096:
+            return None
+        return json.loads(p.read_text(encoding="utf-8")).get("index")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _write_marker(directory: Path, owner: str) -> None:
+    write_atomic(directory / MARKER, lambda f: f.write(json.dumps({"index": owner}).encode("utf-8")))
+
+
+def resolve_index_dir(path: Any) -> Path:
+    """The real directory an index path names (symlinks followed, so saves go where they point)."""
+    return Path(os.path.realpath(os.fspath(path)))
+
+
+def _backup_of(path: Path) -> Path:
+    return path.with_name(path.name + ".bak")
+
+
+def clean_stale(target: Path) -> None:
+    """Remove ``<name>.tmp-*`` siblings of ``target`` that this library wrote for it (a killed
+    save's leftovers); anything without the marker naming ``target`` is left alone."""
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return
+    for p in siblings:
+        if p.name.startswith(target.name + ".tmp-") and p.is_dir() and not p.is_symlink() \
+                and _marker_owner(p) == target.name:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def save_directory(target: Path, format_name: str, write: Callable[[Path], Dict[str, Any]]) -> None:
+    """Save an index directory atomically.
+
+    ``write(tmp)`` writes every part into the fresh directory ``tmp`` and returns the manifest
+    body; the manifest (checksummed) and the ownership marker are added, everything is fsynced,
+    and ``tmp`` replaces ``target`` through ``<target>.bak``. At every instant ``target`` or
+    its backup is whole.
+
+    Raises
+    ------
+    ValueError
+        ``target`` exists and is not an index of ``format_name`` (nor an empty directory), or
+        ``<target>.bak`` exists and was not written by muvera for this index.
+    """
+    if target.exists() and not (target.is_dir() and (
+            (target / "manifest.json").exists() or not any(target.iterdir()))):
+        raise ValueError(f"path: {target} exists and is not a muvera index directory")
+    backup = _backup_of(target)
+    if backup.exists() or backup.is_symlink():
+        if backup.is_symlink() or not backup.is_dir() or _marker_owner(backup) != target.name:
+            raise ValueError(f"path: {backup} exists and was not written by muvera for {target.name}; "
+                             f"move it away before saving")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(target)
+    tmp = target.with_name(f"{target.name}.tmp-{secrets.token_hex(6)}")
+    tmp.mkdir()
+    try:
+        _write_marker(tmp, target.name)
+        body = write(tmp)
+        body["format"] = format_name
+        write_manifest(tmp, body)
+        fsync_dir(tmp)
+        _swap_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    backup = _backup_of(target)
+    if target.exists():
+        if backup.exists():
+            shutil.rmtree(backup)  # checked above: ours, and target is whole, so it is stale
+        os.replace(target, backup)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if backup.exists() and not target.exists():
+            os.replace(backup, target)  # roll back
+        raise
+    fsync_dir(target.parent)
+    shutil.rmtree(backup, ignore_errors=True)  # the old target: checked to be an index before
+
+
+def find_index_dir(path: Any) -> Path:
+    """``path`` itself, or ``<path>.bak`` when a save was interrupted between its two renames."""
+    root = resolve_index_dir(path)
+    if not root.exists() and (_backup_of(root) / "manifest.json").exists():
+        return _backup_of(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"path: no muvera index at {os.fspath(path)}")
+    return root
+
+
+# -- reading an index ---------------------------------------------------------------------------
+@dataclass
+class IndexFiles:
+    """A checked index directory, normalised across format versions."""
+
+    root: Path
+    version: int
+    config: Dict[str, Any]
+    model: Optional[str]
+    num_rows: int
+    ids_fields: Dict[str, Any]           # version 2: for IdMap.load
+    legacy_ids: Optional[List[Any]]      # version 1: ids inline (None on dead rows)
+    tokens_fields: Dict[str, Any]        # for TokenStore.load
+    backend_spec: str
+    backend_entries: Dict[str, Dict[str, Any]]
+    files: Dict[str, Dict[str, Any]]
+    muvera_version: str
+
+
+def _field(m: Dict[str, Any], key: str, kind: Any) -> Any:
+    if key not in m:
+        raise ValueError(f"manifest.json: missing {key!r}")
+    v = m[key]
+    if kind is int and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+        raise ValueError(f"manifest.json: {key} must be a non-negative int, got {v!r}")
+    if kind is not int and not isinstance(v, kind):
+        raise ValueError(f"manifest.json: {key} has the wrong type ({type(v).__name__})")
+    return v
+
+
+def read_index(path: Any, verify: bool = True) -> IndexFiles:
+    """Find, read and check an index directory's manifest and files (sizes always, SHA-256 when
+    ``verify``). The parts then read their own files."""
+    root = find_index_dir(path)
+    m = read_manifest(root, FORMAT_NAME, FORMAT_VERSION)
+    files = _field(m, "files", dict)
+    for name, entry in files.items():
+        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith(".") or name == "manifest.json":
+            raise ValueError(f"manifest.json: bad file name {name!r}")
+        check_file(root / name, entry, name, verify)
+    if m["format_version"] == 1:
+        return _read_v1(root, m, files)
+    ids = _field(m, "ids", dict)
+    tokens = _field(m, "tokens", dict)
+    backend = _field(m, "backend", dict)
+    spec = backend.get("spec")
+    if not isinstance(spec, str):
+        raise ValueError("manifest.json: backend.spec must be a string")
+    entries = {name: files[name] for name in backend.get("files", [])}
+    if len(entries) != len(backend.get("files", [])):
+        raise ValueError("manifest.json: backend files not listed under files")
+    model = m.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ValueError("manifest.json: model must be a string or null")
+    return IndexFiles(root, 2, _field(m, "config", dict), model, _field(m, "num_rows", int), ids, None,
+                      tokens, spec, entries, files, str(m.get("muvera_version", "")))
+
+
+def _read_v1(root: Path, m: Dict[str, Any], files: Dict[str, Any]) -> IndexFiles:
+    """Version 1 (muvera 0.1.0): ids inline, token_dtype, backend as a spec string."""
+    n = _field(m, "num_rows", int)
+    ids = _field(m, "ids", list)
+    if len(ids) != n:
+        raise ValueError(f"manifest.json: expected {n} ids")
+    token_dtype = _field(m, "token_dtype", str)
+    spec = _field(m, "backend", str)
+    entries = {k: files[k] for k in ("fdes.npy", "backend.faiss") if k in files}
+    tokens = {"token_codec": token_dtype, "codec_state": {}, "num_tokens": _field(m, "num_tokens", int)}
+    cfg = _field(m, "config", dict)
+    if m.get("dimension") != cfg.get("dimension"):
+        raise ValueError("manifest.json: dimension disagrees with the config")
+    return IndexFiles(root, 1, cfg, None, n, {"next_id": _field(m, "next_id", int)}, ids, tokens, spec,
+                      entries, files, str(m.get("muvera_version", "")))
+
+
+def legacy_id_kind(ids: List[Any]) -> Optional[str]:
+    """The id kind of a version-1 id list (None on dead rows); ValueError for what version 2
+    cannot hold (mixed kinds, negative ints)."""
+    live = [x for x in ids if x is not None]
+    if any(type(x) not in (int, str) for x in live):
+        raise ValueError("manifest.json: ids must be int or str")
+    kinds = {type(x) for x in live}
+    if len(kinds) > 1:
+        raise ValueError("manifest.json: this version-1 index mixes int and str ids, which muvera no "
+                         "longer supports; load it with muvera 0.1.0 and re-add with one id kind")
+    if int in kinds and min(live) < 0:
+        raise ValueError("manifest.json: negative int ids are no longer supported (-1 pads results)")
+    return None if not kinds else ("int" if int in kinds else "str")
