@@ -268,9 +268,14 @@ def read_index(path: Any, verify: bool = True) -> IndexFiles:
     spec = backend.get("spec")
     if not isinstance(spec, str):
         raise ValueError("manifest.json: backend.spec must be a string")
-    entries = {name: files[name] for name in backend.get("files", [])}
-    if len(entries) != len(backend.get("files", [])):
-        raise ValueError("manifest.json: backend files not listed under files")
+    names = backend.get("files", [])
+    if not isinstance(names, list) or any(name not in files for name in names):
+        raise ValueError("manifest.json: the backend's files are not listed under files")
+    for part in ("ids", "tokens"):
+        listed = (ids if part == "ids" else tokens).get("files", [])
+        if not isinstance(listed, list) or any(name not in files for name in listed):
+            raise ValueError(f"manifest.json: the {part} files are not listed under files")
+    entries = {name: files[name] for name in names}
     model = m.get("model")
     if model is not None and not isinstance(model, str):
         raise ValueError("manifest.json: model must be a string or null")

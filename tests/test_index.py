@@ -126,11 +126,24 @@ def test_int_ids_padding_and_default_ids_continue():
     ids, scores = idx.search(QUERIES[:2], k=6)
     assert ids.dtype == np.int64 and set(ids[:, :4].ravel().tolist()) <= {10, 20, 21, 22}
     assert (ids[:, 4:] == -1).all() and np.isneginf(scores[:, 4:]).all()
-    idx.add(DOCS[4:5], ids=["x"])  # one non-int id switches results to object arrays
-    assert idx.search(QUERIES[:1], k=6)[0].dtype == object
-    idx.remove("x")
+    with pytest.raises(TypeError, match="holds int ids"):
+        idx.add(DOCS[4:5], ids=["x"])  # one id kind per index
+    with pytest.raises(ValueError, match="2..63"):
+        idx.add(DOCS[4:5], ids=[-3])  # -1 pads int results: ids are non-negative
     assert idx.search(QUERIES[:1], k=6)[0].dtype == np.int64
     assert idx.add(DOCS[5:6]) == [23]
+    idx.remove([10, 20, 21, 22, 23])
+    assert idx.search(QUERIES[:1], k=2)[0].tolist() == [[-1, -1]]  # the kind outlives its ids
+
+
+def test_string_id_index_keeps_object_results_when_emptied():
+    idx = MuveraIndex(CONFIG)
+    idx.add(DOCS[:2], ids=["a", "b"])
+    idx.remove(["a", "b"])
+    ids, scores = idx.search(QUERIES[:1], k=2)
+    assert ids.dtype == object and ids.tolist() == [[None, None]] and np.isneginf(scores).all()
+    with pytest.raises(TypeError, match="str ids"):
+        idx.add(DOCS[:1])  # default ids are ints
 
 
 def test_empty_index_search():
@@ -184,18 +197,15 @@ def test_compact_keeps_results(backend):
 
 
 # -- filters -------------------------------------------------------------------------------------
-def test_filter_ids(index, monkeypatch):
+def test_filter_ids(index):
     allowed = list(range(0, 300, 7))  # 43 documents
     eids, escores = index.search_exact(QUERIES, k=5, filter_ids=allowed)
     assert set(eids.ravel().tolist()) <= set(allowed)
     ids, scores = index.search(QUERIES, k=5, candidates=len(allowed), filter_ids=allowed)
     np.testing.assert_array_equal(ids, eids)  # candidates cover the filter: exact
-    ids, _ = index.search(QUERIES, k=5, candidates=15, filter_ids=allowed)  # exact FDE scoring path
+    ids, _ = index.search(QUERIES, k=5, candidates=15, filter_ids=allowed)  # the backend's bitmap
     assert set(ids.ravel().tolist()) <= set(allowed) and (ids >= 0).all()
     assert recall(ids, eids) >= 0.8
-    monkeypatch.setattr(muvera.index, "_EXACT_FILTER_FLOATS", 0)  # force the over-fetch path
-    ids2, _ = index.search(QUERIES, k=5, candidates=15, filter_ids=allowed)
-    np.testing.assert_array_equal(ids2, ids)
     # Unknown / removed ids in the filter are ignored; an empty filter gives padding.
     index.remove([0, 7])
     ids, _ = index.search(QUERIES, k=3, candidates=10, filter_ids=[0, 7, 14, 999])
@@ -346,10 +356,12 @@ def test_bad_add_and_remove_leave_index_unchanged(index):
         (ValueError, "documents", dict(documents=[])),
         (ValueError, r"documents\[1\].*at least one token", dict(documents=[DOCS[0], np.ones((0, D))])),
         (ValueError, r"documents\[1\].*NaN or Inf", dict(documents=[DOCS[0], nan_doc])),
-        (ValueError, "duplicate", dict(documents=DOCS[:2], ids=["a", "a"])),
-        (ValueError, "already in the index", dict(documents=DOCS[:2], ids=["new", 5])),
-        (ValueError, "expected 2 ids", dict(documents=DOCS[:2], ids=["a"])),
-        (TypeError, "hashable", dict(documents=DOCS[:1], ids=[["list"]])),
+        (ValueError, "duplicate", dict(documents=DOCS[:2], ids=[400, 400])),
+        (ValueError, "already in the index", dict(documents=DOCS[:2], ids=[401, 5])),
+        (ValueError, "expected 2 ids", dict(documents=DOCS[:2], ids=[402])),
+        (TypeError, "ints or strings", dict(documents=DOCS[:1], ids=[["list"]])),
+        (TypeError, "ints or strings", dict(documents=DOCS[:1], ids=[float("nan")])),
+        (TypeError, "holds int ids", dict(documents=DOCS[:1], ids=["a"])),
         (TypeError, "None", dict(documents=DOCS[:1], ids=[None])),
         (TypeError, "sequence", dict(documents=DOCS[:1], ids="a")),
     ]
@@ -382,5 +394,5 @@ def test_bad_constructor_arguments():
         MuveraIndex(CONFIG, backend="NoSuchIndex")
     with pytest.raises(ValueError, match="multiple"):
         MuveraIndex(CONFIG, backend="PQ7x8")  # 1280 is not a multiple of 7
-    with pytest.raises(ValueError, match="dtype"):
-        MuveraIndex(CONFIG, token_dtype="int8")
+    with pytest.raises(ValueError, match="token_codec"):
+        MuveraIndex(CONFIG, token_dtype="int7")

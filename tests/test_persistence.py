@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import muvera
-from muvera import FDEConfig, MuveraIndex
+from muvera import FDEConfig, MuveraIndex, index_format
 
 D = 16
 CONFIG = FDEConfig.preset("1280", dimension=D, seed=7)
@@ -47,18 +48,21 @@ def _leftovers(path: Path):
 
 @pytest.mark.parametrize("backend", ["exact", "HNSW16", "IVF4,Flat"])
 @pytest.mark.parametrize("mmap", [True, False])
-def test_round_trip(tmp_path, backend, mmap):
-    ids = [f"s{i}" if i % 2 else i for i in range(120)]  # ints and strings keep their type
+@pytest.mark.parametrize("kind", ["int", "str"])
+def test_round_trip(tmp_path, backend, mmap, kind):
+    ids = [f"s{i}" for i in range(120)] if kind == "str" else [i * 3 for i in range(120)]
     idx = _build(backend, ids=ids)
-    idx.remove(["s1", 4])
+    idx.remove([ids[1], ids[4]])
     path = tmp_path / "idx"
     idx.save(path)
     assert _leftovers(path) == []
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["format"] == "muvera-index" and manifest["format_version"] == muvera.index.FORMAT_VERSION
     assert manifest["config"] == CONFIG.to_dict() and manifest["config"]["seed"] == 7
-    assert manifest["backend"] == idx.backend.name and manifest["num_live"] == 118
-    assert set(manifest["files"]) >= {"tokens.npy", "offsets.npy", "alive.npy"}
+    assert manifest["backend"]["spec"] == idx.backend.name and manifest["num_live"] == 118
+    assert manifest["ids"]["id_kind"] == kind and manifest["tokens"]["token_codec"] == "float16"
+    id_files = {"ids_utf8.npy", "ids_offsets.npy"} if kind == "str" else {"ids.npy"}
+    assert set(manifest["files"]) >= {"tokens.npy", "offsets.npy", "alive.npy"} | id_files
     # Only the exact backend keeps float32 FDEs; others re-encode them from the tokens.
     assert ("fdes.npy" in manifest["files"]) == (backend == "exact")
     assert ("backend.faiss" in manifest["files"]) == (backend != "exact")
@@ -69,11 +73,12 @@ def test_round_trip(tmp_path, backend, mmap):
     assert loaded.store.is_memory_mapped == mmap
     params = {"nprobe": 4} if "IVF" in backend else None
     _same_results(idx, loaded, params=params)
-    assert "s1" not in loaded and 4 not in loaded
-    np.testing.assert_array_equal(loaded.get_tokens("s3"), idx.get_tokens("s3"))
+    assert ids[1] not in loaded and ids[4] not in loaded and loaded.id_kind == kind
+    np.testing.assert_array_equal(loaded.get_tokens(ids[3]), idx.get_tokens(ids[3]))
     # The loaded index is fully usable: add (copies the memory map), remove, compact, save again.
-    assert loaded.add(DOCS[:1]) == [119]  # after the largest int id, 118
-    loaded.remove([0])
+    new_id = ["new"] if kind == "str" else None
+    assert loaded.add(DOCS[:1], ids=new_id) == (new_id or [358])  # after the largest int id, 357
+    loaded.remove([ids[0]])
     loaded.compact()
     loaded.save(path)
     again = MuveraIndex.load(path)
@@ -169,10 +174,15 @@ def test_missing_or_bad_manifest(saved, tmp_path):
         MuveraIndex.load(saved)
 
 
-def _edit_manifest(path, **changes):
+def _edit_manifest(path, resign=True, **changes):
+    """Edit manifest.json; ``resign`` recomputes its checksum (as a careless tool might not)."""
     m = json.loads((path / "manifest.json").read_text())
+    m.pop("checksum", None)
     m.update(changes)
-    (path / "manifest.json").write_text(json.dumps(m))
+    if resign:
+        index_format.write_manifest(path, m)
+    else:
+        (path / "manifest.json").write_text(json.dumps(m))
     return m
 
 
@@ -183,21 +193,58 @@ def test_future_format_version(saved):
 
 
 def test_manifest_inconsistent_with_data(saved):
-    m = _edit_manifest(saved, num_tokens=json.loads((saved / "manifest.json").read_text())["num_tokens"] + 1)
+    m = json.loads((saved / "manifest.json").read_text())
+    tokens = m["tokens"]
+    _edit_manifest(saved, tokens=dict(tokens, num_tokens=tokens["num_tokens"] + 1))
     with pytest.raises(ValueError, match="tokens.npy"):
         MuveraIndex.load(saved)
-    _edit_manifest(saved, num_tokens=m["num_tokens"] - 1, ids=m["ids"][:-1])
-    with pytest.raises(ValueError, match="ids"):
+    _edit_manifest(saved, tokens=tokens, num_rows=m["num_rows"] - 1)
+    with pytest.raises(ValueError, match="npy"):
         MuveraIndex.load(saved)
-    _edit_manifest(saved, ids=m["ids"], token_dtype="float32")
+    _edit_manifest(saved, num_rows=m["num_rows"], tokens=dict(tokens, token_codec="float32"))
     with pytest.raises(ValueError, match="tokens.npy"):
         MuveraIndex.load(saved)
-    _edit_manifest(saved, token_dtype="float16", config=dict(m["config"], dimension=D + 1))
-    with pytest.raises(ValueError, match="dimension"):
+    _edit_manifest(saved, tokens=tokens, config=dict(m["config"], dimension=D + 1))
+    with pytest.raises(ValueError, match="tokens.npy"):
         MuveraIndex.load(saved)
-    del m["files"]
-    (saved / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(ValueError, match="malformed"):
+    _edit_manifest(saved, config=m["config"], backend=dict(m["backend"], spec="HNSW0"))
+    with pytest.raises(ValueError, match="HNSW0"):  # checked before faiss sees it
+        MuveraIndex.load(saved)
+    _edit_manifest(saved, backend=m["backend"], files={})
+    with pytest.raises(ValueError, match="manifest.json"):
+        MuveraIndex.load(saved)
+
+
+@pytest.mark.parametrize("edit", ["seed", "swap_ids", "flip", "next_id"])
+def test_manifest_checksum_catches_edits(saved, edit):
+    m = json.loads((saved / "manifest.json").read_text())
+    if edit == "seed":
+        _edit_manifest(saved, resign=False, config=dict(m["config"], seed=m["config"]["seed"] + 1))
+    elif edit == "swap_ids":
+        _edit_manifest(saved, resign=False, ids=dict(m["ids"], id_kind="str"))
+    elif edit == "next_id":
+        _edit_manifest(saved, resign=False, ids=dict(m["ids"], next_id=0))
+    else:
+        raw = bytearray((saved / "manifest.json").read_bytes())
+        i = raw.index(b'"num_live"') + len(b'"num_live": ')
+        raw[i] = ord("9") if raw[i] != ord("9") else ord("8")
+        (saved / "manifest.json").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="manifest.json.*checksum"):
+        MuveraIndex.load(saved)
+
+
+def test_manifest_reading_is_bounded(saved, tmp_path):
+    (saved / "manifest.json").unlink()
+    os.mkfifo(saved / "manifest.json")  # a FIFO would block a plain read forever
+    with pytest.raises(ValueError, match="manifest.json.*regular file"):
+        MuveraIndex.load(saved)
+    (saved / "manifest.json").unlink()
+    (saved / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="manifest.json"):
+        MuveraIndex.load(saved)
+    with open(saved / "manifest.json", "wb") as f:
+        f.truncate(index_format.MAX_MANIFEST_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(ValueError, match="manifest.json.*more than"):
         MuveraIndex.load(saved)
 
 
@@ -207,16 +254,16 @@ def test_crash_while_writing_keeps_previous_index(tmp_path, monkeypatch):
     old = _build(n=60)
     old.save(path)
     new = _build(n=120)
-    real_write = muvera.index.write_npy
+    real_write = muvera.store.write_npy
     calls = []
 
     def failing_write(p, arr):
         calls.append(p)
-        if len(calls) == 3:
+        if len(calls) == 2:  # the store's second file, after the ids and the tokens
             raise OSError("disk full (simulated)")
         return real_write(p, arr)
 
-    monkeypatch.setattr(muvera.index, "write_npy", failing_write)
+    monkeypatch.setattr(muvera.store, "write_npy", failing_write)
     with pytest.raises(OSError, match="simulated"):
         new.save(path)
     assert _leftovers(path) == []  # the temporary directory was removed
@@ -242,7 +289,7 @@ def test_crash_during_swap_rolls_back(tmp_path, monkeypatch):
             raise OSError("power cut (simulated)")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(muvera.index.os, "replace", failing_replace)
+    monkeypatch.setattr(muvera.index_format.os, "replace", failing_replace)
     with pytest.raises(OSError, match="simulated"):
         _build(n=120).save(path)
     monkeypatch.undo()
@@ -255,31 +302,99 @@ def test_hard_crash_states_recover(tmp_path):
     _build(n=60).save(path)
     # Crash between the two renames: only the backup (and a stale temporary) remain.
     os.replace(path, tmp_path / "idx.bak")
-    (tmp_path / "idx.tmp-deadbeef").mkdir()
-    (tmp_path / "idx.tmp-deadbeef" / "tokens.npy").write_bytes(b"partial")
+    stale = tmp_path / "idx.tmp-deadbeef"
+    shutil.copytree(tmp_path / "idx.bak", stale)  # a killed save's temporary carries the marker
+    (stale / "tokens.npy").write_bytes(b"partial")
     assert len(MuveraIndex.load(path)) == 60  # falls back to idx.bak
     _build(n=120).save(path)
     assert len(MuveraIndex.load(path)) == 120 and _leftovers(path) == []
     # Crash after the swap, before deleting the backup: path wins, next save cleans up.
-    (tmp_path / "idx.bak").mkdir()
+    shutil.copytree(path, tmp_path / "idx.bak")
     assert len(MuveraIndex.load(path)) == 120
     _build(n=30).save(path)
     assert len(MuveraIndex.load(path)) == 30 and _leftovers(path) == []
+    # A killed save's temporary is also cleaned by the next load.
+    shutil.copytree(path, stale)
+    MuveraIndex.load(path)
+    assert _leftovers(path) == []
 
 
-def test_save_refuses_foreign_directory_and_bad_ids(tmp_path):
+def test_save_never_deletes_what_it_did_not_write(tmp_path):
+    path = tmp_path / "myidx"
+    user_bak, user_tmp = tmp_path / "myidx.bak", tmp_path / "myidx.tmp-mine"
+    for d in (user_bak, user_tmp):
+        d.mkdir()
+        (d / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match=r"myidx\.bak.*not written by muvera"):
+        _build(n=5).save(path)  # even on the first save
+    assert not path.exists()
+    user_bak.rename(tmp_path / "elsewhere")
+    _build(n=5).save(path)
+    _build(n=6).save(path)
+    assert (user_tmp / "notes.txt").read_text() == "keep me"  # not ours: left alone
+    assert (tmp_path / "elsewhere" / "notes.txt").read_text() == "keep me"
+    # Another index's backup is not ours either.
+    other = tmp_path / "other"
+    _build(n=5).save(other)
+    shutil.copytree(other, user_bak)
+    with pytest.raises(ValueError, match="not written by muvera for myidx"):
+        _build(n=5).save(path)
+
+
+def test_save_through_a_symlink_works_every_time(tmp_path):
+    real = tmp_path / "real"
+    link = tmp_path / "link"
+    _build(n=5).save(real)
+    link.symlink_to(real, target_is_directory=True)
+    for n in (7, 9, 11):
+        _build(n=n).save(link)
+        assert link.is_symlink() and len(MuveraIndex.load(link)) == n and len(MuveraIndex.load(real)) == n
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_save_refuses_foreign_directory(tmp_path):
     foreign = tmp_path / "docs"
     foreign.mkdir()
     (foreign / "important.txt").write_text("keep me")
     with pytest.raises(ValueError, match="not a muvera index"):
         _build(n=5).save(foreign)
     assert (foreign / "important.txt").read_text() == "keep me"
-    idx = MuveraIndex(CONFIG)
-    idx.add(DOCS[:2], ids=[(1, 2), "ok"])
-    with pytest.raises(TypeError, match="int or str"):
-        idx.save(tmp_path / "t")
-    assert not (tmp_path / "t").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     _build(n=5).save(empty)  # an empty directory is fine
     assert len(MuveraIndex.load(empty)) == 5
+
+
+# -- format version 1 ------------------------------------------------------------------------------
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["v1_int", "v1_str", "v1_hnsw"])
+def test_version_1_fixture_loads_with_identical_results(tmp_path, name):
+    if name == "v1_hnsw":
+        pytest.importorskip("faiss")
+    expected = np.load(FIXTURES / "v1_expected.npz")
+    copy = tmp_path / name
+    shutil.copytree(FIXTURES / name, copy)  # loading cleans siblings: never touch the fixture dir
+    idx = MuveraIndex.load(copy)
+    assert idx.id_kind == ("str" if name == "v1_str" else "int") and len(idx) == 38
+    ids, scores = idx.search(expected["queries"], k=5, candidates=12, lengths=expected["query_lengths"])
+    want_ids = expected[f"{name}_ids"]
+    got = ids.astype(str) if ids.dtype == object else ids
+    np.testing.assert_array_equal(got, want_ids)
+    np.testing.assert_array_equal(scores, expected[f"{name}_scores"])
+    idx.save(copy)  # re-saved as the current version, same results
+    again = MuveraIndex.load(copy)
+    assert json.loads((copy / "manifest.json").read_text())["format_version"] == index_format.FORMAT_VERSION
+    np.testing.assert_array_equal(again.search(expected["queries"], k=5, candidates=12,
+                                               lengths=expected["query_lengths"])[1], scores)
+
+
+def test_version_1_mixed_ids_are_refused_clearly(tmp_path):
+    copy = tmp_path / "v1"
+    shutil.copytree(FIXTURES / "v1_int", copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["ids"][0] = "a-string"
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="mixes int and str ids"):
+        MuveraIndex.load(copy)

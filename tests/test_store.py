@@ -1,4 +1,4 @@
-"""TokenStore: packing every batch form, dtype conversion, validation, tombstones, compaction, mmap."""
+"""TokenStore: packing every batch form, codecs, validation, compaction, mmap, save/load."""
 
 from __future__ import annotations
 
@@ -27,14 +27,14 @@ def test_append_list_converts_to_float16_by_default():
     assert store.dtype == np.float16 and store.tokens.dtype == np.float16
     assert store.offsets.tolist() == [0, 3, 4, 8]
     assert store.lengths.tolist() == [3, 1, 4]
-    assert len(store) == 3 and store.num_live == 3 and store.num_tokens == 8
+    assert len(store) == 3 and store.num_tokens == 8 and store.codec.name == "float16"
     for i, doc in enumerate(docs):
         np.testing.assert_array_equal(_rows(store, i), doc.astype(np.float16))
-    assert store.alive.tolist() == [1, 1, 1]
+        np.testing.assert_array_equal(store.get_tokens(i), doc.astype(np.float16).astype(np.float32))
 
 
 def test_float32_store_keeps_values_exactly():
-    store = TokenStore(D, dtype="float32")
+    store = TokenStore(D, "float32")
     docs = _docs([2, 5], dtype=np.float64)
     store.append(docs)
     assert store.tokens.dtype == np.float32
@@ -108,31 +108,29 @@ def test_wrong_dimension_empty_batch_and_bad_types():
         store.append([])
     with pytest.raises(TypeError):
         store.append([np.ones((2, D), dtype=np.complex64)])
-    with pytest.raises(ValueError, match="dtype"):
-        TokenStore(D, "int8")
+    with pytest.raises(ValueError, match="token_codec"):
+        TokenStore(D, "int7")
+    with pytest.raises(TypeError, match="token_codec"):
+        TokenStore(D, 3)
     with pytest.raises(ValueError, match="dimension"):
         TokenStore(0)
     assert len(store) == 0
 
 
-def test_delete_and_compact():
+def test_compact_keeps_rows():
     store = TokenStore(D, "float32")
     docs = _docs([2, 3, 1, 4])
     store.append(docs)
-    store.delete([1, 3])
-    store.delete(1)  # idempotent
-    assert len(store) == 4 and store.num_live == 2
-    assert store.alive.tolist() == [1, 0, 1, 0]
-    with pytest.raises(IndexError):
-        store.delete([4])
-    mapping = store.compact()
+    mapping = store.compact(np.array([True, False, True, False]))
     assert mapping.tolist() == [0, -1, 1, -1]
-    assert len(store) == 2 and store.alive.tolist() == [1, 1]
+    assert len(store) == 2
     np.testing.assert_array_equal(store.get(0), docs[0])
     np.testing.assert_array_equal(store.get(1), docs[2])
     assert store.offsets.tolist() == [0, 2, 3]
     store.append(_docs([2], seed=9))  # still appendable after compaction
     assert store.offsets.tolist() == [0, 2, 3, 5]
+    with pytest.raises(ValueError, match="keep"):
+        store.compact(np.ones(2, bool))
 
 
 def test_memory_mapped_store_copies_on_append(tmp_path):
@@ -140,15 +138,30 @@ def test_memory_mapped_store_copies_on_append(tmp_path):
     src.append(_docs([2, 3]))
     np.save(tmp_path / "t.npy", src.tokens)
     tokens = np.load(tmp_path / "t.npy", mmap_mode="r")
-    store = TokenStore.from_arrays(tokens, src.offsets.copy(), src.alive.copy())
+    store = TokenStore.from_arrays(tokens, src.offsets.copy())
     assert store.is_memory_mapped and not store.tokens.flags.writeable
-    store.delete([0])  # alive lives in memory
     new = _docs([4], seed=5)
     store.append(new)
     assert not store.is_memory_mapped
     np.testing.assert_array_equal(store.get(2), new[0].astype(np.float16))
     np.testing.assert_array_equal(np.load(tmp_path / "t.npy"), src.tokens)  # file untouched
-    assert store.alive.tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize("codec", ["float16", "float32"])
+def test_save_load_round_trip(tmp_path, codec):
+    store = TokenStore(D, codec)
+    store.append(_docs([2, 5, 1]))
+    fields, entries = store.save(tmp_path)
+    assert fields["token_codec"] == codec and set(entries) == {"tokens.npy", "offsets.npy"}
+    for mmap in (False, True):
+        back = TokenStore.load(tmp_path, fields, entries, D, 3, mmap)
+        assert back.codec.name == codec and back.is_memory_mapped == mmap
+        np.testing.assert_array_equal(back.tokens, store.tokens)
+        np.testing.assert_array_equal(back.offsets, store.offsets)
+    with pytest.raises(ValueError, match="offsets.npy"):
+        TokenStore.load(tmp_path, fields, entries, D, 4, False)  # the manifest says 4 rows
+    with pytest.raises(ValueError, match="token_codec"):
+        TokenStore.load(tmp_path, {**fields, "token_codec": "nope"}, entries, D, 3, False)
 
 
 def test_from_arrays_validates():
@@ -157,8 +170,8 @@ def test_from_arrays_validates():
         TokenStore.from_arrays(t, np.array([0, 2, 4], np.int64))
     with pytest.raises(ValueError, match="offsets"):
         TokenStore.from_arrays(t, np.array([0, 2, 2, 5], np.int64))
-    with pytest.raises(ValueError, match="alive"):
-        TokenStore.from_arrays(t, np.array([0, 2, 5], np.int64), np.array([1, 2], np.uint8))
+    with pytest.raises(ValueError, match="tokens"):
+        TokenStore.from_arrays(t, np.array([0, 2, 5], np.int64), "float32")
 
 
 def test_pack_tokens_float32_for_queries():

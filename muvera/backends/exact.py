@@ -9,6 +9,7 @@ import numpy as np
 
 from ..durable import write_npy
 from ..store import _Growable
+from .._validate import positive_int
 from .base import Backend, Entries, as_allowed, topk
 
 __all__ = ["ExactBackend"]
@@ -78,6 +79,7 @@ class ExactBackend(Backend):
         arr = np.ascontiguousarray(vectors, dtype=np.float32)
         if arr.ndim != 2 or (self._dim is not None and arr.shape[1] != self._dim):
             raise ValueError(f"vectors: expected (n, {self._dim}) float32, got shape {arr.shape}")
+        # Not scanned for NaN: the index only hands over FDEs of checked, finite tokens.
         if self._vecs is None:
             self._dim = arr.shape[1]
             self._vecs = _Growable((self._dim,), np.float32)
@@ -86,6 +88,7 @@ class ExactBackend(Backend):
     def search(self, queries: np.ndarray, k: int, *, params: Optional[Mapping[str, Any]] = None,
                allowed: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         self.check_params(params)
+        k = positive_int(k, "k")
         base = self.vectors  # snapshot: a concurrent add never changes this view
         n = len(base)
         mask = as_allowed(allowed, n)

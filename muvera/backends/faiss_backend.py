@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from ..durable import write_via_path
+from .._validate import positive_int
 from .base import Backend, Entries, as_allowed
 
 __all__ = ["FaissBackend", "check_factory"]
@@ -154,7 +155,7 @@ class FaissBackend(Backend):
         try:
             index = faiss.index_factory(dimension, self._factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
-            raise ValueError(f"backend: faiss cannot build {self._factory!r} for dimension "
+            raise ValueError(f"backend: faiss cannot build factory string {self._factory!r} for dimension "
                              f"{dimension}: {_faiss_message(exc)}") from None
         _no_polysemous(faiss, index)
         return index
@@ -350,6 +351,7 @@ class FaissBackend(Backend):
     def search(self, queries: np.ndarray, k: int, *, params: Optional[Mapping[str, Any]] = None,
                allowed: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         values = self._param_values(params)
+        k = positive_int(k, "k")
         n = self.ntotal
         rows = np.full((len(queries), k), -1, dtype=np.int64)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)

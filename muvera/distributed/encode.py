@@ -569,8 +569,10 @@ def index_from_encoded(output_dir: PathLike, backend: str = "exact", *, index_di
     -------
     MuveraIndex
     """
-    from .. import __version__  # noqa: PLC0415
-    from ..index import FORMAT_NAME, FORMAT_VERSION, MuveraIndex  # noqa: PLC0415
+    from ..backends import ExactBackend  # noqa: PLC0415
+    from ..idmap import IdMap  # noqa: PLC0415
+    from ..index import MuveraIndex  # noqa: PLC0415
+    from ..store import TokenStore, _offsets_of  # noqa: PLC0415
 
     root = Path(os.fspath(output_dir)).absolute()
     m, ids, fdes, tokens, lengths = _read_shards(root, verify)
@@ -585,29 +587,19 @@ def index_from_encoded(output_dir: PathLike, backend: str = "exact", *, index_di
     target = Path(os.fspath(index_dir)).absolute() if keep else root / f".index{_TMP_MARK}{secrets.token_hex(4)}"
     if target.exists() and any(target.iterdir()):
         raise FileExistsError(f"index_dir: {target} is not empty")
-    target.mkdir(parents=True, exist_ok=True)
     try:
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        files = {}
-        for name, arr in (("tokens.npy", tokens), ("offsets.npy", offsets),
-                          ("alive.npy", np.ones(len(ids), dtype=np.uint8)), ("fdes.npy", fdes)):
-            e = _write_atomic(target / name, _npy_writer(arr))
-            files[name] = {"bytes": e["bytes"], "sha256": e["sha256"]}
-        ints = [x for x in ids if type(x) is int]
-        manifest = {
-            "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "muvera_version": __version__,
-            "config": config.to_dict(), "backend": "exact", "token_dtype": "float16",
-            "dimension": config.dimension, "fde_dimension": config.output_dimension,
-            "num_rows": len(ids), "num_live": len(ids), "num_tokens": int(len(tokens)),
-            "next_id": max([0] + [x + 1 for x in ints]),  # as MuveraIndex.add would leave it
-            "ids": ids, "files": files,
-        }
-        _write_atomic(target / "manifest.json", lambda f: f.write(json.dumps(manifest).encode()))
-        # The loader verifies what was just written (sizes, shapes, ids); checksums were
-        # already checked on the shards.
-        return MuveraIndex.load(target, mmap=keep, backend=backend, verify=False,
-                                num_threads=num_threads)
+        # The parts as MuveraIndex.add would leave them, saved by the index's own writer.
+        index = MuveraIndex(config, "exact", num_threads=num_threads)
+        idmap = IdMap()
+        idmap.append(idmap.check_new(ids, len(ids)))
+        index._ids = idmap
+        index._store = TokenStore.from_arrays(np.ascontiguousarray(tokens, dtype=np.float16),
+                                              _offsets_of(np.asarray(lengths, dtype=np.int64)), "float16")
+        index._backend = ExactBackend(config.output_dimension).set_vectors(np.ascontiguousarray(fdes))
+        index.save(target)
+        # The loader checks what was just written (sizes, shapes, ids); checksums were already
+        # checked on the shards.
+        return MuveraIndex.load(target, mmap=keep, backend=backend, verify=False, num_threads=num_threads)
     finally:
         if not keep:
             shutil.rmtree(target, ignore_errors=True)

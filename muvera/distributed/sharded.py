@@ -10,7 +10,6 @@ On-disk layout (format ``muvera-sharded-index``, version 1)::
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from pathlib import Path
@@ -18,8 +17,13 @@ from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from .._validate import MAX_THREADS, positive_int
+from ..backends import make_backend
+from ..codecs import make_codec
 from ..config import FDEConfig
-from ..durable import write_json
+from ..encoder import FDEEncoder
+from ..idmap import id_list, normalise_id
+from ..index_format import read_manifest, write_manifest
 from ..store import _offsets_of, pack_tokens
 
 __all__ = ["ShardedIndex", "shard_of", "SHARDED_FORMAT", "SHARDED_FORMAT_VERSION"]
@@ -27,35 +31,16 @@ __all__ = ["ShardedIndex", "shard_of", "SHARDED_FORMAT", "SHARDED_FORMAT_VERSION
 SHARDED_FORMAT = "muvera-sharded-index"
 SHARDED_FORMAT_VERSION = 1
 PathLike = Union[str, "os.PathLike[str]"]
-_INT64_MAX = 2**63 - 1
 
 
 # -- routing ------------------------------------------------------------------------------------
-def _check_id(x: Any, name: str = "ids") -> Union[int, str]:
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, bool) or not isinstance(x, (int, str)):
-        raise TypeError(f"{name}: a ShardedIndex needs int or str ids (they are hashed for routing "
-                        f"and saved as JSON), got {type(x).__name__} {x!r}")
-    return x
-
-
-def _id_list(ids: Any, name: str, single_ok: bool) -> List[Union[int, str]]:
-    if isinstance(ids, (str, int, np.generic)) and single_ok:
-        ids = [ids]
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
-        raise TypeError(f"{name}: expected a sequence of ids, got {type(ids).__name__}")
-    raw = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
-    return [_check_id(x, name) for x in raw]
-
-
 def shard_of(doc_id: Union[int, str], num_shards: int) -> int:
     """The shard a document id lives on: ``crc32(tag + str(id)) % num_shards``.
 
     The same in every process and Python version (unlike the salted built-in ``hash``); the tag
     keeps ``7`` and ``"7"`` (different ids in a MuveraIndex) apart.
     """
-    x = _check_id(doc_id, "doc_id")
+    x = normalise_id(doc_id, "doc_id")
     key = (b"i:" + str(x).encode("ascii")) if isinstance(x, int) else (b"s:" + x.encode("utf-8"))
     return zlib.crc32(key) % num_shards
 
@@ -70,19 +55,22 @@ def _gather(tokens: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> Tuple[
     return np.ascontiguousarray(tokens[idx]), lens.astype(np.int64)
 
 
-def _merge(parts: List[Tuple[np.ndarray, np.ndarray]], nq: int, k: int) -> Tuple[np.ndarray, np.ndarray]:
+def _merge(parts: List[Tuple[np.ndarray, np.ndarray]], nq: int, k: int,
+           id_kind: Optional[str]) -> Tuple[np.ndarray, np.ndarray]:
     """Merge per-shard top-k lists (in shard order) into one top-k per query.
 
     A stable sort on the concatenation breaks score ties by shard, then by the shard's rank.
-    Ids stay int64 (padded -1) when every shard answered with int64, else object (padded None).
+    Ids are int64 padded -1 unless the index holds str ids (object, padded None), as for a
+    single MuveraIndex.
     """
     if not parts:
-        return np.full((nq, k), -1, dtype=np.int64), np.full((nq, k), -np.inf, dtype=np.float32)
+        empty = np.full((nq, k), None if id_kind == "str" else -1, dtype=object if id_kind == "str" else np.int64)
+        return empty, np.full((nq, k), -np.inf, dtype=np.float32)
     scores = np.concatenate([s for _, s in parts], axis=1)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     top = np.take_along_axis(scores, order, axis=1).astype(np.float32, copy=False)
     pad = np.isneginf(top)
-    if all(ids.dtype != object for ids, _ in parts):
+    if id_kind != "str":
         ids = np.take_along_axis(np.concatenate([i for i, _ in parts], axis=1), order, axis=1)
         ids[pad] = -1
     else:
@@ -101,7 +89,7 @@ def _merge(parts: List[Tuple[np.ndarray, np.ndarray]], nq: int, k: int) -> Tuple
 class _ShardWorker:
     """One MuveraIndex inside a Ray actor (made remote lazily by :func:`_actor_class`)."""
 
-    def __init__(self, config: Dict[str, Any], backend: str, token_dtype: str,
+    def __init__(self, config: Dict[str, Any], backend: str, token_codec: str,
                  num_threads: Optional[int], path: Optional[str], load: bool, autosave: bool,
                  mmap: bool) -> None:
         from ..index import MuveraIndex  # noqa: PLC0415
@@ -110,7 +98,8 @@ class _ShardWorker:
         if load:
             self._index = MuveraIndex.load(path, mmap=mmap, backend=backend, num_threads=num_threads)
         else:
-            self._index = MuveraIndex(FDEConfig.from_dict(config), backend, token_dtype, num_threads)
+            self._index = MuveraIndex(FDEConfig.from_dict(config), backend, num_threads=num_threads,
+                                      token_codec=token_codec)
             if path is not None:  # an empty shard on disk: reload_shard always has a base
                 self._index.save(path)
 
@@ -126,6 +115,9 @@ class _ShardWorker:
 
     def ids(self) -> List[Hashable]:
         return self._index.ids
+
+    def id_kind(self) -> Optional[str]:
+        return self._index.id_kind
 
     def present(self, ids: List[Hashable]) -> List[Hashable]:
         return [x for x in ids if x in self._index]
@@ -149,13 +141,14 @@ class _ShardWorker:
     def get_tokens(self, doc_id: Hashable) -> np.ndarray:
         return self._index.get_tokens(doc_id)
 
-    def search(self, qtok: np.ndarray, qoff: np.ndarray, k: int, candidates: int,
+    def search(self, qtok: np.ndarray, qoff: np.ndarray, qfde: np.ndarray, k: int, candidates: int,
                kwargs: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
-        return self._index.search(qtok, k, candidates, offsets=qoff, **kwargs)
+        # The driver checked and encoded the queries once for every shard.
+        return self._index.search_packed(qtok, qoff, qfde, k, candidates, **kwargs)
 
     def search_exact(self, qtok: np.ndarray, qoff: np.ndarray, k: int,
                      filter_ids: Optional[List[Hashable]]) -> Tuple[np.ndarray, np.ndarray]:
-        return self._index.search_exact(qtok, k, offsets=qoff, filter_ids=filter_ids)
+        return self._index.search_exact_packed(qtok, qoff, k, filter_ids=filter_ids)
 
     def save(self, path: str) -> None:
         self._index.save(path)
@@ -206,19 +199,24 @@ class ShardedIndex:
         returned is on disk and survives the loss of the actor. Each save rewrites the whole
         shard (atomically): add in large batches, or pass False and call :meth:`save` yourself
         (then :meth:`reload_shard` restores the last explicit save).
-    token_dtype : {"float16", "float32"}, default "float16"
+    token_dtype : {"float16", "float32"}, optional
+        Kept for compatibility: the same as ``token_codec``.
     num_threads : int, optional
         Threads of each shard's MuveraIndex (default: every core of its node; lower it when
         several shards share a node).
     actor_options : dict, optional
         Passed to ``ActorClass.options`` for every shard, e.g. ``{"num_cpus": 4}``,
         ``{"max_concurrency": 4}`` (concurrent searches per shard), ``{"resources": {...}}``.
+    token_codec : str, optional
+        Token encoding of every shard (:func:`muvera.codecs.make_codec`); default ``"float16"``.
 
     Notes
     -----
     * **Routing**: a document lives on shard :func:`shard_of` ``(id, num_shards)`` (CRC-32,
       stable across processes). Ids must be ints or strings and are required by :meth:`add`.
-    * **Search** sends the query batch to every shard at once (one object-store copy) and merges
+    * **Ids** are ints or strings, one kind per index (as for :class:`muvera.MuveraIndex`); results
+      are int64 padded ``-1`` or object padded ``None`` accordingly.
+    * **Search** encodes the queries' FDEs once, then sends them to every shard at once (one object-store copy) and merges
       each query's top-``k`` by score, ties broken by shard then by rank within the shard. Each
       shard reranks up to ``candidates`` of *its* documents, so with a ``candidates`` that covers
       every document both :meth:`search` and :meth:`search_exact` equal a single MuveraIndex's
@@ -235,19 +233,23 @@ class ShardedIndex:
 
     def __init__(self, config: FDEConfig, num_shards: int, *, backend: str = "exact",
                  shard_dir: Optional[PathLike] = None, autosave: Optional[bool] = None,
-                 token_dtype: str = "float16", num_threads: Optional[int] = None,
-                 actor_options: Optional[Dict[str, Any]] = None, _load: bool = False,
-                 _mmap: bool = True) -> None:
+                 token_dtype: Optional[str] = None, num_threads: Optional[int] = None,
+                 actor_options: Optional[Dict[str, Any]] = None, token_codec: Optional[str] = None,
+                 _load: bool = False, _mmap: bool = True) -> None:
+        from ..index import _codec_spec  # noqa: PLC0415
+
         if not isinstance(config, FDEConfig):
             raise TypeError(f"config: expected an FDEConfig, got {type(config).__name__}")
-        if isinstance(num_shards, bool) or not isinstance(num_shards, (int, np.integer)) or num_shards < 1:
-            raise ValueError(f"num_shards: expected a positive int, got {num_shards!r}")
-        if token_dtype not in ("float16", "float32"):
-            raise ValueError(f"token_dtype: expected 'float16' or 'float32', got {token_dtype!r}")
+        self._num_shards = positive_int(num_shards, "num_shards", 1 << 16)
+        if num_threads is not None:
+            positive_int(num_threads, "num_threads", MAX_THREADS)
+        # Checked here, before any actor starts: a bad spec is the caller's error, not a dead shard.
+        self._proto = make_backend(backend, config.output_dimension)  # checks search params too
+        self._backend = self._proto.name
+        self._token_codec = make_codec(_codec_spec(token_dtype, token_codec), config.dimension)
         self._config = config
-        self._num_shards = int(num_shards)
-        self._backend = backend
-        self._token_dtype = token_dtype
+        self._encoder = FDEEncoder(config, num_threads=num_threads)
+        self._id_kind: Optional[str] = None
         self._num_threads = num_threads
         self._actor_options = dict(actor_options or {})
         self._shard_dir = None if shard_dir is None else Path(os.fspath(shard_dir)).absolute()
@@ -262,9 +264,13 @@ class ShardedIndex:
             self._shard_dir.mkdir(parents=True, exist_ok=True)
         # Actors start in parallel: their constructors run concurrently.
         self._actors = [self._spawn(i, load=_load) for i in range(self._num_shards)]
-        self._get({i: a.ping.remote() for i, a in enumerate(self._actors)})
+        kinds = self._get({i: a.id_kind.remote() for i, a in enumerate(self._actors)})
+        found = {k for k in kinds.values() if k is not None}
+        if len(found) > 1:
+            raise ValueError("shards hold different id kinds (int and str); the index is inconsistent")
+        self._id_kind = found.pop() if found else None
         if self._shard_dir is not None and not _load:
-            write_json(self._shard_dir / "manifest.json", self._manifest())
+            write_manifest(self._shard_dir, self._manifest())
 
     # -- plumbing ------------------------------------------------------------------------------
     def _shard_path(self, i: int, root: Optional[Path] = None) -> Optional[str]:
@@ -275,7 +281,7 @@ class ShardedIndex:
         cls = _actor_class()
         if self._actor_options:
             cls = cls.options(**self._actor_options)
-        return cls.remote(self._config.to_dict(), self._backend, self._token_dtype, self._num_threads,
+        return cls.remote(self._config.to_dict(), self._backend, self._token_codec.name, self._num_threads,
                           self._shard_path(i), load, self._autosave, self._mmap)
 
     def _get(self, refs: Dict[int, Any]) -> Dict[int, Any]:
@@ -303,7 +309,7 @@ class ShardedIndex:
         return {"format": SHARDED_FORMAT, "format_version": SHARDED_FORMAT_VERSION,
                 "muvera_version": __version__, "config": self._config.to_dict(),
                 "num_shards": self._num_shards, "backend": self._backend,
-                "token_dtype": self._token_dtype, "routing": "crc32",
+                "token_codec": self._token_codec.name, "routing": "crc32",
                 "shards": [f"shard-{i:05d}" for i in range(self._num_shards)]}
 
     def _route(self, ids: Sequence[Union[int, str]]) -> np.ndarray:
@@ -346,8 +352,8 @@ class ShardedIndex:
 
     def __contains__(self, doc_id: Any) -> bool:
         try:
-            x = _check_id(doc_id, "id")
-        except TypeError:
+            x = normalise_id(doc_id, "id")
+        except (TypeError, ValueError):
             return False
         s = shard_of(x, self._num_shards)
         return bool(self._get({s: self._actors[s].present.remote([x])})[s])
@@ -384,11 +390,15 @@ class ShardedIndex:
         if ids is None:
             raise TypeError("ids: required by ShardedIndex.add (documents are routed to shards by id)")
         # Validate and round once here, as every shard would, so shards never see a bad batch.
-        tokens, lens = pack_tokens(documents, self._config.dimension, np.dtype(self._token_dtype),
+        tokens, lens = pack_tokens(documents, self._config.dimension, self._token_codec.input_dtype,
                                    lengths=lengths, offsets=offsets, mask=mask, name="documents")
-        new_ids = _id_list(ids, "ids", single_ok=False)
+        new_ids = id_list(ids, "ids", single_ok=False)
         if len(new_ids) != len(lens):
             raise ValueError(f"ids: expected {len(lens)} ids (one per document), got {len(new_ids)}")
+        kinds = {"int" if isinstance(x, int) else "str" for x in new_ids}
+        if len(kinds) > 1 or (self._id_kind is not None and kinds and kinds != {self._id_kind}):
+            raise TypeError(f"ids: an index holds one kind of id ({self._id_kind or 'int or str'}), got "
+                            f"{sorted(kinds)}")
         if len(set(new_ids)) != len(new_ids):
             seen: set = set()
             dups = [x for x in new_ids if x in seen or seen.add(x)]  # type: ignore[func-returns-value]
@@ -407,6 +417,8 @@ class ShardedIndex:
             tok, ln = _gather(tokens, offs, rows)
             refs[s] = self._actors[s].add.remote(ray.put(tok), ln, [new_ids[j] for j in rows.tolist()])
         self._get(refs)
+        if kinds:
+            self._id_kind = kinds.pop()
         return new_ids
 
     def remove(self, ids: Any) -> int:
@@ -419,7 +431,7 @@ class ShardedIndex:
         RuntimeError
             A shard is unavailable.
         """
-        targets = list(dict.fromkeys(_id_list(ids, "ids", single_ok=True)))
+        targets = list(dict.fromkeys(id_list(ids, "ids", single_ok=True)))
         if not targets:
             return 0
         route = self._route(targets)
@@ -440,18 +452,21 @@ class ShardedIndex:
 
     def get_tokens(self, doc_id: Union[int, str]) -> np.ndarray:
         """A copy of one document's stored tokens (from its shard)."""
-        x = _check_id(doc_id, "id")
+        x = normalise_id(doc_id, "id")
         s = shard_of(x, self._num_shards)
         return self._get({s: self._actors[s].get_tokens.remote(x)})[s]
 
     # -- search --------------------------------------------------------------------------------
-    def _queries(self, queries: Any, lengths: Any, offsets: Any, mask: Any) -> Tuple[Any, Any, int]:
+    def _queries(self, queries: Any, lengths: Any, offsets: Any, mask: Any,
+                 encode: bool) -> Tuple[Any, Any, Any, int]:
         import ray  # noqa: PLC0415
 
         qtok, qlens = pack_tokens(queries, self._config.dimension, np.float32, lengths=lengths,
                                   offsets=offsets, mask=mask, name="queries")
-        # One object-store copy shared by every shard's call.
-        return ray.put(qtok), ray.put(_offsets_of(qlens)), len(qlens)
+        qoff = _offsets_of(qlens)
+        # Encoded once here, not in every shard; one object-store copy shared by every shard's call.
+        qfde = self._encoder.encode_spans(qtok, qoff[:-1], qlens, is_document=False) if encode else None
+        return ray.put(qtok), ray.put(qoff), (ray.put(qfde) if encode else None), len(qlens)
 
     def _filter_groups(self, filter_ids: Optional[Iterable[Hashable]]) -> Optional[Dict[int, List[Any]]]:
         if filter_ids is None:
@@ -459,21 +474,13 @@ class ShardedIndex:
         wanted = []
         for x in (filter_ids.tolist() if isinstance(filter_ids, np.ndarray) else filter_ids):
             try:
-                wanted.append(_check_id(x, "filter_ids"))
-            except TypeError:
+                wanted.append(normalise_id(x, "filter_ids"))
+            except (TypeError, ValueError):
                 continue  # an id no shard can hold: ignored, like unknown ids
         groups: Dict[int, List[Any]] = {}
         for x in wanted:
             groups.setdefault(shard_of(x, self._num_shards), []).append(x)
         return groups
-
-    @staticmethod
-    def _check_k(k: Any, name: str) -> int:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"{name}: expected a positive int, got {type(k).__name__}")
-        if k <= 0:
-            raise ValueError(f"{name}: expected a positive int, got {k}")
-        return int(k)
 
     def search(self, queries: Any, k: int = 10, candidates: int = 100, *, ball_carving: Any = None,
                filter_ids: Optional[Iterable[Hashable]] = None, params: Optional[Dict[str, Any]] = None,
@@ -490,21 +497,24 @@ class ShardedIndex:
         RuntimeError
             A shard is unavailable.
         """
-        k = self._check_k(k, "k")
-        c = self._check_k(candidates, "candidates")
+        from ..index import _tau_of  # noqa: PLC0415
+
+        k = positive_int(k, "k")
+        c = positive_int(candidates, "candidates")
         if c < k:
             raise ValueError(f"candidates: expected >= k ({k}), got {c}")
-        qtok, qoff, nq = self._queries(queries, lengths, offsets, mask)
+        tau = _tau_of(ball_carving)
+        self._proto.check_params(params)
+        qtok, qoff, qfde, nq = self._queries(queries, lengths, offsets, mask, encode=True)
         groups = self._filter_groups(filter_ids)
         refs = {}
         for i, a in enumerate(self._actors):
             if groups is not None and i not in groups:
                 continue  # nothing on this shard passes the filter
-            kw = {"ball_carving": ball_carving, "params": params,
-                  "filter_ids": None if groups is None else groups[i]}
-            refs[i] = a.search.remote(qtok, qoff, k, c, kw)
+            kw = {"tau": tau, "params": params, "filter_ids": None if groups is None else groups[i]}
+            refs[i] = a.search.remote(qtok, qoff, qfde, k, c, kw)
         got = self._get(refs)
-        return _merge([got[i] for i in sorted(got)], nq, k)
+        return _merge([got[i] for i in sorted(got)], nq, k, self._id_kind)
 
     def search_exact(self, queries: Any, k: int = 10, *, filter_ids: Optional[Iterable[Hashable]] = None,
                      lengths: Any = None, offsets: Any = None,
@@ -514,13 +524,13 @@ class ShardedIndex:
         Equals :meth:`muvera.MuveraIndex.search_exact` of one index holding the same documents
         (up to the order of exactly tied scores).
         """
-        k = self._check_k(k, "k")
-        qtok, qoff, nq = self._queries(queries, lengths, offsets, mask)
+        k = positive_int(k, "k")
+        qtok, qoff, _, nq = self._queries(queries, lengths, offsets, mask, encode=False)
         groups = self._filter_groups(filter_ids)
         refs = {i: a.search_exact.remote(qtok, qoff, k, None if groups is None else groups[i])
                 for i, a in enumerate(self._actors) if groups is None or i in groups}
         got = self._get(refs)
-        return _merge([got[i] for i in sorted(got)], nq, k)
+        return _merge([got[i] for i in sorted(got)], nq, k, self._id_kind)
 
     # -- persistence / recovery ----------------------------------------------------------------
     def save(self, path: Optional[PathLike] = None) -> Path:
@@ -539,17 +549,14 @@ class ShardedIndex:
             root = self._shard_dir
         else:
             root = Path(os.fspath(path)).absolute()
-        man = root / "manifest.json"
-        if man.exists():
+        if (root / "manifest.json").exists():
             try:
-                fmt = json.loads(man.read_text(encoding="utf-8")).get("format")
+                read_manifest(root, SHARDED_FORMAT, SHARDED_FORMAT_VERSION)
             except ValueError:
-                fmt = None
-            if fmt != SHARDED_FORMAT:
-                raise ValueError(f"path: {root} holds something other than a sharded index")
+                raise ValueError(f"path: {root} holds something other than a sharded index") from None
         root.mkdir(parents=True, exist_ok=True)
         self._get({i: a.save.remote(self._shard_path(i, root)) for i, a in enumerate(self._actors)})
-        write_json(man, self._manifest())
+        write_manifest(root, self._manifest())
         return root
 
     @classmethod
@@ -562,21 +569,19 @@ class ShardedIndex:
         ``backend`` rebuilds every shard with another backend (see :meth:`muvera.MuveraIndex.load`).
         """
         root = Path(os.fspath(path)).absolute()
-        try:
-            m = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"path: no sharded index at {root} (manifest.json missing)") from None
-        if not isinstance(m, dict) or m.get("format") != SHARDED_FORMAT:
-            raise ValueError(f"manifest.json: not a {SHARDED_FORMAT} manifest")
-        if m.get("format_version", 0) > SHARDED_FORMAT_VERSION:
-            raise ValueError(f"manifest.json: format version {m['format_version']} is newer than "
-                             f"this muvera supports ({SHARDED_FORMAT_VERSION})")
+        if not (root / "manifest.json").exists():
+            raise FileNotFoundError(f"path: no sharded index at {root} (manifest.json missing)")
+        m = read_manifest(root, SHARDED_FORMAT, SHARDED_FORMAT_VERSION)
         if m.get("routing") != "crc32":
             raise ValueError(f"manifest.json: unknown routing {m.get('routing')!r}")
-        return cls(FDEConfig.from_dict(m["config"]), m["num_shards"],
-                   backend=m["backend"] if backend is None else backend, shard_dir=root,
-                   autosave=autosave, token_dtype=m["token_dtype"], num_threads=num_threads,
-                   actor_options=actor_options, _load=True, _mmap=mmap)
+        try:
+            config = FDEConfig.from_dict(m["config"])
+            codec = m.get("token_codec", m.get("token_dtype"))
+            return cls(config, m["num_shards"], backend=m["backend"] if backend is None else backend,
+                       shard_dir=root, autosave=autosave, token_codec=codec, num_threads=num_threads,
+                       actor_options=actor_options, _load=True, _mmap=mmap)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"manifest.json: malformed ({type(exc).__name__}: {exc})") from None
 
     def ping(self) -> List[bool]:
         """Liveness of each shard's actor (True/False), without raising."""
