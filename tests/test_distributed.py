@@ -233,14 +233,22 @@ def test_sharded_add_remove_routing(ray_session):
 
 def test_sharded_save_load_round_trip(ray_session, tmp_path):
     docs = make_docs(30, seed=8)
-    ids = [f"s{i}" for i in range(15)] + list(range(15))
+    ids = [f"s{i}" for i in range(30)]
     queries = make_docs(4, seed=9, lo=2, hi=6)
+    with pytest.raises(ValueError, match="bogus"):
+        ShardedIndex(CONFIG, 2, backend="bogus:x", num_threads=1, actor_options=ACTORS)
     with ShardedIndex(CONFIG, 2, num_threads=1, actor_options=ACTORS) as sharded:
+        with pytest.raises(TypeError, match="one kind of id"):
+            sharded.add(docs[:2], ids=["a", 1])
         sharded.add(docs, ids=ids)
+        with pytest.raises(TypeError, match="one kind of id"):
+            sharded.add(docs[:1], ids=[99])
         before = sharded.search_exact(queries, k=6)
+        assert before[0].dtype == object
         sharded.save(tmp_path / "idx")
     m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert m["num_shards"] == 2 and m["shards"] == ["shard-00000", "shard-00001"]
+    assert "sha256" in m["checksum"]  # the sharded manifest is checksummed like an index's
     # each shard is an ordinary MuveraIndex directory
     assert len(muvera.MuveraIndex.load(tmp_path / "idx" / "shard-00000")) > 0
     with ShardedIndex.load(tmp_path / "idx", num_threads=1, actor_options=ACTORS) as again:
