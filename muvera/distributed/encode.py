@@ -33,13 +33,14 @@ import numpy as np
 from ..config import FDEConfig
 from ..durable import TMP_MARK, check_file, fsync_dir, write_atomic
 from ..encoder import FDEEncoder
+from ..index_format import read_manifest, write_manifest
 from ..store import pack_tokens
 
 __all__ = ["encode_dataset", "load_encoded", "index_from_encoded", "ENCODED_FORMAT",
            "ENCODED_FORMAT_VERSION"]
 
 ENCODED_FORMAT = "muvera-encoded"
-ENCODED_FORMAT_VERSION = 1
+ENCODED_FORMAT_VERSION = 2  # 2: the manifest is checksummed
 PathLike = Union[str, "os.PathLike[str]"]
 
 _SHARD_FILE = re.compile(r"^(fdes|tokens|lengths)-\d{5,}\.npy$|^ids-\d{5,}\.json$")
@@ -454,7 +455,7 @@ def encode_dataset(dataset: Any, config: FDEConfig, output_dir: PathLike, *, sha
         "num_tokens": sum(s["tokens"] for s in writer.shards),
         "shards": writer.shards,
     }
-    _write_atomic(root / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    write_manifest(root, manifest)
     fsync_dir(root)
     return root
 
@@ -465,16 +466,7 @@ def _read_manifest(root: Path) -> Dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"output_dir: no manifest.json in {root} (not encoded, or the run "
                                 "did not finish)")
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ValueError(f"manifest.json: not valid JSON: {exc}") from None
-    if not isinstance(m, dict) or m.get("format") != ENCODED_FORMAT:
-        raise ValueError(f"manifest.json: not a {ENCODED_FORMAT} manifest")
-    if m.get("format_version", 0) > ENCODED_FORMAT_VERSION:
-        raise ValueError(f"manifest.json: format version {m.get('format_version')} is newer than "
-                         f"this muvera supports ({ENCODED_FORMAT_VERSION})")
-    return m
+    return read_manifest(root, ENCODED_FORMAT, ENCODED_FORMAT_VERSION)
 
 
 def _checked(root: Path, entry: Dict[str, Any], verify: bool) -> Path:

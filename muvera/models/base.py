@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import abc
-from typing import Callable, List, Optional, Sequence, Tuple
+import hashlib
+import json
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -80,3 +82,25 @@ def encode_in_sorted_batches(texts: Sequence[str], max_length: int, batch_size: 
                 vecs = vecs @ projection
             out[i] = np.ascontiguousarray(vecs, dtype=np.float32)
     return out  # type: ignore[return-value]
+
+
+def module_digest(h: "hashlib._Hash", module: Any) -> None:
+    """Feed a torch module's weights (names, shapes, dtypes, bytes) into ``h``: a content key that
+    changes whenever any weight does, wherever the model was loaded from."""
+    import torch  # noqa: PLC0415
+
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+
+
+def tokenizer_digest(h: "hashlib._Hash", tokenizer: Any) -> None:
+    """Feed a tokenizer's full definition (vocabulary, normaliser, special tokens) into ``h``."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) or tokenizer
+    if hasattr(backend, "to_str"):
+        h.update(backend.to_str().encode("utf-8"))
+    else:  # slow tokenizers: vocabulary and special tokens
+        h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode("utf-8"))
+        h.update(json.dumps(getattr(tokenizer, "special_tokens_map", {}), sort_keys=True,
+                            default=str).encode("utf-8"))

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .base import TokenEncoder
+from .base import TokenEncoder, module_digest, tokenizer_digest
 
 __all__ = ["ColBERTEncoder", "colbert_padded_batch", "colbert_packed_to_list", "colbert_class_factory"]
 
@@ -198,11 +198,18 @@ class ColBERTEncoder(TokenEncoder):
         self.dim = int(cfg.dim)
 
     def fingerprint(self) -> str:
+        cached = getattr(self, "_fingerprint", None)
+        if cached is not None:
+            return cached
         cfg = self.checkpoint.colbert_config
         h = hashlib.sha256()
-        h.update(f"colbert|{os.path.basename(self.name.rstrip('/'))}|{self.dim}|{self.doc_maxlen}|"
-                 f"{self.query_maxlen}|{cfg.mask_punctuation}|{cfg.attend_to_mask_tokens}".encode())
-        return h.hexdigest()[:16]
+        h.update(f"colbert|{self.dim}|{self.doc_maxlen}|{self.query_maxlen}|{cfg.mask_punctuation}|"
+                 f"{cfg.attend_to_mask_tokens}".encode())
+        module_digest(h, self.checkpoint)  # the weights by content, not the directory's name
+        tokenizer_digest(h, self.checkpoint.doc_tokenizer.tok)
+        tokenizer_digest(h, self.checkpoint.query_tokenizer.tok)
+        self._fingerprint: Optional[str] = h.hexdigest()[:16]
+        return self._fingerprint
 
     @staticmethod
     def _texts(texts: Sequence[str]) -> List[str]:

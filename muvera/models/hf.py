@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from .base import TransformerTokenEncoder
+from .base import TransformerTokenEncoder, module_digest, tokenizer_digest
 
 
 def default_model_path() -> Path:
@@ -75,10 +75,19 @@ class HFTokenEncoder(TransformerTokenEncoder):
                 raise ValueError(f"projection: expected shape ({hidden}, dim), got {projection.shape}")
         self.projection = projection
         self.dim = hidden if projection is None else int(projection.shape[1])
+        self._content_digest: Optional[str] = None
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        h.update(f"{Path(self.name).name}|{self.normalize}|{self.drop_special_tokens}".encode())
+        """Covers the weights and the tokenizer by content, the max lengths and the output
+        settings: two models that could give different vectors never share a cache entry."""
+        if self._content_digest is None:  # hashing ~90 MB of weights: once per encoder
+            base = hashlib.sha256()
+            module_digest(base, self.model)
+            tokenizer_digest(base, self.tokenizer)
+            self._content_digest = base.hexdigest()
+        h = hashlib.sha256(self._content_digest.encode())
+        h.update(f"|{self.normalize}|{self.drop_special_tokens}|{self.doc_max_length}|"
+                 f"{self.query_max_length}".encode())
         if self.projection is not None:
             h.update(self.projection.tobytes())
         return h.hexdigest()[:16]

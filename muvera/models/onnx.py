@@ -136,7 +136,8 @@ class OnnxMiniLMEncoder(TransformerTokenEncoder):
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         h.update(self.tokenizer_path.read_bytes())
-        h.update(f"onnx|{self.normalize}|{self.drop_special_tokens}".encode())
+        h.update(f"onnx|{self.normalize}|{self.drop_special_tokens}|{self.doc_max_length}|"
+                 f"{self.query_max_length}".encode())
         if self.projection is not None:
             h.update(self.projection.tobytes())
         return h.hexdigest()[:16]

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .base import TokenEncoder
+from .base import TokenEncoder, module_digest, tokenizer_digest
 
 __all__ = ["PyLateEncoder"]
 
@@ -55,10 +55,16 @@ class PyLateEncoder(TokenEncoder):
         self.dim = int(self.model[-1].out_features)
 
     def fingerprint(self) -> str:
+        cached = getattr(self, "_fingerprint", None)
+        if cached is not None:
+            return cached
         h = hashlib.sha256()
-        h.update(f"pylate|{os.path.basename(self.name.rstrip('/'))}|{self.dim}|{self.document_length}|"
-                 f"{self.query_length}|{self.model.do_query_expansion}".encode())
-        return h.hexdigest()[:16]
+        h.update(f"pylate|{self.dim}|{self.document_length}|{self.query_length}|"
+                 f"{self.model.do_query_expansion}".encode())
+        module_digest(h, self.model)  # the weights by content, not the directory's name
+        tokenizer_digest(h, self.model.tokenizer)
+        self._fingerprint: Optional[str] = h.hexdigest()[:16]
+        return self._fingerprint
 
     def encode_documents(self, texts: Sequence[str]) -> List[np.ndarray]:
         return self._encode(texts, is_query=False)

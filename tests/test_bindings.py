@@ -1,0 +1,96 @@
+"""The pybind11 layer: converted arguments live for the whole call, dtypes are inferred, and bad
+buffers raise instead of reaching the kernels. Run under ASan/UBSan in CI (.ci/asan.sh)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from muvera import FDEConfig, FDEEncoder, _core
+from muvera.maxsim import chamfer_reference
+
+D = 8
+RNG = np.random.default_rng(0)
+DOCS = RNG.normal(size=(400, D)).astype(np.float32)
+DOFF = np.arange(0, 401, 4, dtype=np.int64)  # 100 documents of 4 tokens
+QT = RNG.normal(size=(6, D)).astype(np.float32)
+QOFF = np.array([0, 2, 6], dtype=np.int64)
+
+
+def _expected(cand):
+    out = np.zeros(cand.shape, np.float64)
+    for qi in range(2):
+        q = QT[QOFF[qi]: QOFF[qi + 1]]
+        for j, c in enumerate(cand[qi]):
+            out[qi, j] = chamfer_reference(q, DOCS[DOFF[c]: DOFF[c + 1]])
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint64, np.int16])
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_candidates_of_any_integer_dtype_and_layout(dtype, layout):
+    base = RNG.permutation(100)[:60].reshape(2, 30)
+    cand = base.astype(dtype)
+    if layout == "F":
+        cand = np.asfortranarray(cand)
+    elif layout == "strided":
+        wide = np.zeros((2, 60), dtype)
+        wide[:, ::2] = cand
+        cand = wide[:, ::2]
+    want = _expected(base)
+    for _ in range(3):  # a freed conversion would show up as garbage (or an ASan report)
+        got = _core.chamfer_scores(QT, QOFF, DOCS, DOFF, cand, 1, "")
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        rows, scores = _core.chamfer_topk(QT, QOFF, DOCS, DOFF, cand, None, 5, 1, "")
+        np.testing.assert_allclose(scores, np.sort(want, axis=1)[:, ::-1][:, :5], rtol=1e-5, atol=1e-5)
+
+
+def test_offsets_queries_and_alive_are_converted_and_kept():
+    qoff32 = QOFF.astype(np.int32)
+    qt_f = np.asfortranarray(QT)  # converted to a C-ordered copy for the call
+    alive = np.ones(100, dtype=bool)
+    alive[::2] = False
+    rows, _ = _core.chamfer_topk(qt_f, qoff32, DOCS, DOFF.astype(np.uint32), None, alive, 10, 2, "")
+    assert (rows % 2 == 1).all()
+
+
+def test_bad_candidates_raise():
+    with pytest.raises(ValueError, match="candidates"):
+        _core.chamfer_scores(QT, QOFF, DOCS, DOFF, np.array([[0, 100]]), 1, "")
+    with pytest.raises(ValueError, match="candidates"):
+        _core.chamfer_topk(QT, QOFF, DOCS, DOFF, np.array([[0, -2], [1, 2]]), None, 2, 1, "")
+    with pytest.raises(ValueError, match="k"):
+        _core.chamfer_topk(QT, QOFF, DOCS, DOFF, None, None, 2**62, 1, "")
+    with pytest.raises(TypeError):
+        _core.chamfer_topk(QT, QOFF, DOCS.astype(np.float64), DOFF, None, None, 2, 1, "")
+
+
+def test_encoder_infers_dtypes_and_refuses_unaligned_buffers():
+    enc = FDEEncoder(FDEConfig.preset("1280", dimension=D))
+    x = DOCS[:40]
+    ref = enc.encode_spans(x, np.arange(0, 40, 8), np.full(5, 8), is_document=True)
+    np.testing.assert_allclose(enc._core.encode_packed(x.astype(np.float64), np.arange(0, 40, 8, dtype=np.int32),
+                                                       np.full(5, 8, np.uint16), True, 1, "", "documents"),
+                               ref, rtol=1e-5, atol=1e-5)
+    half = x.astype(np.float16)  # read as float16 by the kernel: equals encoding the widened values
+    np.testing.assert_array_equal(enc._core.encode_packed(half, np.arange(0, 40, 8), np.full(5, 8), True, 1, "",
+                                                          "documents"),
+                                  enc.encode_spans(half.astype(np.float32), np.arange(0, 40, 8), np.full(5, 8),
+                                                   is_document=True))
+    raw = np.zeros(40 * D * 4 + 1, np.uint8)
+    unaligned = raw[1:].view(np.float32).reshape(40, D)
+    unaligned[:] = x
+    assert not unaligned.flags.aligned
+    with pytest.raises(ValueError, match="aligned"):
+        enc._core.encode_packed(unaligned, np.array([0]), np.array([40]), True, 1, "", "documents")
+    # The public API copies such views instead (muvera.batch), with the same result.
+    np.testing.assert_array_equal(enc.encode_documents([unaligned]), enc.encode_documents([x]))
+    with pytest.raises(TypeError, match="float32, float64, float16"):
+        enc._core.encode_packed(x.astype(np.int32), np.array([0]), np.array([40]), True, 1, "", "documents")
+
+
+def test_huge_spans_give_a_clean_error():
+    enc = FDEEncoder(FDEConfig.preset("1280", dimension=D))
+    big = np.iinfo(np.int64).max
+    with pytest.raises(ValueError, match="outside"):
+        enc._core.encode_packed(DOCS[:4], np.array([3]), np.array([big]), True, 1, "", "documents")
