@@ -9,7 +9,7 @@ from .config import PRESETS, FDEConfig
 from .encoder import FDEEncoder, active_isa, supported_isas
 from .maxsim import chamfer, chamfer_matrix
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["FDEConfig", "FDEEncoder", "PRESETS", "active_isa", "supported_isas", "reference", "chamfer",
            "chamfer_matrix", "__version__"]

@@ -38,7 +38,8 @@ def cmd_index(args) -> int:
     from .index import MuveraIndex
 
     emb = embed_beir(_dataset(args.dataset), _model(args.model), cache_root=args.cache)
-    index = MuveraIndex(FDEConfig.preset(args.preset, dimension=emb.dim), backend=args.backend)
+    index = MuveraIndex(FDEConfig.preset(args.preset, dimension=emb.dim), backend=args.backend,
+                        model=args.model)  # recorded, so `muvera search` encodes queries the same way
     t0 = time.perf_counter()
     index.add(emb.doc_tokens, ids=emb.data.doc_ids, offsets=emb.doc_offsets)
     index.save(args.output)
@@ -50,7 +51,11 @@ def cmd_search(args) -> int:
     from .index import MuveraIndex
 
     index = MuveraIndex.load(args.index)
-    model = _model(args.model)
+    spec = args.model or index.model or "default"
+    model = _model(spec)
+    if model.dim != index.config.dimension:
+        raise ValueError(f"--model: {spec!r} gives {model.dim}-d tokens but the index holds "
+                         f"{index.config.dimension}-d ones; pass the model the index was built with")
     queries = args.query or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not queries:
         print("no queries given (use --query or stdin)", file=sys.stderr)
@@ -85,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, dataset=True):
         if dataset:
             sp.add_argument("dataset", help="BEIR-layout folder, or 'sample' for the SciFact sample shipped with muvera")
-        sp.add_argument("--model", default="default", help="default (embedded MiniLM), onnx:minilm, hf:PATH, "
-                                                            "colbert:PATH, pylate:PATH")
+        sp.add_argument("--model", default="default" if dataset else None,
+                        help="default (embedded MiniLM), onnx:minilm, hf:PATH, colbert:PATH, pylate:PATH"
+                             + ("" if dataset else " (default: the model recorded in the index)"))
         sp.add_argument("--cache", default=None, help="embedding cache root (default $MUVERA_CACHE or ~/.cache/muvera)")
 
     sp = sub.add_parser("encode", help="encode a dataset's corpus and queries into the embedding cache")

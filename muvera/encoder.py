@@ -7,6 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core
+from ._validate import MAX_THREADS, positive_int
 from .batch import as_matrix, as_token_batch
 from .config import FDEConfig
 
@@ -58,9 +59,8 @@ class FDEEncoder:
     def __init__(self, config: FDEConfig, num_threads: Optional[int] = None, isa: Optional[str] = None):
         if not isinstance(config, FDEConfig):
             raise TypeError(f"config: expected an FDEConfig, got {type(config).__name__}")
-        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
-                                        or num_threads < 1):
-            raise ValueError(f"num_threads: expected a positive int or None, got {num_threads!r}")
+        if num_threads is not None:
+            num_threads = positive_int(num_threads, "num_threads", MAX_THREADS)
         if isa is not None and isa not in _core.supported_isas():
             raise ValueError(f"isa: expected one of {_core.supported_isas()} on this CPU, got {isa!r}")
         self._config = config

@@ -14,8 +14,8 @@ def _golden_dir() -> Path:
     if env:
         return Path(env)
     here = Path(__file__).resolve().parent
-    for cand in (here.parent / "shared" / "golden", here.parent.parent / "shared" / "golden",
-                 Path("/work/shared/golden")):
+    # The checkout's own shared/ folder, else the one beside the checkout (../shared/golden).
+    for cand in (here.parent / "shared" / "golden", here.parent.parent / "shared" / "golden"):
         if (cand / "manifest.json").exists():
             return cand
     return here.parent / "shared" / "golden"

@@ -5,6 +5,8 @@ import io
 import json
 
 import numpy as np
+
+import muvera
 import pytest
 
 pytest.importorskip("ir_measures")
@@ -145,13 +147,17 @@ def test_encode_index_search(tiny, fake, tmp_path, capsys, monkeypatch):
     calls = dict(fake.calls)
 
     index_dir = tmp_path / "idx"
-    assert cli.main(["index", str(tiny), "--cache", cache, "-o", str(index_dir), "--preset", "1280"]) == 0
+    assert cli.main(["index", str(tiny), "--cache", cache, "-o", str(index_dir), "--preset", "1280",
+                     "--model", "hf:/some/model"]) == 0
     assert fake.calls == calls  # the index reads the cached embeddings
     assert f"indexed {N_DOCS} documents" in capsys.readouterr().out
     assert index_dir.is_dir()
+    assert muvera.MuveraIndex.load(index_dir).model == "hf:/some/model"
 
+    fake.specs.clear()
     rc = cli.main(["search", str(index_dir), "-q", "u21a v3 u21b", "-q", "u35a", "-k", "5"])
     assert rc == 0
+    assert fake.specs == ["hf:/some/model"]  # the model recorded in the index, without --model
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
     first, second = (json.loads(line) for line in lines)

@@ -98,8 +98,11 @@ def test_valid_config_edges():
 
 def test_bad_encoder_args():
     cfg = FDEConfig(dimension=D)
-    for bad in (0, -1, True, 1.5, "2"):
+    for bad in (0, -1, 10**6):
         with pytest.raises(ValueError, match="num_threads"):
+            FDEEncoder(cfg, num_threads=bad)
+    for bad in (True, 1.5, "2"):
+        with pytest.raises(TypeError, match="num_threads"):
             FDEEncoder(cfg, num_threads=bad)
     with pytest.raises(ValueError, match="isa"):
         FDEEncoder(cfg, isa="sse9")

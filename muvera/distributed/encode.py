@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from .._validate import MAX_THREADS, positive_int
 from ..config import FDEConfig
 from ..durable import TMP_MARK, check_file, fsync_dir, write_atomic
 from ..encoder import FDEEncoder
@@ -318,12 +319,6 @@ def _preserve_order(dataset: Any) -> Iterator[None]:
             c.execution_options.preserve_order = v
 
 
-def _positive(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
-
-
 def encode_dataset(dataset: Any, config: FDEConfig, output_dir: PathLike, *, shard_rows: int = 10_000,
                    tokens_column: str = "tokens", id_column: str = "id", batch_size: int = 256,
                    num_workers: Optional[int] = None, worker_threads: int = 1,
@@ -393,11 +388,11 @@ def encode_dataset(dataset: Any, config: FDEConfig, output_dir: PathLike, *, sha
 
     if not isinstance(config, FDEConfig):
         raise TypeError(f"config: expected an FDEConfig, got {type(config).__name__}")
-    shard_rows = _positive(shard_rows, "shard_rows")
-    batch_size = _positive(batch_size, "batch_size")
-    worker_threads = _positive(worker_threads, "worker_threads")
+    shard_rows = positive_int(shard_rows, "shard_rows")
+    batch_size = positive_int(batch_size, "batch_size")
+    worker_threads = positive_int(worker_threads, "worker_threads", MAX_THREADS)
     if num_workers is not None:
-        num_workers = _positive(num_workers, "num_workers")
+        num_workers = positive_int(num_workers, "num_workers")
     root = Path(os.fspath(output_dir)).absolute()
     if not ray.is_initialized():
         ray.init()  # what Ray Data would do; needed here to size the actor pool
