@@ -9,7 +9,7 @@ from typing import Any, Dict, Mapping, Optional
 __all__ = ["FDEConfig", "PRESETS"]
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-_MAX_FDE_FLOATS = 2**31
+_MAX_FDE_FLOATS = 2**24  # 64 MiB per encoding: far above any useful FDE, bounds allocations
 
 _PROJECTION_ALIASES = {
     "identity": "identity",
@@ -111,7 +111,7 @@ class FDEConfig:
         set_("fill_empty_partitions", bool(self.fill_empty_partitions))
         if self.final_projection_dimension is not None:
             set_("final_projection_dimension",
-                 _check_int("final_projection_dimension", self.final_projection_dimension, 1, 2**31))
+                 _check_int("final_projection_dimension", self.final_projection_dimension, 1, _MAX_FDE_FLOATS))
         if self.fde_dimension > _MAX_FDE_FLOATS:
             raise ValueError(
                 f"num_repetitions * 2**num_simhash_projections * width = {self.fde_dimension} exceeds "

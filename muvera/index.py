@@ -421,10 +421,11 @@ class MuveraIndex:
 
         Returns
         -------
-        ids : (nq, k) array
+        ids : (nq, min(k, len(index))) array
             ``int64`` padded with ``-1`` (int ids, or no ids yet) or ``object`` padded with
-            ``None`` (str ids), best first.
-        scores : (nq, k) float32
+            ``None`` (str ids), best first. ``k`` is capped at the number of live documents
+            (at least 1 column); rows are padded where fewer documents qualify (filters).
+        scores : float32, same shape
             Chamfer scores (of the carved query when carving); ``-inf`` padding.
         """
         k = positive_int(k, "k")
@@ -450,6 +451,7 @@ class MuveraIndex:
         if tau is not None:
             qtok, qoff = ball_carve(qtok, qoff, tau)
         with self._rw.read():
+            k = self._result_width(k)
             allowed = self._allowed(filter_ids)
             n_allowed = self._ids.num_rows if allowed is None else int(np.count_nonzero(allowed))
             if n_allowed == 0:
@@ -475,6 +477,7 @@ class MuveraIndex:
                             filter_ids: Optional[Iterable[IdLike]] = None) -> Tuple[np.ndarray, np.ndarray]:
         """:meth:`search_exact` on packed, checked float32 queries."""
         with self._rw.read():
+            k = self._result_width(k)
             allowed = self._allowed(filter_ids)
             if allowed is not None and not allowed.any() or self._ids.num_rows == 0:
                 return self._empty_result(len(qoff) - 1, k)
@@ -485,6 +488,11 @@ class MuveraIndex:
         tokens, lens = pack_tokens(queries, self._config.dimension, np.float32, lengths=lengths,
                                    offsets=offsets, mask=mask, name="queries")
         return tokens, _offsets_of(lens)
+
+    def _result_width(self, k: int) -> int:
+        """Results have ``min(k, live documents)`` columns (at least one): a huge ``k`` never
+        allocates more than the index can fill."""
+        return min(k, max(1, len(self._ids)))
 
     def _allowed(self, filter_ids: Optional[Iterable[IdLike]]) -> Optional[np.ndarray]:
         """The allowed-rows bitmap, or None when every row is allowed (no tombstones, no filter)."""

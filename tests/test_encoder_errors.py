@@ -90,7 +90,11 @@ def test_bad_config(kwargs, exc, match):
 
 def test_valid_config_edges():
     assert FDEConfig(dimension=D, num_simhash_projections=0).fde_dimension == D
-    assert FDEConfig(dimension=1, num_simhash_projections=30).fde_dimension == 2**30
+    assert FDEConfig(dimension=1, num_simhash_projections=24).fde_dimension == 2**24
+    with pytest.raises(ValueError, match="exceeds"):  # 4 GiB per encoding: refused, not allocated
+        FDEConfig(dimension=1, num_simhash_projections=30)
+    with pytest.raises(ValueError, match="final_projection_dimension"):
+        FDEConfig(dimension=D, final_projection_dimension=2**31)
     assert FDEConfig(dimension=D, seed=-(2**31)).seed == -(2**31)
     assert FDEConfig(dimension=D, fill_empty_partitions=np.bool_(True)).fill_empty_partitions is True
     assert FDEConfig(dimension=np.int16(D)).dimension == D and type(FDEConfig(dimension=np.int16(D)).dimension) is int

@@ -115,17 +115,21 @@ def test_string_ids_round_trip_and_object_results():
     np.testing.assert_array_equal(ids, exact)
     assert idx.ids == names and "doc-7" in idx and len(idx) == 40
     np.testing.assert_array_equal(idx.get_tokens("doc-7"), DOCS[7].astype(np.float16))
-    ids, scores = idx.search(QUERIES[:1], k=50, candidates=60)  # padding: None / -inf
-    assert ids[0, 40:].tolist() == [None] * 10 and np.isneginf(scores[0, 40:]).all()
+    ids, scores = idx.search(QUERIES[:1], k=50, candidates=60)  # k is capped at the 40 documents
+    assert ids.shape == (1, 40) and None not in ids.tolist()[0]
+    ids, scores = idx.search(QUERIES[:1], k=10, filter_ids=names[:3])  # padding: None / -inf
+    assert ids[0, 3:].tolist() == [None] * 7 and np.isneginf(scores[0, 3:]).all()
+    assert idx.search(QUERIES[:1], k=5 * 10**7, candidates=10**8)[0].shape == (1, 40)  # never a (1, 5e7) allocation
 
 
 def test_int_ids_padding_and_default_ids_continue():
     idx = MuveraIndex(CONFIG)
     assert idx.add(DOCS[:2], ids=[10, np.int64(20)]) == [10, 20]
     assert idx.add(DOCS[2:4]) == [21, 22]
-    ids, scores = idx.search(QUERIES[:2], k=6)
-    assert ids.dtype == np.int64 and set(ids[:, :4].ravel().tolist()) <= {10, 20, 21, 22}
-    assert (ids[:, 4:] == -1).all() and np.isneginf(scores[:, 4:]).all()
+    ids, scores = idx.search(QUERIES[:2], k=6, filter_ids=[10, 20, 21])
+    assert ids.shape == (2, 4) and ids.dtype == np.int64  # k capped at the 4 live documents
+    assert set(ids[:, :3].ravel().tolist()) <= {10, 20, 21}
+    assert (ids[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
     with pytest.raises(TypeError, match="holds int ids"):
         idx.add(DOCS[4:5], ids=["x"])  # one id kind per index
     with pytest.raises(ValueError, match="2..63"):
@@ -133,7 +137,7 @@ def test_int_ids_padding_and_default_ids_continue():
     assert idx.search(QUERIES[:1], k=6)[0].dtype == np.int64
     assert idx.add(DOCS[5:6]) == [23]
     idx.remove([10, 20, 21, 22, 23])
-    assert idx.search(QUERIES[:1], k=2)[0].tolist() == [[-1, -1]]  # the kind outlives its ids
+    assert idx.search(QUERIES[:1], k=2)[0].tolist() == [[-1]]  # the kind outlives its ids
 
 
 def test_string_id_index_keeps_object_results_when_emptied():
@@ -141,7 +145,7 @@ def test_string_id_index_keeps_object_results_when_emptied():
     idx.add(DOCS[:2], ids=["a", "b"])
     idx.remove(["a", "b"])
     ids, scores = idx.search(QUERIES[:1], k=2)
-    assert ids.dtype == object and ids.tolist() == [[None, None]] and np.isneginf(scores).all()
+    assert ids.dtype == object and ids.tolist() == [[None]] and np.isneginf(scores).all()
     with pytest.raises(TypeError, match="str ids"):
         idx.add(DOCS[:1])  # default ids are ints
 

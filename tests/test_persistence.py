@@ -382,7 +382,10 @@ def test_version_1_fixture_loads_with_identical_results(tmp_path, name):
     want_ids = expected[f"{name}_ids"]
     got = ids.astype(str) if ids.dtype == object else ids
     np.testing.assert_array_equal(got, want_ids)
-    np.testing.assert_array_equal(scores, expected[f"{name}_scores"])
+    if os.environ.get("MUVERA_ASAN"):  # the -O1 sanitizer build sums in another order
+        np.testing.assert_allclose(scores, expected[f"{name}_scores"], rtol=1e-6)
+    else:  # the release build gives 0.1.0's scores bit for bit
+        np.testing.assert_array_equal(scores, expected[f"{name}_scores"])
     idx.save(copy)  # re-saved as the current version, same results
     again = MuveraIndex.load(copy)
     assert json.loads((copy / "manifest.json").read_text())["format_version"] == index_format.FORMAT_VERSION

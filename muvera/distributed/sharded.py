@@ -55,18 +55,25 @@ def _gather(tokens: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> Tuple[
     return np.ascontiguousarray(tokens[idx]), lens.astype(np.int64)
 
 
-def _merge(parts: List[Tuple[np.ndarray, np.ndarray]], nq: int, k: int,
+def _merge(answers: List[Tuple[np.ndarray, np.ndarray, int]], nq: int, k: int,
            id_kind: Optional[str]) -> Tuple[np.ndarray, np.ndarray]:
     """Merge per-shard top-k lists (in shard order) into one top-k per query.
 
     A stable sort on the concatenation breaks score ties by shard, then by the shard's rank.
-    Ids are int64 padded -1 unless the index holds str ids (object, padded None), as for a
-    single MuveraIndex.
+    Ids are int64 padded -1 unless the index holds str ids (object, padded None), and ``k`` is
+    capped at the live documents of the answering shards, as for a single MuveraIndex.
     """
+    k = min(k, max(1, sum(n for _, _, n in answers)))
+    parts = [(i, s) for i, s, _ in answers]
     if not parts:
         empty = np.full((nq, k), None if id_kind == "str" else -1, dtype=object if id_kind == "str" else np.int64)
         return empty, np.full((nq, k), -np.inf, dtype=np.float32)
     scores = np.concatenate([s for _, s in parts], axis=1)
+    if scores.shape[1] < k:
+        pad = k - scores.shape[1]
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        parts = [(np.pad(i, ((0, 0), (0, pad)), constant_values=None if i.dtype == object else -1), s)
+                 if j == 0 else (i, s) for j, (i, s) in enumerate(parts)]
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     top = np.take_along_axis(scores, order, axis=1).astype(np.float32, copy=False)
     pad = np.isneginf(top)
@@ -144,11 +151,13 @@ class _ShardWorker:
     def search(self, qtok: np.ndarray, qoff: np.ndarray, qfde: np.ndarray, k: int, candidates: int,
                kwargs: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
         # The driver checked and encoded the queries once for every shard.
-        return self._index.search_packed(qtok, qoff, qfde, k, candidates, **kwargs)
+        ids, scores = self._index.search_packed(qtok, qoff, qfde, k, candidates, **kwargs)
+        return ids, scores, len(self._index)
 
     def search_exact(self, qtok: np.ndarray, qoff: np.ndarray, k: int,
-                     filter_ids: Optional[List[Hashable]]) -> Tuple[np.ndarray, np.ndarray]:
-        return self._index.search_exact_packed(qtok, qoff, k, filter_ids=filter_ids)
+                     filter_ids: Optional[List[Hashable]]) -> Tuple[np.ndarray, np.ndarray, int]:
+        ids, scores = self._index.search_exact_packed(qtok, qoff, k, filter_ids=filter_ids)
+        return ids, scores, len(self._index)
 
     def save(self, path: str) -> None:
         self._index.save(path)
@@ -509,9 +518,8 @@ class ShardedIndex:
         groups = self._filter_groups(filter_ids)
         refs = {}
         for i, a in enumerate(self._actors):
-            if groups is not None and i not in groups:
-                continue  # nothing on this shard passes the filter
-            kw = {"tau": tau, "params": params, "filter_ids": None if groups is None else groups[i]}
+            # Every shard answers (an empty filter is cheap): the result width counts them all.
+            kw = {"tau": tau, "params": params, "filter_ids": None if groups is None else groups.get(i, [])}
             refs[i] = a.search.remote(qtok, qoff, qfde, k, c, kw)
         got = self._get(refs)
         return _merge([got[i] for i in sorted(got)], nq, k, self._id_kind)
@@ -527,8 +535,8 @@ class ShardedIndex:
         k = positive_int(k, "k")
         qtok, qoff, _, nq = self._queries(queries, lengths, offsets, mask, encode=False)
         groups = self._filter_groups(filter_ids)
-        refs = {i: a.search_exact.remote(qtok, qoff, k, None if groups is None else groups[i])
-                for i, a in enumerate(self._actors) if groups is None or i in groups}
+        refs = {i: a.search_exact.remote(qtok, qoff, k, None if groups is None else groups.get(i, []))
+                for i, a in enumerate(self._actors)}
         got = self._get(refs)
         return _merge([got[i] for i in sorted(got)], nq, k, self._id_kind)
 
