@@ -74,7 +74,7 @@ def cmd_bench(args) -> int:
     cands = [int(c) for c in args.candidates.split(",")]
     rep = run_bench(_dataset(args.dataset), model=_model(args.model), preset=args.preset, backend=args.backend,
                     candidates=cands, pca=args.pca, max_queries=args.max_queries, cache_root=args.cache,
-                    progress=not args.quiet)
+                    progress=not args.quiet, ignore_identical_ids=not args.keep_identical_ids)
     print(format_report(rep))
     if args.json:
         write_json(rep, args.json)
@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", help="write the report as JSON")
     sp.add_argument("--plot", help="draw recall vs latency to this PNG")
     sp.add_argument("--quiet", action="store_true", help="no progress bars")
+    sp.add_argument("--keep-identical-ids", action="store_true",
+                    help="count hits whose id equals the query's id (BEIR drops them by default: on ArguAna "
+                         "and Quora the queries are documents of the corpus)")
     sp.set_defaults(fn=cmd_bench)
     return p
 

@@ -160,3 +160,27 @@ def test_name_of_relative_path(tiny, monkeypatch):
     assert load_beir(".").name == "tiny"
     monkeypatch.chdir(tiny / "qrels")
     assert load_beir("..").name == "tiny"
+
+
+def test_malformed_first_qrels_line_is_not_taken_for_a_header(tmp_path):
+    root = _write_beir(tmp_path / "t", [{"_id": "d1", "text": "x"}], [{"_id": "q1", "text": "y"}],
+                       ["q1\td1\tone", "q1\td1\t1"])
+    with pytest.raises(ValueError, match=r"test.tsv:1"):
+        load_beir(root)
+
+
+@pytest.mark.parametrize("bad_id", [None, "", "  ", True, 1.5])
+def test_null_or_odd_ids_rejected(tmp_path, bad_id):
+    root = _write_beir(tmp_path / "t", [{"_id": "d1", "text": "x"}, {"_id": bad_id, "text": "z"}],
+                       [{"_id": "q1", "text": "y"}], ["q1\td1\t1"])
+    with pytest.raises(ValueError, match=r"corpus.jsonl:2: '_id'"):
+        load_beir(root)
+
+
+@pytest.mark.parametrize("where", ["corpus", "queries"])
+def test_duplicate_ids_rejected(tmp_path, where):
+    docs = [{"_id": "d1", "text": "x"}, {"_id": "d1" if where == "corpus" else "d2", "text": "z"}]
+    queries = [{"_id": "q1", "text": "y"}, {"_id": "q1" if where == "queries" else "q2", "text": "w"}]
+    root = _write_beir(tmp_path / "t", docs, queries, ["q1\td1\t1"])
+    with pytest.raises(ValueError, match=f"{where}.jsonl:2: duplicate _id"):
+        load_beir(root)

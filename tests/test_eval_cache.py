@@ -179,3 +179,28 @@ def test_manifest_without_texts_checksum_still_loads(tmp_path):
     enc = CountingEncoder()
     _check(*encode_cached(tmp_path, TEXTS, enc, fingerprint="fake", shard_size=5, progress=False))
     assert enc.calls == 0
+
+
+def test_bad_shard_size_and_wrong_encode_count(tmp_path):
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="shard_size"):
+            encode_cached(tmp_path / "c", TEXTS, CountingEncoder(), shard_size=bad, progress=False)
+
+    def short(texts):
+        return CountingEncoder()(texts)[:-1]
+
+    with pytest.raises(ValueError, match="encode: returned 4 arrays for 5 texts"):
+        encode_cached(tmp_path / "d", TEXTS, short, fingerprint="x", shard_size=5, progress=False)
+    assert not list((tmp_path / "d").glob("shard-*"))  # nothing misaligned was cached
+
+
+def test_orphan_temporaries_removed_and_others_kept(tmp_path):
+    root = tmp_path / "c"
+    root.mkdir()
+    orphan = root / ".shard-00001.npz.tmp-0badc0de"
+    orphan.write_bytes(b"half a shard")
+    mine = root / "notes.tmp-0badc0de"
+    mine.write_text("not the cache's")
+    tokens, offsets = encode_cached(root, TEXTS, CountingEncoder(), fingerprint="f", shard_size=5, progress=False)
+    _check(tokens, offsets)
+    assert not orphan.exists() and mine.exists()

@@ -98,3 +98,15 @@ def test_write_trec_run_round_trip(tmp_path):
     for q in RUN:
         assert back[q] == pytest.approx(RUN[q], abs=1e-6)
     assert evaluate(QRELS, back) == pytest.approx(evaluate(QRELS, RUN), abs=1e-6)
+
+
+def test_identical_ids_dropped_by_default_as_beir_does():
+    # ArguAna-style: query "a1" is also a document of the corpus and would rank first.
+    qrels = {"a1": {"a2": 1}}
+    ids = np.array([["a1", "a2", "a3"]], dtype=object)
+    scores = np.array([[3.0, 2.0, 1.0]], np.float32)
+    run = make_run(["a1"], ids, scores)
+    assert run == {"a1": {"a2": 2.0, "a3": 1.0}}
+    assert evaluate(qrels, run)["mrr@10"] == 1.0
+    kept = make_run(["a1"], ids, scores, ignore_identical_ids=False)
+    assert "a1" in kept["a1"] and evaluate(qrels, kept)["mrr@10"] == 0.5

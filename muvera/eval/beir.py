@@ -45,8 +45,8 @@ def load_beir(path: os.PathLike, split: str = "test", max_queries: Optional[int]
     with open(root / "qrels" / f"{split}.tsv", newline="") as f:
         reader = csv.reader(f, delimiter="\t")
         for lineno, row in enumerate(reader, 1):
-            if lineno == 1 and row and not row[-1].lstrip("-").isdigit():
-                continue  # header
+            if lineno == 1 and [c.strip().lower() for c in row[:3]] == ["query-id", "corpus-id", "score"]:
+                continue  # BEIR's header: anything else on line 1 is data, checked like the rest
             if not row:
                 continue  # blank line
             if len(row) < 3 or not row[2].strip().lstrip("-").isdigit():
@@ -54,13 +54,22 @@ def load_beir(path: os.PathLike, split: str = "test", max_queries: Optional[int]
                                  f"integer score")
             qrels.setdefault(row[0], {})[row[1]] = int(row[2])
     doc_ids, doc_texts = [], []
+    seen: Dict[str, int] = {}
     for lineno, obj in _jsonl(root / "corpus.jsonl"):
-        doc_ids.append(str(obj["_id"]))
+        did = str(obj["_id"])
+        if did in seen:
+            raise ValueError(f"{root / 'corpus.jsonl'}:{lineno}: duplicate _id {did!r} (first on line {seen[did]})")
+        seen[did] = lineno
+        doc_ids.append(did)
         title = obj.get("title") or ""
         doc_texts.append((title + " " + (obj.get("text") or "")).strip())
     query_ids, query_texts = [], []
+    seen_q: Dict[str, int] = {}
     for lineno, obj in _jsonl(root / "queries.jsonl"):
         qid = str(obj["_id"])
+        if qid in seen_q:
+            raise ValueError(f"{root / 'queries.jsonl'}:{lineno}: duplicate _id {qid!r} (first on line {seen_q[qid]})")
+        seen_q[qid] = lineno
         if qid in qrels:
             query_ids.append(qid)
             query_texts.append(obj.get("text") or "")
@@ -78,8 +87,11 @@ def _jsonl(path: Path):
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
-            if "_id" not in obj:
+            if not isinstance(obj, dict) or "_id" not in obj:
                 raise ValueError(f"{path}:{lineno}: missing '_id'")
+            if obj["_id"] is None or (isinstance(obj["_id"], str) and not obj["_id"].strip()) \
+                    or not isinstance(obj["_id"], (str, int)) or isinstance(obj["_id"], bool):
+                raise ValueError(f"{path}:{lineno}: '_id' must be a non-empty string or an int, got {obj['_id']!r}")
             yield lineno, obj
 
 

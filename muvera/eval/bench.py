@@ -41,9 +41,13 @@ def recall_against(found: np.ndarray, truth: np.ndarray, k: int) -> float:
 def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "10240", backend: str = "exact",
               candidates: Sequence[int] = (100, 200, 500, 1000), pca: Optional[int] = None,
               max_queries: Optional[int] = None, cache_root: Optional[os.PathLike] = None,
-              latency_queries: int = 100, progress: bool = True,
+              latency_queries: int = 100, progress: bool = True, ignore_identical_ids: bool = True,
               log=print) -> Dict[str, Any]:
-    """Run the benchmark and return the report (see module docstring); ``log`` prints progress."""
+    """Run the benchmark and return the report (see module docstring); ``log`` prints progress.
+
+    ``ignore_identical_ids`` follows BEIR: a hit whose id equals the query's id is not counted
+    (ArguAna's and Quora's queries are documents of their corpus).
+    """
     from threadpoolctl import threadpool_limits
 
     k_eval = 100
@@ -75,12 +79,15 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
     log(f"index ({backend}, {config.output_dimension}-d FDE): built in {build_s:.1f} s, "
         f"{bytes_per_doc:.0f} bytes/document")
 
+    def run_of(found_ids: np.ndarray, found_scores: np.ndarray) -> Dict[str, Dict[str, float]]:
+        return make_run(data.query_ids, found_ids, found_scores, ignore_identical_ids=ignore_identical_ids)
+
     qoff = emb.query_offsets
     lat_n = min(latency_queries, nq)
     t0 = time.perf_counter()
     exact_ids, exact_scores = index.search_exact(qtok, k=k_eval, offsets=qoff)
     exact_qps = nq / (time.perf_counter() - t0)
-    exact_metrics = evaluate(data.qrels, make_run(data.query_ids, exact_ids, exact_scores))
+    exact_metrics = evaluate(data.qrels, run_of(exact_ids, exact_scores))
     index.num_threads = 1
     with threadpool_limits(1):
         exact_lat = per_query_latency_ms(lambda q: index.search_exact([q], k=10), qtok, qoff[: lat_n + 1])
@@ -90,7 +97,7 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
     fde_rows, fde_scores = index.backend.search(qfde, k_eval)
     ids = np.asarray(index.ids, dtype=object)
     fde_ids = np.where(fde_rows >= 0, ids[np.maximum(fde_rows, 0)], None)
-    fde_metrics = evaluate(data.qrels, make_run(data.query_ids, fde_ids, fde_scores))
+    fde_metrics = evaluate(data.qrels, run_of(fde_ids, fde_scores))
 
     runs: List[Dict[str, Any]] = []
     for c in candidates:
@@ -99,7 +106,7 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
         t0 = time.perf_counter()
         found, scores = index.search(qtok, k=k_eval, candidates=c, offsets=qoff)
         qps = nq / (time.perf_counter() - t0)
-        metrics = evaluate(data.qrels, make_run(data.query_ids, found, scores))
+        metrics = evaluate(data.qrels, run_of(found, scores))
         index.num_threads = 1
         with threadpool_limits(1):
             lat = per_query_latency_ms(lambda q: index.search([q], k=10, candidates=c), qtok, qoff[: lat_n + 1])
@@ -116,6 +123,7 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
     return {
         "dataset": data.name, "n_docs": n_docs, "n_queries": nq, "dim": dim, "pca": pca, "preset": preset,
         "backend": backend, "fde_dimension": config.output_dimension, "build_s": build_s, "embed_s": embed_s,
+        "ignore_identical_ids": bool(ignore_identical_ids),
         "fde_only": fde_metrics, "exact": dict(exact_metrics, latency_ms_p50=float(np.median(exact_lat)),
                                                latency_ms_p95=float(np.percentile(exact_lat, 95)), qps=exact_qps),
         "runs": runs,

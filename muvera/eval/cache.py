@@ -14,16 +14,18 @@ checksum does not match is reported (ValueError) and can be re-encoded with ``re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..durable import file_sha256, write_atomic, write_json
+from ..durable import TMP_MARK, file_sha256, write_atomic, write_json
 
 FORMAT = "muvera-embeddings"
 VERSION = 1
@@ -68,8 +70,13 @@ def encode_cached(directory: os.PathLike, texts: Sequence[str],
     tokens : (total_tokens, D) float16
     offsets : (len(texts) + 1,) int64
     """
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size <= 0:
+        raise ValueError(f"shard_size: expected a positive int, got {shard_size!r}")
+    if isinstance(texts, str):
+        raise TypeError("texts: expected a sequence of strings, got one string")
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(root)
     manifest_path = root / "manifest.json"
     n_shards = (len(texts) + shard_size - 1) // shard_size
     texts_sha256 = _texts_sha256(texts)
@@ -104,6 +111,10 @@ def encode_cached(directory: os.PathLike, texts: Sequence[str],
                 raise ValueError(f"{root / name}: checksum mismatch (corrupt shard); rerun with repair=True")
         batch = list(texts[i * shard_size:(i + 1) * shard_size])
         vecs = encode(batch)
+        if not isinstance(vecs, (list, tuple)) or len(vecs) != len(batch):
+            got = len(vecs) if isinstance(vecs, (list, tuple)) else type(vecs).__name__
+            raise ValueError(f"encode: returned {got} arrays for {len(batch)} texts (shard {i}); "
+                             "expected one (n_tokens, dim) array per text")
         lengths = np.array([len(v) for v in vecs], dtype=np.int64)
         dim = int(vecs[0].shape[1]) if vecs else 0
         tokens = np.concatenate(vecs, axis=0).astype(np.float16) if vecs else np.zeros((0, dim), np.float16)
@@ -144,6 +155,17 @@ def load_cached(directory: os.PathLike) -> Tuple[np.ndarray, np.ndarray]:
     dim = manifest.get("dim") or 0
     tokens = np.concatenate(parts, axis=0) if parts else np.zeros((0, dim), np.float16)
     return tokens, offsets
+
+
+_ORPHAN = re.compile(r"^\.(shard-\d{5}\.npz|manifest\.json)" + re.escape(TMP_MARK) + r"[0-9a-f]{8}$")
+
+
+def _remove_orphans(root: Path) -> None:
+    """Delete temporaries a killed run left behind (only names our own writer makes)."""
+    for p in root.iterdir():
+        if _ORPHAN.match(p.name) and p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 def _progress(total: int, description: str):

@@ -10,11 +10,19 @@ import numpy as np
 Run = Dict[str, Dict[str, float]]
 
 
-def make_run(query_ids: Sequence[str], doc_ids: np.ndarray, scores: np.ndarray) -> Run:
-    """A run dict from (n_queries, k) arrays of document ids and scores; None/-1 padding dropped."""
+def make_run(query_ids: Sequence[str], doc_ids: np.ndarray, scores: np.ndarray, *,
+             ignore_identical_ids: bool = True) -> Run:
+    """A run dict from (n_queries, k) arrays of document ids and scores; None/-1 padding dropped.
+
+    ``ignore_identical_ids`` (BEIR's convention, on by default in BEIR's evaluation and in
+    published ArguAna/Quora figures): a hit whose document id equals the query's id is dropped,
+    since on such corpora the query is itself a document and would otherwise rank first.
+    """
     run: Run = {}
     for qid, ids, sc in zip(query_ids, doc_ids, scores):
-        run[qid] = {str(d): float(s) for d, s in zip(ids, sc) if d is not None and d != -1 and np.isfinite(s)}
+        run[qid] = {str(d): float(s) for d, s in zip(ids, sc)
+                    if d is not None and d != -1 and np.isfinite(s)
+                    and not (ignore_identical_ids and str(d) == str(qid))}
     return run
 
 
