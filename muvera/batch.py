@@ -51,6 +51,9 @@ def _to_numpy(x: Any, name: str) -> "tuple[np.ndarray, int]":
         if t.dtype == torch.bfloat16:
             return t.view(torch.int16).numpy().view(np.uint16), DTYPE_CODES["bfloat16"]
         arr = t.numpy()
+    elif isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name}: NumPy masked arrays are not read (their mask would be ignored); pass "
+                        "a padded (n, L, d) array with mask= (True = a valid token), or drop the masked rows")
     elif isinstance(x, np.ndarray):
         arr = x
     else:

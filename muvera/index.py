@@ -112,6 +112,16 @@ def ball_carve(tokens: np.ndarray, offsets: np.ndarray, tau: float) -> Tuple[np.
     -------
     tokens : (T', d) float32, offsets : (nq + 1,) int64
     """
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2 or tokens.dtype.kind != "f":
+        raise ValueError(f"tokens: expected a packed (T, d) float array, got {tokens.dtype} {tokens.shape}")
+    offsets = np.asarray(offsets)
+    if offsets.ndim != 1 or len(offsets) < 1 or (offsets.size and offsets.dtype.kind not in "iu"):
+        raise ValueError("offsets: expected a 1-D integer array of n_queries + 1 values")
+    if offsets[0] != 0 or offsets[-1] != len(tokens) or (np.diff(offsets) < 0).any():
+        raise ValueError(f"offsets: expected a non-decreasing sequence from 0 to {len(tokens)} (the token rows)")
+    if not np.isfinite(float(tau)):
+        raise ValueError(f"tau: expected a finite threshold, got {tau!r}")
     out: List[np.ndarray] = []
     lens = np.zeros(len(offsets) - 1, dtype=np.int64)
     for i in range(len(lens)):

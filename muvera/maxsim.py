@@ -10,7 +10,8 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _core
-from .batch import as_matrix, as_token_batch
+from .batch import as_matrix
+from .store import _offsets_of, pack_tokens
 
 __all__ = ["chamfer", "chamfer_matrix", "rerank", "chamfer_reference"]
 
@@ -26,30 +27,25 @@ def chamfer_reference(query: np.ndarray, document: np.ndarray) -> float:
     return float((q @ d.T).max(axis=1).sum())
 
 
-def _offsets_of(lengths: np.ndarray) -> np.ndarray:
-    off = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=off[1:])
-    return off
-
-
-def _packed_float32(batch: Any, dimension: int, name: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Any batch form -> (packed float32 tokens, offsets)."""
-    tb = as_token_batch(batch, dimension, name=name)
-    if tb.arrays is not None:
-        parts = [np.asarray(a) for a in tb.arrays]
-        lengths = np.array([len(a) for a in parts], dtype=np.int64)
-        tokens = np.concatenate(parts, axis=0) if parts else np.zeros((0, dimension))
-    else:
-        lengths = tb.lengths
-        tokens = np.concatenate([tb.tokens[s:s + n] for s, n in zip(tb.starts, tb.lengths)], axis=0)
-    if tb.dtype_code == 3:
-        tokens = (tokens.astype(np.uint32) << 16).view(np.float32)
-    return np.ascontiguousarray(tokens, dtype=np.float32), _offsets_of(lengths)
+def _packed_float32(batch: Any, dimension: int, name: str, lengths: Any = None, offsets: Any = None,
+                    mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Any batch form (lists, packed + lengths/offsets, padded + mask; NumPy or torch, bfloat16
+    and ``requires_grad`` tensors included) -> (packed float32 tokens, offsets), finite."""
+    tokens, lens = pack_tokens(batch, dimension, np.float32, lengths=lengths, offsets=offsets, mask=mask,
+                               name=name, allow_empty_items=True)
+    return tokens, _offsets_of(lens)
 
 
 def _check_finite(x: np.ndarray, name: str) -> None:
     if not np.isfinite(x).all():
         raise ValueError(f"{name}: contains NaN or Inf values")
+
+
+def _finite_scores(scores: np.ndarray) -> np.ndarray:
+    if not np.isfinite(scores).all():
+        raise ValueError("scores overflow float32 (token values too large for their products to be "
+                         "represented); rescale the vectors")
+    return scores
 
 
 def rerank(query_tokens: np.ndarray, query_offsets: np.ndarray, doc_tokens: np.ndarray,
@@ -100,40 +96,55 @@ def rerank(query_tokens: np.ndarray, query_offsets: np.ndarray, doc_tokens: np.n
 
 
 def chamfer(query: Any, document: Any) -> float:
-    """Chamfer similarity of one query and one document, each an ``(n_tokens, d)`` array.
+    """Chamfer similarity of one query and one document, each an ``(n_tokens, d)`` array
+    (NumPy or torch, float16/32/64 or bfloat16, ``requires_grad`` tensors too).
 
-    Raises ValueError for an empty document (the max over no tokens is undefined) or NaN/Inf.
+    Raises ValueError for an empty document (the max over no tokens is undefined), NaN/Inf, or
+    values so large that the score overflows float32.
     """
-    q, _ = as_matrix(query, np.asarray(query).shape[-1] if np.ndim(query) == 2 else -1, "query")
+    q, _ = as_matrix(query, _dim_of(query, "query"), "query")
     d, _ = as_matrix(document, q.shape[1], "document")
     if len(d) == 0:
         raise ValueError("document: expected at least one token")
-    _check_finite(np.asarray(q, dtype=np.float32), "query")
-    _check_finite(np.asarray(d, dtype=np.float32), "document")
-    scores = chamfer_matrix([q], [d])
+    try:
+        scores = chamfer_matrix([query], [document])
+    except ValueError as exc:  # name the single arguments, not batch items
+        raise ValueError(str(exc).replace("queries[0]", "query").replace("documents[0]", "document")) from None
     return float(scores[0, 0])
 
 
-def chamfer_matrix(queries: Any, documents: Any, *, num_threads: int = 0) -> np.ndarray:
+def chamfer_matrix(queries: Any, documents: Any, *, query_lengths: Any = None, query_offsets: Any = None,
+                   query_mask: Any = None, doc_lengths: Any = None, doc_offsets: Any = None,
+                   doc_mask: Any = None, num_threads: int = 0) -> np.ndarray:
     """All-pairs Chamfer similarity: ``(n_queries, n_documents)`` float32.
 
-    Both arguments take any batch form the encoder takes (lists of arrays, padded + mask, ...).
+    Both batches take any form the encoder takes: lists of ``(n_i, d)`` arrays, packed ``(T, d)``
+    arrays with ``*_lengths`` / ``*_offsets``, padded ``(n, L, d)`` arrays with ``*_mask``; NumPy
+    or torch (CPU; bfloat16 and ``requires_grad`` tensors are read as they are).
+
+    Raises
+    ------
+    ValueError
+        Mismatched dimensions, a document with no tokens, NaN/Inf, or scores overflowing float32.
     """
-    qtok, qoff = _packed_float32(queries, _dim_of(queries), "queries")
-    dtok, doff = _packed_float32(documents, qtok.shape[1], "documents")
-    _check_finite(qtok, "queries")
-    _check_finite(dtok, "documents")
+    qtok, qoff = _packed_float32(queries, _dim_of(queries, "queries"), "queries", query_lengths,
+                                 query_offsets, query_mask)
+    dtok, doff = _packed_float32(documents, qtok.shape[1], "documents", doc_lengths, doc_offsets, doc_mask)
     if (np.diff(doff) == 0).any():
         raise ValueError(f"documents[{int(np.argmax(np.diff(doff) == 0))}]: expected at least one token")
     n_docs = len(doff) - 1
     cand = np.broadcast_to(np.arange(n_docs, dtype=np.int64), (len(qoff) - 1, n_docs))
-    return _core.chamfer_scores(qtok, qoff, dtok, doff, np.ascontiguousarray(cand), int(num_threads), "")
+    return _finite_scores(_core.chamfer_scores(qtok, qoff, dtok, doff, np.ascontiguousarray(cand),
+                                               int(num_threads), ""))
 
 
-def _dim_of(batch: Any) -> int:
+def _dim_of(batch: Any, name: str) -> int:
+    """The token dimension of a batch in any form (its last axis)."""
     if isinstance(batch, (list, tuple)):
         if not batch:
-            raise ValueError("queries: expected at least one item, got an empty list")
-        first = batch[0]
-        return int(np.shape(first)[-1]) if np.ndim(first) == 2 else -1
-    return int(np.shape(batch)[-1])
+            raise ValueError(f"{name}: expected at least one item, got an empty list")
+        batch = batch[0]
+    shape = tuple(batch.shape) if hasattr(batch, "shape") else np.shape(batch)
+    if len(shape) < 2 and name in ("query", "document"):
+        raise ValueError(f"{name}: expected a 2-D array of shape (n_tokens, d), got shape {shape}")
+    return int(shape[-1]) if shape else -1

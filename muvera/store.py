@@ -104,8 +104,8 @@ def _check_finite(tokens: np.ndarray, offsets: np.ndarray, name: str, dtype: np.
 
 
 def pack_tokens(batch: Any, dimension: int, dtype: Any = np.float32, *, lengths: Any = None,
-                offsets: Any = None, mask: Any = None,
-                name: str = "documents") -> Tuple[np.ndarray, np.ndarray]:
+                offsets: Any = None, mask: Any = None, name: str = "documents",
+                allow_empty_items: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """Any batch form -> ``(tokens (T, dimension) in dtype, lengths (n,) int64)``, validated.
 
     Parameters
@@ -140,7 +140,7 @@ def pack_tokens(batch: Any, dimension: int, dtype: Any = np.float32, *, lengths:
         lens = np.asarray(tb.lengths, dtype=np.int64)
     if lens.size == 0:
         raise ValueError(f"{name}: expected at least one item")
-    if (lens == 0).any():
+    if not allow_empty_items and (lens == 0).any():
         raise ValueError(f"{name}[{int(np.argmin(lens))}]: expected at least one token, got 0")
     offs = _offsets_of(lens)
     total = int(offs[-1])

@@ -90,3 +90,39 @@ def test_public_helpers_and_errors():
         rerank(np.full_like(qt, np.nan), qo, dt, do, k=1)
     with pytest.raises(TypeError, match="doc_tokens"):
         rerank(qt, qo, dt.astype(np.float64), do, k=1)
+
+
+def test_chamfer_forms_and_overflow():
+    rng = np.random.default_rng(1)
+    q, d = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((6, 8)).astype(np.float32)
+    want = chamfer_reference(q, d)
+    # packed + lengths, padded + mask: the same as lists
+    m = muvera.chamfer_matrix(np.concatenate([q, q[:2]]), np.concatenate([d, d[:3]]), query_lengths=[4, 2],
+                              doc_offsets=[0, 6, 9])
+    padded = np.zeros((2, 6, 8), np.float32)
+    padded[0], padded[1, :3] = d, d[:3]
+    mask = np.zeros((2, 6), bool)
+    mask[0], mask[1, :3] = True, True
+    m2 = muvera.chamfer_matrix([q, q[:2]], padded, doc_mask=mask)
+    np.testing.assert_array_equal(m, m2)
+    assert m[0, 0] == pytest.approx(want, rel=1e-5)
+    # values so large that products overflow float32: an error, not inf
+    with pytest.raises(ValueError, match="overflow"):
+        muvera.chamfer(q * 1e30, d * 1e30)
+    with pytest.raises(ValueError, match="overflow"):
+        muvera.chamfer_matrix([q * 1e30], [d * 1e30])
+    with pytest.raises(TypeError, match="masked"):
+        muvera.chamfer(np.ma.masked_array(q, mask=np.zeros_like(q, bool)), d)
+
+
+def test_chamfer_takes_bfloat16_and_grad_tensors():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    q, d = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((6, 8)).astype(np.float32)
+    tq = torch.tensor(q, requires_grad=True)
+    assert muvera.chamfer(tq, torch.tensor(d)) == pytest.approx(chamfer_reference(q, d), rel=1e-5)
+    bq, bd = torch.tensor(q).to(torch.bfloat16), torch.tensor(d).to(torch.bfloat16)
+    got = muvera.chamfer(bq, bd)
+    assert got == pytest.approx(chamfer_reference(bq.float().numpy(), bd.float().numpy()), rel=1e-5)
+    m = muvera.chamfer_matrix(bq[None].expand(2, 4, 8), [bd], query_mask=torch.ones(2, 4, dtype=torch.bool))
+    assert m.shape == (2, 1) and m[1, 0] == pytest.approx(got, rel=1e-5)

@@ -297,7 +297,11 @@ class FaissBackend(Backend):
             raise ValueError(f"vectors: expected (n, {self._dim}) float32, got shape {arr.shape}")
         if self._index is None or not self._index.is_trained:
             self.train(arr)
-        self._index.add(arr)
+        try:
+            self._index.add(arr)
+        except RuntimeError as exc:
+            raise ValueError(f"backend: faiss index {self._factory!r} could not add {len(arr)} vectors: "
+                             f"{_faiss_message(exc)}") from None
 
     def check_params(self, params: Optional[Mapping[str, Any]]) -> None:
         self._param_values(params)
@@ -359,7 +363,11 @@ class FaissBackend(Backend):
         if n == 0:
             return rows, scores
         if mask is None:
-            return self._raw_search(queries, k, self._params_object(values, None))
+            try:
+                return self._raw_search(queries, k, self._params_object(values, None))
+            except RuntimeError as exc:
+                raise ValueError(f"backend: faiss index {self._factory!r} could not search: "
+                                 f"{_faiss_message(exc)}") from None
         n_allowed = int(np.count_nonzero(mask))
         if n_allowed == 0:
             return rows, scores

@@ -103,12 +103,16 @@ def _documents_of_file(path: str, dimension: int) -> Tuple[List[Union[int, str]]
         keys = list(z.files)
         if "tokens" in keys and ("lengths" in keys or "offsets" in keys):
             tokens = _token_matrix(z["tokens"], dimension, f"{p}[tokens]")
+            raw = np.asarray(z["lengths"] if "lengths" in keys else z["offsets"])
+            if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iu") or (raw < 0).any():
+                raise ValueError(f"{p}: lengths/offsets must be a 1-D array of non-negative integers")
             if "lengths" in keys:
-                offs = np.concatenate(([0], np.cumsum(z["lengths"]))).astype(np.int64)
+                offs = np.concatenate(([0], np.cumsum(raw))).astype(np.int64)
             else:
-                offs = np.asarray(z["offsets"], dtype=np.int64)
-            if offs[-1] != len(tokens) or (np.diff(offs) < 0).any():
-                raise ValueError(f"{p}: lengths/offsets do not match the {len(tokens)} token rows")
+                offs = raw.astype(np.int64)
+            if len(offs) < 1 or offs[0] != 0 or offs[-1] != len(tokens) or (np.diff(offs) < 0).any():
+                raise ValueError(f"{p}: lengths/offsets do not match the {len(tokens)} token rows "
+                                 "(offsets must rise from 0 to the number of rows)")
             docs = [tokens[offs[i]: offs[i + 1]] for i in range(len(offs) - 1)]
             if "ids" in keys:
                 ids = _plain_ids(z["ids"], f"{p}[ids]")
@@ -465,7 +469,11 @@ def _read_manifest(root: Path) -> Dict[str, Any]:
 
 
 def _checked(root: Path, entry: Dict[str, Any], verify: bool) -> Path:
-    return check_file(root / entry["name"], entry, entry["name"], verify)
+    name = entry.get("name") if isinstance(entry, dict) else None
+    # Only plain names of files inside output_dir: never ../ or absolute paths from a manifest.
+    if not isinstance(name, str) or not _SHARD_FILE.match(name) or Path(name).name != name:
+        raise ValueError(f"manifest.json: bad shard file name {name!r}")
+    return check_file(root / name, entry, name, verify)
 
 
 def _read_shards(root: Path, verify: bool) -> Tuple[Dict[str, Any], List[Any], np.ndarray,
