@@ -21,6 +21,7 @@ from .config import FDEConfig
 from .encoder import FDEEncoder
 from .idmap import IdLike, IdMap, id_list, normalise_id
 from .index_format import FORMAT_NAME, FORMAT_VERSION
+from ._threads import SEARCH_GATE
 from .store import TokenStore, _offsets_of, pack_tokens
 
 __all__ = ["MuveraIndex", "ball_carve", "FORMAT_NAME", "FORMAT_VERSION"]
@@ -460,7 +461,8 @@ class MuveraIndex:
         shard). Arguments are not validated again."""
         if tau is not None:
             qtok, qoff = ball_carve(qtok, qoff, tau)
-        with self._rw.read():
+        with SEARCH_GATE.enter() as shared, self._rw.read():
+            threads = 1 if shared else self._num_threads
             k = self._result_width(k)
             allowed = self._allowed(filter_ids)
             n_allowed = self._ids.num_rows if allowed is None else int(np.count_nonzero(allowed))
@@ -470,7 +472,7 @@ class MuveraIndex:
                 cand = None  # rerank every eligible document: exact
             else:
                 cand, _ = self._backend.search(qfde, c, params=params, allowed=allowed)
-            return self._rerank(qtok, qoff, k, cand, allowed if cand is None else None)
+            return self._rerank(qtok, qoff, k, cand, allowed if cand is None else None, threads)
 
     def search_exact(self, queries: Any, k: int = 10, *, filter_ids: Optional[Iterable[IdLike]] = None,
                      lengths: Any = None, offsets: Any = None,
@@ -486,12 +488,12 @@ class MuveraIndex:
     def search_exact_packed(self, qtok: np.ndarray, qoff: np.ndarray, k: int, *,
                             filter_ids: Optional[Iterable[IdLike]] = None) -> Tuple[np.ndarray, np.ndarray]:
         """:meth:`search_exact` on packed, checked float32 queries."""
-        with self._rw.read():
+        with SEARCH_GATE.enter() as shared, self._rw.read():
             k = self._result_width(k)
             allowed = self._allowed(filter_ids)
             if allowed is not None and not allowed.any() or self._ids.num_rows == 0:
                 return self._empty_result(len(qoff) - 1, k)
-            return self._rerank(qtok, qoff, k, None, allowed)
+            return self._rerank(qtok, qoff, k, None, allowed, 1 if shared else self._num_threads)
 
     def _pack_queries(self, queries: Any, lengths: Any, offsets: Any,
                       mask: Any) -> Tuple[np.ndarray, np.ndarray]:
@@ -515,9 +517,9 @@ class MuveraIndex:
                 np.full((nq, k), -np.inf, dtype=np.float32))
 
     def _rerank(self, qtok: np.ndarray, qoff: np.ndarray, k: int, cand: Optional[np.ndarray],
-                allowed: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+                allowed: Optional[np.ndarray], threads: int) -> Tuple[np.ndarray, np.ndarray]:
         alive = None if allowed is None else allowed.view(np.uint8)
-        rows, scores = self._store.rerank(qtok, qoff, k, cand, alive, self._num_threads)
+        rows, scores = self._store.rerank(qtok, qoff, k, cand, alive, threads)
         return self._ids.ids_of(rows), scores
 
     # -- persistence ---------------------------------------------------------------------------

@@ -161,3 +161,59 @@ def test_tombstones_reach_the_backend_without_overfetch():
     ids, _ = idx.search(QUERIES, k=5, candidates=20)
     assert idx.backend.searches == before + 1  # one backend call, not a doubling loop
     assert not set(ids.ravel().tolist()) & set(gone) and (ids >= 0).all()
+
+
+def test_searches_run_while_compact_rebuilds():
+    """compact() builds the new backend aside: a search during the rebuild is answered at once."""
+    import threading
+
+    from muvera.backends import ExactBackend
+
+    release, building = threading.Event(), threading.Event()
+
+    class SlowExact(ExactBackend):
+        def __init__(self, options="", dimension=None):
+            super().__init__(dimension)
+
+        @property
+        def name(self):
+            return "slowexact"
+
+        def empty_copy(self):
+            return SlowExact("", self.dimension)
+
+        def add(self, vectors):
+            if self.ntotal == 0 and len(vectors) == 150:  # the rebuild after removing half
+                building.set()
+                assert release.wait(30), "the search never ran during compact"
+            super().add(vectors)
+
+    register_backend("slowexact", SlowExact, replace=True)
+    idx = MuveraIndex(CONFIG, backend="slowexact")
+    idx.add(DOCS)
+    idx.remove(list(range(0, 300, 2)))
+    before = idx.search(QUERIES, k=5, candidates=20)
+    t = threading.Thread(target=idx.compact)
+    t.start()
+    assert building.wait(30)
+    during = idx.search(QUERIES, k=5, candidates=20)  # would block if compact held the write lock
+    release.set()
+    t.join(30)
+    assert not t.is_alive() and len(idx.store) == 150
+    np.testing.assert_array_equal(during[0], before[0])
+    np.testing.assert_array_equal(idx.search(QUERIES, k=5, candidates=20)[0], before[0])
+
+
+def test_concurrent_searches_limit_shared_pools():
+    """While several searches run, BLAS/OpenMP pools are held to one thread, then restored."""
+    pytest.importorskip("threadpoolctl")
+    from threadpoolctl import threadpool_info
+
+    from muvera._threads import SEARCH_GATE
+
+    before = [(i["internal_api"], i["num_threads"]) for i in threadpool_info()]
+    with SEARCH_GATE.enter() as shared_a:
+        with SEARCH_GATE.enter() as shared_b:
+            assert not shared_a and shared_b
+            assert all(i["num_threads"] == 1 for i in threadpool_info())
+    assert [(i["internal_api"], i["num_threads"]) for i in threadpool_info()] == before
