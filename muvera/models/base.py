@@ -99,7 +99,11 @@ def tokenizer_digest(h: "hashlib._Hash", tokenizer: Any) -> None:
     """Feed a tokenizer's full definition (vocabulary, normaliser, special tokens) into ``h``."""
     backend = getattr(tokenizer, "backend_tokenizer", None) or tokenizer
     if hasattr(backend, "to_str"):
-        h.update(backend.to_str().encode("utf-8"))
+        spec = json.loads(backend.to_str())
+        # Truncation and padding are per-call state (encoding a batch changes them), not the model.
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+        h.update(json.dumps(spec, sort_keys=True).encode("utf-8"))
     else:  # slow tokenizers: vocabulary and special tokens
         h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode("utf-8"))
         h.update(json.dumps(getattr(tokenizer, "special_tokens_map", {}), sort_keys=True,
