@@ -79,6 +79,8 @@ class IdMap:
         self._alive = _Growable((), np.uint8)
         self._to_row: Dict[IdLike, int] = {}
         self._next_id = 0
+        # int ids: (dense id -> row table, None) or (sorted ids, their rows); rebuilt after changes
+        self._sorted: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
 
     @staticmethod
     def _new_ids_buffer(kind: Optional[str], data: Optional[np.ndarray] = None) -> _Growable:
@@ -163,6 +165,7 @@ class IdMap:
             arr[:] = ids
         else:
             arr = np.asarray(ids, dtype=np.int64).reshape(len(ids))
+        self._sorted = None
         self._ids.extend(arr)
         self._alive.extend(np.ones(len(ids), dtype=np.uint8))
         for row, x in enumerate(ids, start):
@@ -189,6 +192,7 @@ class IdMap:
     def remove(self, ids: List[IdLike]) -> int:
         """Tombstone live ids (all or none: KeyError if any is missing); returns how many."""
         rows = self.rows_of(ids)
+        self._sorted = None
         self._alive.writable()[rows] = 0
         for x in ids:
             del self._to_row[x]
@@ -200,25 +204,61 @@ class IdMap:
         alive = self._alive.view.astype(bool)
         if filter_ids is None:
             return alive
-        raw = filter_ids.tolist() if isinstance(filter_ids, np.ndarray) else filter_ids
+        raw = filter_ids.tolist() if isinstance(filter_ids, np.ndarray) and filter_ids.dtype == object else filter_ids
         if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
             raise TypeError(f"filter_ids: expected a sequence of ids, got {type(filter_ids).__name__}")
+        mask = np.zeros(len(alive), dtype=bool)
+        if self._kind == "int":
+            arr = raw if isinstance(raw, np.ndarray) else np.asarray(list(raw) if not isinstance(raw, list) else raw)
+            if arr.ndim == 1 and (arr.size == 0 or arr.dtype.kind in "iu"):
+                mask[self._rows_of_int_array(arr)] = True  # vectorised: sorted ids, searchsorted
+                return mask
+            raw = arr.tolist()
+        to_row = self._to_row
         rows = []
         for x in raw:
-            try:
-                key = normalise_id(x, "filter_ids")
-            except (TypeError, ValueError):
-                continue  # an id no index can hold matches nothing
-            row = self._to_row.get(key)
-            if row is not None:
-                rows.append(row)
-        mask = np.zeros(len(alive), dtype=bool)
+            t = type(x)
+            if t is int or t is str:
+                r = to_row.get(x)
+            else:
+                try:
+                    r = to_row.get(normalise_id(x, "filter_ids"))
+                except (TypeError, ValueError):
+                    continue  # an id no index can hold matches nothing
+            if r is not None:
+                rows.append(r)
         mask[np.asarray(rows, dtype=np.int64)] = True
         return mask
+
+    def _rows_of_int_array(self, arr: np.ndarray) -> np.ndarray:
+        """Live rows of the int ids in ``arr`` (absent ones skipped), through a table built once
+        per change of the map: dense (id -> row) when ids are compact, else sorted ids."""
+        if self._sorted is None:
+            live = np.flatnonzero(self._alive.view)
+            ids = self._ids.view[live].astype(np.int64)
+            top = int(ids.max()) + 1 if len(ids) else 0
+            if top <= 4 * len(ids) + 4096:
+                table = np.full(top, -1, dtype=np.int64)
+                table[ids] = live
+                self._sorted = (table, None)
+            else:
+                order = np.argsort(ids, kind="stable")
+                self._sorted = (ids[order], live[order])
+        first, rows = self._sorted
+        q = arr[(arr >= 0) & (arr <= _INT64_MAX)].astype(np.int64, copy=False) if arr.size else arr.astype(np.int64)
+        if rows is None:  # dense table
+            got = first[q[q < len(first)]]
+            return got[got >= 0]
+        if len(first) == 0:
+            return np.zeros(0, dtype=np.int64)
+        q = np.sort(q)  # sorted needles: searchsorted walks the table once
+        pos = np.minimum(np.searchsorted(first, q), len(first) - 1)
+        return rows[pos[first[pos] == q]]
 
     def compact(self) -> np.ndarray:
         """Drop tombstoned rows; returns the ``keep`` mask (bool, old rows) that was applied."""
         keep = self._alive.view.astype(bool)
+        self._sorted = None
         ids = self._ids.view[keep]
         self._ids = self._new_ids_buffer(self._kind, np.ascontiguousarray(ids))
         self._alive = _Growable((), np.uint8, np.ones(len(ids), dtype=np.uint8))
@@ -304,6 +344,7 @@ class IdMap:
         m._to_row = {x: int(r) for x, r in zip(arr[live].tolist(), live.tolist())}
         if len(m._to_row) != len(live):
             raise ValueError("manifest.json: duplicate live ids")
+        m._sorted = None
         m._next_id = int(next_id)
         if kind == "int" and len(live):
             m._next_id = max(m._next_id, int(arr[live].max()) + 1)

@@ -468,11 +468,15 @@ class MuveraIndex:
             n_allowed = self._ids.num_rows if allowed is None else int(np.count_nonzero(allowed))
             if n_allowed == 0:
                 return self._empty_result(len(qoff) - 1, k)
-            if min(c, n_allowed) == n_allowed:
-                cand = None  # rerank every eligible document: exact
+            nq = len(qoff) - 1
+            if allowed is None and c >= n_allowed:
+                cand, mask = None, None  # rerank every document: exact
+            elif c >= n_allowed:  # rerank every eligible document (listed: cheaper than a mask scan)
+                cand, mask = np.broadcast_to(np.flatnonzero(allowed), (nq, n_allowed)), None
             else:
                 cand, _ = self._backend.search(qfde, c, params=params, allowed=allowed)
-            return self._rerank(qtok, qoff, k, cand, allowed if cand is None else None, threads)
+                mask = None
+            return self._rerank(qtok, qoff, k, cand, mask, threads)
 
     def search_exact(self, queries: Any, k: int = 10, *, filter_ids: Optional[Iterable[IdLike]] = None,
                      lengths: Any = None, offsets: Any = None,

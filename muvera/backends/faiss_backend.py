@@ -16,13 +16,18 @@ import numpy as np
 
 from ..durable import write_via_path
 from .._validate import positive_int
-from .base import Backend, Entries, as_allowed
+from .base import Backend, Entries, as_allowed, topk
 
 __all__ = ["FaissBackend", "check_factory"]
 
 _FILE = "backend.faiss"
 _MAX_COUNT = 1 << 22       # nlist, M, PCA dims...: far above any useful setting
 _MAX_EF = 1 << 16
+# Filters allowing at most max(4096 rows, 1% of the index) are scanned exactly on the decoded
+# vectors of those rows (when the index can decode them): graph and list searches slow down
+# sharply when few rows qualify (bench/bench_filters.py).
+_BRUTE_FORCE_ROWS = 4096
+_BRUTE_FORCE_FRACTION = 100
 
 
 def _faiss():
@@ -372,6 +377,8 @@ class FaissBackend(Backend):
         if n_allowed == 0:
             return rows, scores
         want = min(k, n_allowed)
+        if self.can_reconstruct and n_allowed <= max(_BRUTE_FORCE_ROWS, n // _BRUTE_FORCE_FRACTION):
+            return self._scan_allowed(queries, k, mask)
         pending = np.arange(len(queries))
         if self._selector_ok:
             faiss = _faiss()
@@ -384,11 +391,31 @@ class FaissBackend(Backend):
             else:
                 rows, scores = r, s
                 pending = np.flatnonzero((rows >= 0).sum(axis=1) < want)
+                if pending.size:  # a graph/list search that met too few allowed rows: widen it
+                    wide = _widened(values, 4 * max(k, values.get("efSearch", 0)), self, nprobe_factor=4)
+                    r, s = self._raw_search(queries[pending], k, self._params_object(wide, sel))
+                    rows[pending], scores[pending] = r, s
+                    pending = pending[(r >= 0).sum(axis=1) < want]
             del sel, bits  # the selector points into bits: both die together, after the search
         if pending.size:
             r, s = self._overfetch(queries[pending], k, values, mask, n_allowed)
             rows[pending], scores[pending] = r, s
         return rows, scores
+
+    def _scan_allowed(self, queries: np.ndarray, k: int, mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Exact inner products with the stored (decoded) vectors of the allowed rows only: for
+        restrictive filters a graph or list search would wander the whole index to find them."""
+        rows = np.flatnonzero(mask)
+        out_r = np.full((len(queries), k), -1, dtype=np.int64)
+        out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        step = max(1, (1 << 24) // max(1, len(rows)))
+        vecs = self.reconstruct(rows)
+        for i in range(0, len(queries), step):
+            cols, sc = topk(queries[i: i + step] @ vecs.T, k)
+            valid = cols >= 0
+            cols[valid] = rows[cols[valid]]
+            out_r[i: i + step], out_s[i: i + step] = cols, sc
+        return out_r, out_s
 
     def _overfetch(self, q: np.ndarray, k: int, values: Dict[str, int], mask: np.ndarray,
                    n_allowed: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -464,11 +491,15 @@ class FaissBackend(Backend):
         return self
 
 
-def _widened(values: Dict[str, int], fetch: int, backend: FaissBackend) -> Dict[str, int]:
-    """HNSW needs efSearch >= k to return k rows; raise it with the fetch size."""
+def _widened(values: Dict[str, int], fetch: int, backend: FaissBackend, nprobe_factor: int = 1) -> Dict[str, int]:
+    """Search parameters that can return ``fetch`` rows: HNSW needs efSearch >= fetch; an IVF
+    search may probe ``nprobe_factor`` times more lists."""
     if hasattr(_faiss().downcast_index(backend.index), "hnsw"):
         ef = values.get("efSearch", backend.ef_search)
         return {"efSearch": max(ef, min(fetch, _MAX_EF))}
+    if nprobe_factor > 1 and backend._is_ivf():
+        ivf = backend._ivf()
+        return {"nprobe": min(int(ivf.nlist), nprobe_factor * values.get("nprobe", int(ivf.nprobe)))}
     return values
 
 
