@@ -32,9 +32,8 @@ from typing import Any, Dict, List
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
-import muvera  # noqa: E402
+import muvera  # noqa: E402  (the installed package: the checkout's muvera/ has no built extension)
 
 
 def make_data(n_docs: int, n_queries: int, dim: int, q_tokens: int, seed: int = 0):

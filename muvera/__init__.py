@@ -4,12 +4,31 @@ Fixed Dimensional Encodings (FDEs) exact to the reference implementation, batch 
 ragged token-vector sets, exact Chamfer (MaxSim) scoring, MIPS backends and a persistent index.
 """
 
-from . import reference
-from .config import PRESETS, FDEConfig
-from .encoder import FDEEncoder, active_isa, supported_isas
-from .maxsim import chamfer, chamfer_matrix
-
 __version__ = "0.2.0"
+
+import os as _os
+import warnings as _warnings
+
+try:
+    from . import _core
+except ImportError as _exc:  # the source folder without its built extension
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    raise ImportError(
+        f"muvera's compiled extension (muvera._core) is missing from {_here}. If this is the source "
+        "checkout, Python found the source folder before the installed package: run from another "
+        "directory, or install for development with `pip install -e .` (the extension is then "
+        "built and found from the checkout too)."
+    ) from _exc
+
+_isa = _os.environ.get("MUVERA_ISA")
+if _isa is not None and _isa not in _core.supported_isas():
+    _warnings.warn(f"MUVERA_ISA={_isa!r} is ignored: expected one of {_core.supported_isas()} on this CPU "
+                   f"(using {_core.active_isa()!r})", RuntimeWarning, stacklevel=2)
+
+from . import reference  # noqa: E402
+from .config import PRESETS, FDEConfig  # noqa: E402
+from .encoder import FDEEncoder, active_isa, supported_isas  # noqa: E402
+from .maxsim import chamfer, chamfer_matrix  # noqa: E402
 
 __all__ = ["FDEConfig", "FDEEncoder", "PRESETS", "active_isa", "supported_isas", "reference", "chamfer",
            "chamfer_matrix", "__version__"]

@@ -23,10 +23,60 @@ def _model(spec: str):
     return load_model(spec)
 
 
+def _load_model(spec: str):
+    """The model, or one clear line saying why it could not be loaded (no 80-line traceback)."""
+    try:
+        return _model(spec)
+    except (ValueError, ImportError) as exc:
+        raise ValueError(f"--model {spec!r}: {_first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 (hub/IO errors of many kinds: all mean "cannot load")
+        raise ValueError(f"--model {spec!r}: cannot load it ({type(exc).__name__}: {_first_line(exc)}); "
+                         "give a local path, or a hub name on a machine with network access") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _positive(text: str) -> int:
+    """argparse type: a positive integer (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_list(text: str) -> List[int]:
+    """argparse type: comma-separated positive integers."""
+    return [_positive(part.strip()) for part in text.split(",") if part.strip()] or [_positive(text)]
+
+
+def _preset(text: str) -> str:
+    from .config import PRESETS
+
+    if text not in PRESETS:
+        raise argparse.ArgumentTypeError(f"expected one of {sorted(PRESETS, key=int)}, got {text!r}")
+    return text
+
+
+def _backend(text: str) -> str:
+    from .backends import make_backend
+
+    try:
+        make_backend(text)
+    except (ValueError, TypeError, ImportError) as exc:
+        raise argparse.ArgumentTypeError(_first_line(exc)) from None
+    return text
+
+
 def cmd_encode(args) -> int:
     from .eval.embed import embed_beir
 
-    emb = embed_beir(_dataset(args.dataset), _model(args.model), cache_root=args.cache)
+    emb = embed_beir(_dataset(args.dataset), _load_model(args.model), cache_root=args.cache)
     print(f"{emb.data.name}: {len(emb.doc_offsets) - 1} documents ({emb.doc_tokens.shape[0]} tokens), "
           f"{len(emb.query_offsets) - 1} queries, {emb.dim}-d; cached")
     return 0
@@ -37,7 +87,7 @@ def cmd_index(args) -> int:
     from .eval.embed import embed_beir
     from .index import MuveraIndex
 
-    emb = embed_beir(_dataset(args.dataset), _model(args.model), cache_root=args.cache)
+    emb = embed_beir(_dataset(args.dataset), _load_model(args.model), cache_root=args.cache)
     index = MuveraIndex(FDEConfig.preset(args.preset, dimension=emb.dim), backend=args.backend,
                         model=args.model)  # recorded, so `muvera search` encodes queries the same way
     t0 = time.perf_counter()
@@ -50,9 +100,11 @@ def cmd_index(args) -> int:
 def cmd_search(args) -> int:
     from .index import MuveraIndex
 
+    if args.candidates < args.k:
+        raise ValueError(f"--candidates: expected >= -k ({args.k}), got {args.candidates}")
     index = MuveraIndex.load(args.index)
     spec = args.model or index.model or "default"
-    model = _model(spec)
+    model = _load_model(spec)
     if model.dim != index.config.dimension:
         raise ValueError(f"--model: {spec!r} gives {model.dim}-d tokens but the index holds "
                          f"{index.config.dimension}-d ones; pass the model the index was built with")
@@ -61,7 +113,7 @@ def cmd_search(args) -> int:
         print("no queries given (use --query or stdin)", file=sys.stderr)
         return 2
     toks = model.encode_queries(queries)
-    ids, scores = index.search(toks, k=args.k, candidates=max(args.candidates, args.k))
+    ids, scores = index.search(toks, k=args.k, candidates=args.candidates)
     for q, row, sc in zip(queries, ids, scores):
         print(json.dumps({"query": q, "results": [{"id": (i.item() if hasattr(i, "item") else i), "score": float(s)}
                                                    for i, s in zip(row, sc) if i is not None and i != -1]}))
@@ -71,8 +123,11 @@ def cmd_search(args) -> int:
 def cmd_bench(args) -> int:
     from .eval.bench import format_report, plot_report, run_bench, write_json
 
-    cands = [int(c) for c in args.candidates.split(",")]
-    rep = run_bench(_dataset(args.dataset), model=_model(args.model), preset=args.preset, backend=args.backend,
+    cands = args.candidates
+    small = [c for c in cands if c < 100]
+    if small:  # checked before the model loads (Recall@100 needs 100 results)
+        raise ValueError(f"--candidates: each count must be >= 100, got {small[0]}")
+    rep = run_bench(_dataset(args.dataset), model=_load_model(args.model), preset=args.preset, backend=args.backend,
                     candidates=cands, pca=args.pca, max_queries=args.max_queries, cache_root=args.cache,
                     progress=not args.quiet, ignore_identical_ids=not args.keep_identical_ids)
     print(format_report(rep))
@@ -84,7 +139,12 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="muvera", description="MUVERA multi-vector retrieval")
+    from . import __version__
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="muvera", description="MUVERA multi-vector retrieval: encode texts, "
+                                "index and search them, benchmark on BEIR datasets", formatter_class=fmt)
+    p.add_argument("--version", action="version", version=f"muvera {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, dataset=True):
@@ -93,34 +153,41 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", default="default" if dataset else None,
                         help="default (embedded MiniLM), onnx:minilm, hf:PATH, colbert:PATH, pylate:PATH"
                              + ("" if dataset else " (default: the model recorded in the index)"))
-        sp.add_argument("--cache", default=None, help="embedding cache root (default $MUVERA_CACHE or ~/.cache/muvera)")
+        sp.add_argument("--cache", default=None, help="embedding cache root (default: $MUVERA_CACHE or ~/.cache/muvera)")
 
-    sp = sub.add_parser("encode", help="encode a dataset's corpus and queries into the embedding cache")
+    sp = sub.add_parser("encode", help="encode a dataset's corpus and queries into the embedding cache",
+                        formatter_class=fmt)
     common(sp)
     sp.set_defaults(fn=cmd_encode)
 
-    sp = sub.add_parser("index", help="build and save a MuveraIndex of a dataset's corpus")
+    sp = sub.add_parser("index", help="build and save a MuveraIndex of a dataset's corpus", formatter_class=fmt)
     common(sp)
-    sp.add_argument("--output", "-o", required=True)
-    sp.add_argument("--preset", default="10240")
-    sp.add_argument("--backend", default="exact")
+    sp.add_argument("--output", "-o", required=True, help="index directory to write")
+    sp.add_argument("--preset", type=_preset, default="10240", help="FDE size preset (1280, 2560, 5120, 10240)")
+    sp.add_argument("--backend", type=_backend, default="exact",
+                    help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
     sp.set_defaults(fn=cmd_index)
 
-    sp = sub.add_parser("search", help="search a saved index with text queries (--query or stdin lines)")
-    sp.add_argument("index")
+    sp = sub.add_parser("search", help="search a saved index with text queries (--query or stdin lines)",
+                        formatter_class=fmt)
+    sp.add_argument("index", help="index directory written by `muvera index`")
     common(sp, dataset=False)
-    sp.add_argument("--query", "-q", action="append")
-    sp.add_argument("-k", type=int, default=10)
-    sp.add_argument("--candidates", type=int, default=200)
+    sp.add_argument("--query", "-q", action="append", help="a query (repeatable); default: one per stdin line")
+    sp.add_argument("-k", type=_positive, default=10, help="results per query")
+    sp.add_argument("--candidates", type=_positive, default=100,
+                    help="FDE candidates reranked with exact Chamfer (>= k; MuveraIndex.search's default)")
     sp.set_defaults(fn=cmd_search)
 
-    sp = sub.add_parser("bench", help="quality and latency of FDE, FDE+rerank and exact Chamfer on a BEIR dataset")
+    sp = sub.add_parser("bench", help="quality and latency of FDE, FDE+rerank and exact Chamfer on a BEIR dataset",
+                        formatter_class=fmt)
     common(sp)
-    sp.add_argument("--preset", default="10240")
-    sp.add_argument("--backend", default="exact")
-    sp.add_argument("--candidates", default="100,200,500,1000")
-    sp.add_argument("--pca", type=int, default=None, help="project tokens to this many dimensions first")
-    sp.add_argument("--max-queries", type=int, default=None)
+    sp.add_argument("--preset", type=_preset, default="10240", help="FDE size preset (1280, 2560, 5120, 10240)")
+    sp.add_argument("--backend", type=_backend, default="exact",
+                    help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
+    sp.add_argument("--candidates", type=_positive_list, default=[100, 200, 500, 1000],
+                    help="comma-separated candidate counts (each >= 100)")
+    sp.add_argument("--pca", type=_positive, default=None, help="project tokens to this many dimensions first")
+    sp.add_argument("--max-queries", type=_positive, default=None, help="evaluate only the first N judged queries")
     sp.add_argument("--json", help="write the report as JSON")
     sp.add_argument("--plot", help="draw recall vs latency to this PNG")
     sp.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -120,3 +120,26 @@ def test_loaded_json_manifest_is_not_trusted_for_paths(tmp_path):
     write_manifest(tmp_path / "i", m)
     with pytest.raises(ValueError, match="bad file name"):
         MuveraIndex.load(tmp_path / "i")
+
+
+def test_source_folder_without_extension_says_what_to_do(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(muvera.__file__).resolve().parent
+    shutil.copytree(src, tmp_path / "muvera", ignore=shutil.ignore_patterns("_core*", "__pycache__"))
+    proc = subprocess.run([sys.executable, "-c", "import muvera"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "muvera._core" in proc.stderr and "pip install -e ." in proc.stderr
+
+
+def test_unknown_isa_warns():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", "import muvera"],
+                          env={**__import__("os").environ, "MUVERA_ISA": "sse9"}, capture_output=True, text=True,
+                          cwd="/")
+    assert proc.returncode != 0 and "MUVERA_ISA='sse9' is ignored" in proc.stderr

@@ -263,3 +263,51 @@ def test_fit_pca_and_project():
     assert y.shape == (2000, 2) and y.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(project(x, p, normalize=False), x @ p, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["search", "IDX", "-k", "0"], "argument -k: expected a positive integer, got 0"),
+    (["search", "IDX", "--candidates", "-3"], "argument --candidates: expected a positive integer, got -3"),
+    (["search", "IDX", "--candidates", "abc"], "argument --candidates: expected a positive integer, got 'abc'"),
+    (["bench", "sample", "--candidates", "100,x"], "argument --candidates: expected a positive integer, got 'x'"),
+    (["index", "sample", "-o", "x", "--preset", "999"], "argument --preset: expected one of"),
+    (["bench", "sample", "--backend", "HNSW0"], "argument --backend: backend: 'HNSW0'"),
+    (["bench", "sample", "--pca", "0"], "argument --pca"),
+])
+def test_arguments_checked_before_anything_loads(argv, needle, capsys, monkeypatch):
+    def no_model(spec):
+        raise AssertionError("the model must not load before the arguments are checked")
+
+    monkeypatch.setattr(cli, "_model", no_model)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_search_candidates_below_k_refused_before_loading(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_model", lambda spec: pytest.fail("model loaded"))
+    assert cli.main(["search", str(tmp_path / "nowhere"), "-k", "20", "--candidates", "10"]) == 1
+    assert "--candidates: expected >= -k (20), got 10" in capsys.readouterr().err
+
+
+def test_model_loading_failure_is_one_line(tmp_path, capsys):
+    assert cli.main(["encode", "sample", "--model", f"hf:{tmp_path / 'missing-model'}", "--cache",
+                     str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("muvera encode: error: --model 'hf:")
+    assert "Traceback" not in err
+
+
+def test_version_and_help_show_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.strip() == f"muvera {muvera.__version__}"
+    with pytest.raises(SystemExit):
+        cli.main(["search", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 100)" in out and "(default: 10)" in out
+    import inspect
+
+    api_default = inspect.signature(muvera.MuveraIndex.search).parameters["candidates"].default
+    assert f"(default: {api_default})" in out  # the CLI and the API agree

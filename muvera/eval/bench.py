@@ -84,6 +84,8 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
 
     qoff = emb.query_offsets
     lat_n = min(latency_queries, nq)
+    if progress:
+        log(f"exact Chamfer over {nq} queries x {n_docs} documents (the ground truth)...")
     t0 = time.perf_counter()
     exact_ids, exact_scores = index.search_exact(qtok, k=k_eval, offsets=qoff)
     exact_qps = nq / (time.perf_counter() - t0)
@@ -103,6 +105,8 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
     for c in candidates:
         if c < k_eval:
             raise ValueError(f"candidates: each count must be >= {k_eval} (Recall@100 needs 100 results), got {c}")
+        if progress:
+            log(f"FDE + rerank with {c} candidates: quality over {nq} queries, latency over {lat_n}...")
         t0 = time.perf_counter()
         found, scores = index.search(qtok, k=k_eval, candidates=c, offsets=qoff)
         qps = nq / (time.perf_counter() - t0)
