@@ -143,3 +143,16 @@ def test_unknown_isa_warns():
                           env={**__import__("os").environ, "MUVERA_ISA": "sse9"}, capture_output=True, text=True,
                           cwd="/")
     assert proc.returncode != 0 and "MUVERA_ISA='sse9' is ignored" in proc.stderr
+
+
+@pytest.mark.parametrize("module,extra,call", [
+    ("ir_measures", "eval", lambda: __import__("muvera.eval.metrics", fromlist=["evaluate"]).evaluate({}, {})),
+    ("transformers", "models", lambda: __import__("muvera.models", fromlist=["HFTokenEncoder"]).HFTokenEncoder()),
+    ("onnxruntime", "onnx", lambda: __import__("muvera.models", fromlist=["x"]).OnnxMiniLMEncoder()),
+])
+def test_missing_optional_dependency_names_the_extra(monkeypatch, module, extra, call):
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # import of it now fails
+    with pytest.raises(ImportError, match=rf'muvera-toolkit\[{extra}\]'):
+        call()

@@ -36,6 +36,7 @@ from ..durable import TMP_MARK, check_file, fsync_dir, write_atomic
 from ..encoder import FDEEncoder
 from ..index_format import read_manifest, write_manifest
 from ..store import pack_tokens
+from .._optional import require
 
 __all__ = ["encode_dataset", "load_encoded", "index_from_encoded", "ENCODED_FORMAT",
            "ENCODED_FORMAT_VERSION"]
@@ -387,6 +388,7 @@ def encode_dataset(dataset: Any, config: FDEConfig, output_dir: PathLike, *, sha
     tokens and equal ``FDEEncoder(config).encode_documents(tokens_f16, lengths=lengths)`` bit for
     bit. Call ``ray.init(...)`` first to pick a cluster; otherwise Ray starts a local one.
     """
+    require("ray.data", "ray", "encode_dataset")
     import ray  # noqa: PLC0415 (optional dependency)
     import ray.data  # noqa: PLC0415
 

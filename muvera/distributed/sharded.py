@@ -25,6 +25,7 @@ from ..encoder import FDEEncoder
 from ..idmap import id_list, normalise_id
 from ..index_format import read_manifest, write_manifest
 from ..store import _offsets_of, pack_tokens
+from .._optional import require
 
 __all__ = ["ShardedIndex", "shard_of", "SHARDED_FORMAT", "SHARDED_FORMAT_VERSION"]
 
@@ -169,7 +170,7 @@ _ACTOR_CLASS: Any = None
 def _actor_class() -> Any:
     global _ACTOR_CLASS
     if _ACTOR_CLASS is None:
-        import ray  # noqa: PLC0415 (optional dependency)
+        ray = require("ray", "ray", "ShardedIndex")
 
         _ACTOR_CLASS = ray.remote(_ShardWorker)
     return _ACTOR_CLASS

@@ -20,6 +20,7 @@ from ..config import FDEConfig
 from ..index import MuveraIndex
 from .embed import EmbeddedDataset, embed_beir, fit_pca, project
 from .metrics import evaluate, make_run
+from .._optional import require
 
 
 def per_query_latency_ms(fn, qtok: np.ndarray, qoff: np.ndarray) -> np.ndarray:
@@ -48,7 +49,7 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
     ``ignore_identical_ids`` follows BEIR: a hit whose id equals the query's id is not counted
     (ArguAna's and Quora's queries are documents of their corpus).
     """
-    from threadpoolctl import threadpool_limits
+    threadpool_limits = require("threadpoolctl", "eval", "run_bench").threadpool_limits
 
     k_eval = 100
     bad = [c for c in candidates if c < k_eval]
@@ -156,7 +157,7 @@ def format_report(rep: Dict[str, Any]) -> str:
 
 def plot_report(rep: Dict[str, Any], path: os.PathLike) -> None:
     """Recall@10 vs exact against p50 latency, one point per candidate count (matplotlib)."""
-    import matplotlib
+    matplotlib = require("matplotlib", "eval", "plot_report / muvera bench --plot")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -32,7 +32,7 @@ def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Run) -> Dict[str, floa
         import ir_measures
         from ir_measures import RR, R, nDCG
     except ImportError as exc:  # pragma: no cover - optional dependency
-        raise ImportError("metrics need `pip install ir-measures`") from exc
+        raise ImportError("metrics need the Python package 'ir_measures': pip install \"muvera-toolkit[eval]\"") from exc
     judged = {q: {d: int(g) for d, g in rel.items()} for q, rel in qrels.items() if q in run}
     agg = ir_measures.calc_aggregate([nDCG @ 10, R @ 100, RR @ 10], judged, run)
     return {"ndcg@10": float(agg[nDCG @ 10]), "recall@100": float(agg[R @ 100]), "mrr@10": float(agg[RR @ 10])}

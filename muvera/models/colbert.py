@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .base import TokenEncoder, module_digest, tokenizer_digest
+from .._optional import require
 
 __all__ = ["ColBERTEncoder", "colbert_padded_batch", "colbert_packed_to_list", "colbert_class_factory"]
 
@@ -161,6 +162,7 @@ class ColBERTEncoder(TokenEncoder):
 
     def __init__(self, checkpoint: str, *, doc_maxlen: Optional[int] = None, query_maxlen: Optional[int] = None,
                  device: str = "cpu", batch_size: int = 32, load_extensions: bool = False):
+        require("colbert", "colbert", "ColBERTEncoder (colbert-ai)")
         from colbert.infra.config import ColBERTConfig
         from colbert.modeling.checkpoint import Checkpoint
         from colbert.modeling.colbert import ColBERT

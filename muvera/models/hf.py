@@ -14,6 +14,7 @@ from typing import List, Optional
 import numpy as np
 
 from .base import TransformerTokenEncoder, module_digest, tokenizer_digest
+from .._optional import require
 
 
 def default_model_path() -> Path:
@@ -52,8 +53,9 @@ class HFTokenEncoder(TransformerTokenEncoder):
                  normalize: bool = True, drop_special_tokens: bool = True,
                  projection: Optional[np.ndarray] = None, batch_size: int = 32, device: str = "cpu",
                  num_threads: Optional[int] = None):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+        torch = require("torch", "models", "HFTokenEncoder")
+        transformers = require("transformers", "models", "HFTokenEncoder")
+        AutoModel, AutoTokenizer = transformers.AutoModel, transformers.AutoTokenizer
 
         path = str(model) if model is not None else str(default_model_path())
         local = os.path.isdir(path)

@@ -17,6 +17,7 @@ import numpy as np
 
 from .base import TransformerTokenEncoder
 from .hf import default_model_path
+from .._optional import require
 
 __all__ = ["OnnxMiniLMEncoder", "default_onnx_model_path"]
 
@@ -83,8 +84,8 @@ class OnnxMiniLMEncoder(TransformerTokenEncoder):
                  drop_special_tokens: bool = True, projection: Optional[np.ndarray] = None,
                  batch_size: int = 32, num_threads: Optional[int] = None,
                  providers: Optional[Sequence[str]] = None):
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
+        ort = require("onnxruntime", "onnx", "OnnxMiniLMEncoder")
+        Tokenizer = require("tokenizers", "onnx", "OnnxMiniLMEncoder").Tokenizer
 
         self.model_path = Path(model_path) if model_path is not None else default_onnx_model_path()
         if not self.model_path.is_file():

@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from .base import TokenEncoder, module_digest, tokenizer_digest
+from .._optional import require
 
 __all__ = ["PyLateEncoder"]
 
@@ -40,7 +41,7 @@ class PyLateEncoder(TokenEncoder):
 
     def __init__(self, model_name_or_path: str, device: str = "cpu", batch_size: int = 32, *,
                  query_length: Optional[int] = None, document_length: Optional[int] = None):
-        from pylate import models
+        models = require("pylate.models", "pylate", "PyLateEncoder")
 
         path = str(model_name_or_path)
         local = os.path.isdir(path)
