@@ -156,7 +156,7 @@ class FDEConfig:
         """
         key = str(name)
         if key not in PRESETS:
-            raise ValueError(f"name: expected one of {sorted(PRESETS, key=int)}, got {name!r}")
+            raise ValueError(f"preset: expected one of {sorted(PRESETS, key=int)}, got {name!r}")
         return cls(dimension=dimension, seed=seed, projection_type="ams_sketch",
                    fill_empty_partitions=True, final_projection_dimension=final_projection_dimension,
                    **PRESETS[key])

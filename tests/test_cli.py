@@ -311,3 +311,23 @@ def test_version_and_help_show_defaults(capsys):
 
     api_default = inspect.signature(muvera.MuveraIndex.search).parameters["candidates"].default
     assert f"(default: {api_default})" in out  # the CLI and the API agree
+
+
+def test_bench_follows_beir_identical_ids_convention(tmp_path, fake, capsys):
+    """ArguAna-style: a query is itself a document of the corpus. BEIR drops that hit."""
+    root = _tiny_dataset(tmp_path / "argu")
+    docs = [json.loads(line) for line in (root / "corpus.jsonl").read_text().splitlines()]
+    queries = [json.loads(line) for line in (root / "queries.jsonl").read_text().splitlines()]
+    # Query q0 becomes document "q0" with the same words: it would rank first for itself.
+    docs.append({"_id": "q0", "title": "", "text": queries[0]["text"]})
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    reports = {}
+    for keep in (False, True):
+        out = tmp_path / f"rep-{keep}.json"
+        argv = ["bench", str(root), "--cache", str(tmp_path / f"cache-{keep}"), "--preset", "1280",
+                "--candidates", "200", "--quiet", "--json", str(out)] + (["--keep-identical-ids"] if keep else [])
+        assert cli.main(argv) == 0
+        reports[keep] = json.loads(out.read_text())
+    assert reports[False]["ignore_identical_ids"] is True and reports[True]["ignore_identical_ids"] is False
+    # Keeping the query's own document pushes its relevant documents down: lower MRR.
+    assert reports[True]["exact"]["mrr@10"] < reports[False]["exact"]["mrr@10"]
