@@ -119,13 +119,14 @@ ChamferArgs chamfer_args(const F32Array& qtok, const I64Array& qoff, const py::a
                          const std::optional<I64Array>& cand, const std::optional<U8Array>& alive) {
   ChamferArgs a;
   if (dtok.ndim() != 2) throw py::value_error("doc_tokens: expected a 2-D (rows, d) array");
-  const int d = static_cast<int>(dtok.shape(1));
-  if (d <= 0) throw py::value_error("doc_tokens: expected d > 0 columns");
   const char kind = dtok.dtype().kind();
   int dtype;
   if (kind == 'f' && dtok.itemsize() == 4) dtype = muvera::kFloat32;
   else if (kind == 'f' && dtok.itemsize() == 2) dtype = muvera::kFloat16;
-  else throw py::type_error("doc_tokens: expected float32 or float16");
+  else if (kind == 'u' && dtok.itemsize() == 1) dtype = muvera::kInt8Scaled;  // int8 codec rows: d codes + scale
+  else throw py::type_error("doc_tokens: expected float32, float16 or uint8 (int8 codec) rows");
+  const int d = static_cast<int>(dtok.shape(1)) - (dtype == muvera::kInt8Scaled ? 4 : 0);
+  if (d <= 0) throw py::value_error("doc_tokens: expected d > 0 columns");
   if (!(dtok.flags() & py::array::c_style)) throw py::value_error("doc_tokens: expected a C-contiguous array");
   if (reinterpret_cast<uintptr_t>(dtok.data()) % static_cast<uintptr_t>(dtok.itemsize()) != 0)
     throw py::value_error("doc_tokens: the array is not aligned to its element size");

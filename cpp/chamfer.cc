@@ -62,11 +62,11 @@ void chamfer_scores(const QueryBatchView& q, const TokenStoreView& s, const int6
   for (int64_t j = 0; j < s.n_docs; ++j) max_len = std::max(max_len, s.offsets[j + 1] - s.offsets[j]);
   const int threads = std::max(1, num_threads);
   std::vector<std::vector<float>> scratch(threads);
-  if (s.dtype == kFloat16)
+  if (s.dtype == kFloat16 || s.dtype == kInt8Scaled)
     for (auto& v : scratch) v.resize(static_cast<size_t>(std::max<int64_t>(max_len * d, 1)));
 
   const int64_t chunks = (C + kDocsPerTask - 1) / kDocsPerTask;
-  const size_t elem = s.dtype == kFloat16 ? 2 : 4;
+  const int64_t row_bytes = store_row_bytes(s.dtype, d);
   const char* base = static_cast<const char*>(s.tokens);
   parallel_for(nq * chunks, threads, [&](int64_t task, int tid) {
     const int64_t i = task / chunks, c0 = (task % chunks) * kDocsPerTask;
@@ -81,7 +81,7 @@ void chamfer_scores(const QueryBatchView& q, const TokenStoreView& s, const int6
         continue;
       }
       const int64_t begin = s.offsets[doc], m = s.offsets[doc + 1] - begin;
-      out = kernels.chamfer_doc(qt.data() + qt_offset[i], n, nq_pad[i], d, base + begin * d * elem, s.dtype, m, buf);
+      out = kernels.chamfer_doc(qt.data() + qt_offset[i], n, nq_pad[i], d, base + begin * row_bytes, s.dtype, m, buf);
     }
   });
 }

@@ -8,8 +8,8 @@
 namespace muvera {
 
 struct TokenStoreView {
-  const void* tokens;     // T x d rows, contiguous
-  int dtype;              // kFloat32 or kFloat16
+  const void* tokens;     // T rows of store_row_bytes(dtype, d) bytes, contiguous
+  int dtype;              // kFloat32, kFloat16 or kInt8Scaled
   int d;
   const int64_t* offsets; // n_docs + 1
   int64_t n_docs;

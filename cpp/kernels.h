@@ -7,7 +7,15 @@
 
 namespace muvera {
 
-enum DType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+enum DType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3,
+                   // Token store rows of the int8 codec: d int8 codes, then a little-endian float32
+                   // scale (d + 4 bytes); the token is scale * code.
+                   kInt8Scaled = 4 };
+
+// Bytes of one stored token row of `dtype` with `d` values.
+inline int64_t store_row_bytes(int dtype, int d) {
+  return dtype == kInt8Scaled ? d + 4 : static_cast<int64_t>(d) * (dtype == kFloat16 ? 2 : 4);
+}
 
 constexpr int kMaxLanes = 16;    // most tokens per SIMD block (one lane per token), sizes scratch
 constexpr int kSketchPad = 12;   // SimHash columns are padded to a multiple of this
@@ -67,9 +75,10 @@ struct FdeScratch {
 
 struct KernelSet {
   const char* name;
-  // Chamfer (MaxSim) of one query against one document of m >= 1 rows (dtype kFloat32 or
-  // kFloat16, rows contiguous, d apart). The query is given transposed and zero-padded:
-  // qt[t * nq_pad + i] for token i < nq, nq_pad a multiple of kMaxLanes. scratch: m * d floats.
+  // Chamfer (MaxSim) of one query against one document of m >= 1 rows (dtype kFloat32,
+  // kFloat16 or kInt8Scaled; rows contiguous, store_row_bytes apart). The query is given transposed and zero-padded:
+  // qt[t * nq_pad + i] for token i < nq, nq_pad a multiple of kMaxLanes. scratch: m * d floats
+  // (float16 and int8 rows are decoded there, one document at a time).
   float (*chamfer_doc)(const float* qt, int nq, int nq_pad, int d, const void* doc, int dtype, int64_t m,
                        float* scratch);
   // Encodes one item into out (final_dim or fde_dim floats). Returns false, leaving out

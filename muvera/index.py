@@ -342,12 +342,14 @@ class MuveraIndex:
         """Add checked, packed tokens (caller holds the write lock). FDEs are encoded and handed
         to the backend in its preferred chunks: the float32 FDEs of a large batch (40 KB per
         document at 10240 d) never exist all at once. Only the first chunk can fail (training)."""
+        codes = self._store.codec.encode(tokens)
+        source = self._store.codec.fde_source(codes)  # float codecs: the tokens themselves
         starts = _offsets_of(lens)[:-1]
         chunk = self._backend.add_chunk
         for s in range(0, len(lens), chunk):
             e = min(len(lens), s + chunk)
-            self._backend.add(self._encoder.encode_spans(tokens, starts[s:e], lens[s:e], is_document=True))
-        self._store.append_packed(tokens, lens)
+            self._backend.add(self._encoder.encode_spans(source, starts[s:e], lens[s:e], is_document=True))
+        self._store.append_codes(codes, lens)
         self._ids.append(new_ids)
 
     def remove(self, ids: Any) -> int:
@@ -387,14 +389,19 @@ class MuveraIndex:
         """Add the FDEs of store ``rows`` to ``target``: copied from a lossless ``source``
         backend, else re-encoded from the stored tokens (bit-identical to the first encoding)."""
         lossless = source is not None and getattr(source, "lossless", False)
+        codec, codes = self._store.codec, self._store.tokens
         off, lens = self._store.offsets, self._store.lengths
         chunk = target.add_chunk
         for s in range(0, len(rows), chunk):
             r = rows[s: s + chunk]
             if lossless:
                 target.add(source.reconstruct(r))  # type: ignore[union-attr]
-            else:
-                target.add(self._encoder.encode_spans(self._store.tokens, off[r], lens[r], is_document=True))
+            elif codec.stores_tokens:
+                target.add(self._encoder.encode_spans(codes, off[r], lens[r], is_document=True))
+            else:  # decode this chunk's rows only: the whole store is never decoded at once
+                idx = np.repeat(off[r] - _offsets_of(lens[r])[:-1], lens[r]) + np.arange(int(lens[r].sum()))
+                target.add(self._encoder.encode_spans(codec.fde_source(codes[idx]), _offsets_of(lens[r])[:-1],
+                                                      lens[r], is_document=True))
 
     def get_tokens(self, doc_id: IdLike) -> np.ndarray:
         """A copy of one document's stored tokens ``(n_tokens, d)`` (float codecs: their dtype;

@@ -307,8 +307,11 @@ class TokenStore:
     def append_packed(self, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Append tokens already checked by :func:`pack_tokens` (in the codec's input dtype),
         split by ``lengths``; returns the new rows."""
+        return self.append_codes(self._codec.encode(tokens), lengths)
+
+    def append_codes(self, codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Append code rows made by this store's codec, split by ``lengths``; returns the rows."""
         lens = np.asarray(lengths, dtype=np.int64)
-        codes = self._codec.encode(tokens)
         start = len(self)
         base = int(self._offsets.view[-1])
         self._codes.extend(codes)

@@ -60,6 +60,16 @@ class TokenCodec(abc.ABC):
         return np.dtype(np.float32)
 
     @property
+    def stores_tokens(self) -> bool:
+        """True when the codes *are* the tokens (float codecs): FDEs read them directly."""
+        return False
+
+    def fde_source(self, codes: np.ndarray) -> np.ndarray:
+        """The float tokens FDEs are computed from, given stored codes: the decoded tokens, so
+        that FDEs stay a pure function of the store (a rebuild re-encodes them bit for bit)."""
+        return codes if self.stores_tokens else self.decode(codes)
+
+    @property
     def needs_training(self) -> bool:
         """Whether :meth:`train` must run before :meth:`encode`."""
         return False

@@ -24,6 +24,10 @@ class _FloatCodec(TokenCodec):
     def input_dtype(self) -> np.dtype:
         return self._dtype
 
+    @property
+    def stores_tokens(self) -> bool:
+        return True
+
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(tokens, dtype=self._dtype)
 
