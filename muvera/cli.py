@@ -63,6 +63,16 @@ def _preset(text: str) -> str:
     return text
 
 
+def _codec(text: str) -> str:
+    from .codecs import make_codec
+
+    try:
+        make_codec(text, 8)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(_first_line(exc)) from None
+    return text
+
+
 def _backend(text: str) -> str:
     from .backends import make_backend
 
@@ -89,7 +99,7 @@ def cmd_index(args) -> int:
 
     emb = embed_beir(_dataset(args.dataset), _load_model(args.model), cache_root=args.cache)
     index = MuveraIndex(FDEConfig.preset(args.preset, dimension=emb.dim), backend=args.backend,
-                        model=args.model)  # recorded, so `muvera search` encodes queries the same way
+                        token_codec=args.token_codec, model=args.model)  # recorded, so `muvera search` encodes queries the same way
     t0 = time.perf_counter()
     index.add(emb.doc_tokens, ids=emb.data.doc_ids, offsets=emb.doc_offsets)
     index.save(args.output)
@@ -129,7 +139,8 @@ def cmd_bench(args) -> int:
         raise ValueError(f"--candidates: each count must be >= 100, got {small[0]}")
     rep = run_bench(_dataset(args.dataset), model=_load_model(args.model), preset=args.preset, backend=args.backend,
                     candidates=cands, pca=args.pca, max_queries=args.max_queries, cache_root=args.cache,
-                    progress=not args.quiet, ignore_identical_ids=not args.keep_identical_ids)
+                    progress=not args.quiet, ignore_identical_ids=not args.keep_identical_ids,
+                    token_codec=args.token_codec)
     print(format_report(rep))
     if args.json:
         write_json(rep, args.json)
@@ -166,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--preset", type=_preset, default="10240", help="FDE size preset (1280, 2560, 5120, 10240)")
     sp.add_argument("--backend", type=_backend, default="exact",
                     help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
+    sp.add_argument("--token-codec", type=_codec, default="float16",
+                    help="how the token store keeps tokens: float16, float32 or int8 (d + 4 bytes per token)")
     sp.set_defaults(fn=cmd_index)
 
     sp = sub.add_parser("search", help="search a saved index with text queries (--query or stdin lines)",
@@ -184,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--preset", type=_preset, default="10240", help="FDE size preset (1280, 2560, 5120, 10240)")
     sp.add_argument("--backend", type=_backend, default="exact",
                     help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
+    sp.add_argument("--token-codec", type=_codec, default="float16",
+                    help="how the token store keeps tokens: float16, float32 or int8 (d + 4 bytes per token)")
     sp.add_argument("--candidates", type=_positive_list, default=[100, 200, 500, 1000],
                     help="comma-separated candidate counts (each >= 100)")
     sp.add_argument("--pca", type=_positive, default=None, help="project tokens to this many dimensions first")

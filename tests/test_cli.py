@@ -331,3 +331,20 @@ def test_bench_follows_beir_identical_ids_convention(tmp_path, fake, capsys):
     assert reports[False]["ignore_identical_ids"] is True and reports[True]["ignore_identical_ids"] is False
     # Keeping the query's own document pushes its relevant documents down: lower MRR.
     assert reports[True]["exact"]["mrr@10"] < reports[False]["exact"]["mrr@10"]
+
+
+def test_bench_and_index_take_a_token_codec(tiny, fake, tmp_path, capsys):
+    out = tmp_path / "rep.json"
+    assert cli.main(["bench", str(tiny), "--cache", str(tmp_path / "c"), "--preset", "1280", "--candidates",
+                     "200", "--quiet", "--token-codec", "int8", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["token_codec"] == "int8" and all(r["token_codec"] == "int8" for r in rep["runs"])
+    # DIM int8 codes + a 4-byte scale per token, plus the offsets spread over the tokens
+    assert DIM + 4 < rep["token_bytes_per_token"] < DIM + 4 + 8
+    assert "tokens int8" in capsys.readouterr().out
+    assert cli.main(["index", str(tiny), "--cache", str(tmp_path / "c"), "-o", str(tmp_path / "i"), "--preset",
+                     "1280", "--token-codec", "int8"]) == 0
+    assert muvera.MuveraIndex.load(tmp_path / "i").store.codec.name == "int8"
+    with pytest.raises(SystemExit):
+        cli.main(["index", str(tiny), "-o", "x", "--token-codec", "int3"])
+    assert "argument --token-codec" in capsys.readouterr().err

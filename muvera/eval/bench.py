@@ -43,6 +43,7 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
               candidates: Sequence[int] = (100, 200, 500, 1000), pca: Optional[int] = None,
               max_queries: Optional[int] = None, cache_root: Optional[os.PathLike] = None,
               latency_queries: int = 100, progress: bool = True, ignore_identical_ids: bool = True,
+              token_codec: str = "float16",
               log=print) -> Dict[str, Any]:
     """Run the benchmark and return the report (see module docstring); ``log`` prints progress.
 
@@ -72,11 +73,13 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
         f"({np.diff(emb.doc_offsets).mean():.0f} per document); embeddings ready in {embed_s:.1f} s")
 
     config = FDEConfig.preset(preset, dimension=dim)
-    index = MuveraIndex(config, backend=backend)
+    index = MuveraIndex(config, backend=backend, token_codec=token_codec)
     t0 = time.perf_counter()
     index.add(dtok, ids=data.doc_ids, offsets=emb.doc_offsets)
     build_s = time.perf_counter() - t0
     bytes_per_doc = (index.backend.nbytes + index.store.nbytes) / n_docs
+    # Everything the token store keeps per token: the codes and the offsets, as stored.
+    token_bytes = (index.store.tokens.nbytes + index.store.offsets.nbytes) / max(1, index.store.num_tokens)
     log(f"index ({backend}, {config.output_dimension}-d FDE): built in {build_s:.1f} s, "
         f"{bytes_per_doc:.0f} bytes/document")
 
@@ -123,12 +126,14 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
             "exact_ndcg@10": exact_metrics["ndcg@10"], "exact_recall@100": exact_metrics["recall@100"],
             "recall@10_vs_exact": recall_against(found, exact_ids, 10),
             "latency_ms_p50": float(np.median(lat)), "latency_ms_p95": float(np.percentile(lat, 95)),
-            "qps": qps, "bytes_per_doc": bytes_per_doc,
+            "qps": qps, "bytes_per_doc": bytes_per_doc, "token_codec": index.store.codec.name,
+            "token_bytes_per_token": token_bytes,
         })
     return {
         "dataset": data.name, "n_docs": n_docs, "n_queries": nq, "dim": dim, "pca": pca, "preset": preset,
         "backend": backend, "fde_dimension": config.output_dimension, "build_s": build_s, "embed_s": embed_s,
-        "ignore_identical_ids": bool(ignore_identical_ids),
+        "ignore_identical_ids": bool(ignore_identical_ids), "token_codec": index.store.codec.name,
+        "token_bytes_per_token": token_bytes,
         "fde_only": fde_metrics, "exact": dict(exact_metrics, latency_ms_p50=float(np.median(exact_lat)),
                                                latency_ms_p95=float(np.percentile(exact_lat, 95)), qps=exact_qps),
         "runs": runs,
@@ -140,7 +145,8 @@ def format_report(rep: Dict[str, Any]) -> str:
     ex, fde = rep["exact"], rep["fde_only"]
     lines = [
         f"{rep['dataset']}: {rep['n_docs']} docs, {rep['n_queries']} queries, {rep['dim']}-d tokens, "
-        f"FDE {rep['fde_dimension']}-d ({rep['preset']} preset), backend {rep['backend']}",
+        f"FDE {rep['fde_dimension']}-d ({rep['preset']} preset), backend {rep['backend']}, tokens "
+        f"{rep.get('token_codec', 'float16')} ({rep.get('token_bytes_per_token', 0):.1f} bytes/token)",
         f"exact Chamfer:  nDCG@10 {ex['ndcg@10']:.4f}  R@100 {ex['recall@100']:.4f}  MRR@10 {ex['mrr@10']:.4f}  "
         f"p50 {ex['latency_ms_p50']:.1f} ms  p95 {ex['latency_ms_p95']:.1f} ms  {ex['qps']:.1f} QPS",
         f"FDE only:       nDCG@10 {fde['ndcg@10']:.4f}  R@100 {fde['recall@100']:.4f}  MRR@10 {fde['mrr@10']:.4f}",
