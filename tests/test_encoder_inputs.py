@@ -362,7 +362,7 @@ def test_from_dict_rejects_unknown_and_non_mapping():
         FDEConfig.from_dict({"dimension": 4, "bogus": 1})
     with pytest.raises(TypeError, match="data"):
         FDEConfig.from_dict([("dimension", 4)])
-    with pytest.raises(ValueError, match="name"):
+    with pytest.raises(ValueError, match="preset"):
         FDEConfig.preset("999", dimension=4)
 
 
