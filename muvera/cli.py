@@ -134,13 +134,15 @@ def cmd_bench(args) -> int:
     from .eval.bench import format_report, plot_report, run_bench, write_json
 
     cands = args.candidates
+    if args.rescore is not None and (args.rescore < 100 or args.token_codec in ("float16", "float32")):
+        raise ValueError("--rescore: needs a compressed --token-codec (int8) and a value >= 100")
     small = [c for c in cands if c < 100]
     if small:  # checked before the model loads (Recall@100 needs 100 results)
         raise ValueError(f"--candidates: each count must be >= 100, got {small[0]}")
     rep = run_bench(_dataset(args.dataset), model=_load_model(args.model), preset=args.preset, backend=args.backend,
                     candidates=cands, pca=args.pca, max_queries=args.max_queries, cache_root=args.cache,
                     progress=not args.quiet, ignore_identical_ids=not args.keep_identical_ids,
-                    token_codec=args.token_codec)
+                    token_codec=args.token_codec, rescore=args.rescore)
     print(format_report(rep))
     if args.json:
         write_json(rep, args.json)
@@ -199,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
     sp.add_argument("--token-codec", type=_codec, default="float16",
                     help="how the token store keeps tokens: float16, float32 or int8 (d + 4 bytes per token)")
+    sp.add_argument("--rescore", type=_positive, default=None,
+                    help="keep float16 tokens on an exact tier and rescore the best N candidates from it "
+                         "(with a compressed --token-codec)")
     sp.add_argument("--candidates", type=_positive_list, default=[100, 200, 500, 1000],
                     help="comma-separated candidate counts (each >= 100)")
     sp.add_argument("--pca", type=_positive, default=None, help="project tokens to this many dimensions first")

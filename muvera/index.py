@@ -206,7 +206,7 @@ class MuveraIndex:
 
     def __init__(self, config: FDEConfig, backend: str = "exact", token_dtype: Any = None,
                  num_threads: Optional[int] = None, *, token_codec: Optional[str] = None,
-                 model: Optional[str] = None):
+                 model: Optional[str] = None, keep_exact: bool = False):
         if not isinstance(config, FDEConfig):
             raise TypeError(f"config: expected an FDEConfig, got {type(config).__name__}")
         if num_threads is not None:
@@ -223,6 +223,14 @@ class MuveraIndex:
         # load re-encodes them bit for bit.
         self._ids = IdMap()
         self._model = model
+        if not isinstance(keep_exact, (bool, np.bool_)):
+            raise TypeError(f"keep_exact: expected a bool, got {type(keep_exact).__name__}")
+        if keep_exact and self._store.codec.stores_tokens:
+            raise ValueError(f"keep_exact: the {self._store.codec.name!r} store is exact already; the exact "
+                             "tier serves compressed codecs such as 'int8'")
+        # The exact tier: float16 tokens beside the codes (memory-mapped once saved and loaded),
+        # read only to rescore the best candidates (search(..., rescore=N)).
+        self._exact: Optional[TokenStore] = TokenStore(config.dimension, "float16") if keep_exact else None
         self._rw = _RWLock()
         self._mutate = threading.Lock()  # one writer at a time (add/remove/compact)
         self._save_lock = threading.Lock()
@@ -257,6 +265,11 @@ class MuveraIndex:
     def store(self) -> TokenStore:
         """The token store (rows include tombstones)."""
         return self._store
+
+    @property
+    def exact_tier(self) -> Optional[TokenStore]:
+        """The float16 exact tier (``keep_exact=True``), else None."""
+        return self._exact
 
     @property
     def id_map(self) -> IdMap:
@@ -342,6 +355,12 @@ class MuveraIndex:
         """Add checked, packed tokens (caller holds the write lock). FDEs are encoded and handed
         to the backend in its preferred chunks: the float32 FDEs of a large batch (40 KB per
         document at 10240 d) never exist all at once. Only the first chunk can fail (training)."""
+        exact = None
+        if self._exact is not None:  # checked before anything changes: float16 must hold the values
+            with np.errstate(over="ignore", invalid="ignore"):
+                exact = tokens.astype(np.float16)
+            if not np.isfinite(exact).all():
+                raise ValueError("documents: values beyond the float16 range (keep_exact stores float16 tokens)")
         codes = self._store.codec.encode(tokens)
         source = self._store.codec.fde_source(codes)  # float codecs: the tokens themselves
         starts = _offsets_of(lens)[:-1]
@@ -350,6 +369,8 @@ class MuveraIndex:
             e = min(len(lens), s + chunk)
             self._backend.add(self._encoder.encode_spans(source, starts[s:e], lens[s:e], is_document=True))
         self._store.append_codes(codes, lens)
+        if exact is not None:
+            self._exact.append_codes(exact, lens)  # type: ignore[union-attr]
         self._ids.append(new_ids)
 
     def remove(self, ids: Any) -> int:
@@ -380,8 +401,12 @@ class MuveraIndex:
                 self._fill_backend(backend, np.flatnonzero(keep), self._backend)
                 store = TokenStore.from_arrays(self._store.tokens, self._store.offsets, self._store.codec)
                 store.compact(keep)
+                exact = None
+                if self._exact is not None:
+                    exact = TokenStore.from_arrays(self._exact.tokens, self._exact.offsets, self._exact.codec)
+                    exact.compact(keep)
             with self._rw.write():
-                self._store, self._backend = store, backend
+                self._store, self._backend, self._exact = store, backend, exact
                 self._ids.compact()
             return dropped
 
@@ -416,7 +441,8 @@ class MuveraIndex:
     # -- search --------------------------------------------------------------------------------
     def search(self, queries: Any, k: int = 10, candidates: int = 100, *, ball_carving: Any = None,
                filter_ids: Optional[Iterable[IdLike]] = None, params: Optional[Dict[str, Any]] = None,
-               lengths: Any = None, offsets: Any = None, mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
+               rescore: Optional[int] = None, lengths: Any = None, offsets: Any = None,
+               mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
         """Top-``k`` documents per query: FDE candidates from the backend, exact Chamfer rerank.
 
         Parameters
@@ -434,6 +460,10 @@ class MuveraIndex:
             filter reaches the backend as an allowed-rows bitmap: nothing is re-encoded.
         params : dict, optional
             Backend search parameters, e.g. ``{"efSearch": 128}`` (HNSW), ``{"nprobe": 16}`` (IVF).
+        rescore : int, optional
+            With ``keep_exact=True``: rerank the candidates on the compressed codes, then rescore
+            the best ``rescore`` (>= k) from the float16 exact tier; the returned scores are then
+            Chamfer over the float16 tokens.
         lengths, offsets, mask : optional
             Item boundaries for packed / padded queries.
 
@@ -451,10 +481,17 @@ class MuveraIndex:
         if c < k:
             raise ValueError(f"candidates: expected >= k ({k}), got {c}")
         tau = _tau_of(ball_carving)
+        if rescore is not None:
+            rescore = positive_int(rescore, "rescore")
+            if self._exact is None:
+                raise ValueError("rescore: needs an exact tier; build the index with keep_exact=True")
+            if rescore < k:
+                raise ValueError(f"rescore: expected >= k ({k}), got {rescore}")
         self._backend.check_params(params)
         qtok, qoff = self._pack_queries(queries, lengths, offsets, mask)
         qfde = self.encode_packed_queries(qtok, qoff)
-        return self.search_packed(qtok, qoff, qfde, k, c, tau=tau, filter_ids=filter_ids, params=params)
+        return self.search_packed(qtok, qoff, qfde, k, c, tau=tau, filter_ids=filter_ids, params=params,
+                                  rescore=rescore)
 
     def encode_packed_queries(self, qtok: np.ndarray, qoff: np.ndarray) -> np.ndarray:
         """FDEs of packed, checked float32 queries (what :meth:`search` does first)."""
@@ -462,7 +499,8 @@ class MuveraIndex:
 
     def search_packed(self, qtok: np.ndarray, qoff: np.ndarray, qfde: np.ndarray, k: int, c: int, *,
                       tau: Optional[float] = None, filter_ids: Optional[Iterable[IdLike]] = None,
-                      params: Optional[Dict[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray]:
+                      params: Optional[Dict[str, Any]] = None,
+                      rescore: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """:meth:`search` on already checked input: packed float32 query tokens and offsets and
         their FDEs (a :class:`~muvera.distributed.ShardedIndex` encodes queries once for every
         shard). Arguments are not validated again."""
@@ -483,7 +521,14 @@ class MuveraIndex:
             else:
                 cand, _ = self._backend.search(qfde, c, params=params, allowed=allowed)
                 mask = None
-            return self._rerank(qtok, qoff, k, cand, mask, threads)
+            if rescore is None:
+                return self._rerank(qtok, qoff, k, cand, mask, threads)
+            # Two tiers: the best `rescore` on the codes, then exact float16 Chamfer over those.
+            width = self._result_width(rescore)
+            top, _ = self._store.rerank(qtok, qoff, width, cand, None if mask is None else mask.view(np.uint8),
+                                        threads)
+            rows, scores = self._exact.rerank(qtok, qoff, k, top, None, threads)  # type: ignore[union-attr]
+            return self._ids.ids_of(rows), scores
 
     def search_exact(self, queries: Any, k: int = 10, *, filter_ids: Optional[Iterable[IdLike]] = None,
                      lengths: Any = None, offsets: Any = None,
@@ -564,7 +609,15 @@ class MuveraIndex:
                 if clash:
                     raise RuntimeError(f"index parts write the same files: {sorted(clash)}")
                 files.update(part)
-            return {"format_version": FORMAT_VERSION, "muvera_version": __version__,
+            exact_tier = None
+            if self._exact is not None:
+                ex_fields, ex_files = self._exact.save(tmp, prefix="exact_")
+                clash = set(files) & set(ex_files)
+                if clash:
+                    raise RuntimeError(f"index parts write the same files: {sorted(clash)}")
+                files.update(ex_files)
+                exact_tier = {**ex_fields, "files": sorted(ex_files)}
+            return {"format_version": FORMAT_VERSION, "muvera_version": __version__, "exact_tier": exact_tier,
                     "config": self._config.to_dict(), "model": self._model,
                     "num_rows": self._ids.num_rows, "num_live": len(self._ids),
                     "ids": {**id_fields, "files": sorted(id_files)},
@@ -636,6 +689,9 @@ class MuveraIndex:
         else:
             index._ids = IdMap.load(f.root, f.ids_fields, n)
         index._store = TokenStore.load(f.root, f.tokens_fields, f.files, config.dimension, n, mmap)
+        if f.exact_fields is not None:  # always memory-mapped: only the codes need to be in RAM
+            index._exact = TokenStore.load(f.root, f.exact_fields, f.files, config.dimension, n, True,
+                                           prefix="exact_")
         if f.backend_entries:
             saved.load(f.root, f.backend_entries, mmap)
             if saved.ntotal != n:

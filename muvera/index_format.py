@@ -237,6 +237,7 @@ class IndexFiles:
     backend_entries: Dict[str, Dict[str, Any]]
     files: Dict[str, Dict[str, Any]]
     muvera_version: str
+    exact_fields: Optional[Dict[str, Any]] = None  # the float16 exact tier, when kept
 
 
 def _field(m: Dict[str, Any], key: str, kind: Any) -> Any:
@@ -279,8 +280,11 @@ def read_index(path: Any, verify: bool = True) -> IndexFiles:
     model = m.get("model")
     if model is not None and not isinstance(model, str):
         raise ValueError("manifest.json: model must be a string or null")
+    exact = m.get("exact_tier")
+    if exact is not None and (not isinstance(exact, dict) or any(n not in files for n in exact.get("files", []))):
+        raise ValueError("manifest.json: bad exact_tier entry")
     return IndexFiles(root, 2, _field(m, "config", dict), model, _field(m, "num_rows", int), ids, None,
-                      tokens, spec, entries, files, str(m.get("muvera_version", "")))
+                      tokens, spec, entries, files, str(m.get("muvera_version", "")), exact)
 
 
 def _read_v1(root: Path, m: Dict[str, Any], files: Dict[str, Any]) -> IndexFiles:

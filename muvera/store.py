@@ -353,34 +353,42 @@ class TokenStore:
                                   candidates, allowed, num_threads)
 
     # -- persistence ---------------------------------------------------------------------------
-    def save(self, directory: Path) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
-        """Write codes, offsets and the codec's state; returns ``(manifest fields, entries)``."""
+    def save(self, directory: Path, prefix: str = "") -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
+        """Write codes, offsets and the codec's state; returns ``(manifest fields, entries)``.
+
+        ``prefix`` names a second store in the same directory (the index's exact tier).
+        """
         d = Path(directory)
-        files = {"tokens.npy": write_npy(d / "tokens.npy", self._codes.view),
-                 "offsets.npy": write_npy(d / "offsets.npy", self._offsets.view)}
-        files.update(self._codec.save(d))
+        tok, off = f"{prefix}tokens.npy", f"{prefix}offsets.npy"
+        files = {tok: write_npy(d / tok, self._codes.view), off: write_npy(d / off, self._offsets.view)}
+        if not prefix:
+            files.update(self._codec.save(d))
         fields = {"token_codec": self._codec.name, "codec_state": self._codec.state_fields(),
                   "num_tokens": self.num_tokens}
         return fields, files
 
     @classmethod
     def load(cls, directory: Path, fields: Dict[str, Any], entries: Dict[str, Dict[str, Any]],
-             dimension: int, num_rows: int, mmap: bool) -> "TokenStore":
+             dimension: int, num_rows: int, mmap: bool, prefix: str = "") -> "TokenStore":
         """Read what :meth:`save` wrote (files already checked against ``entries``)."""
         from .codecs import make_codec  # noqa: PLC0415
         from .index_format import expect, load_npy  # noqa: PLC0415
 
         d = Path(directory)
+        tok, off = f"{prefix}tokens.npy", f"{prefix}offsets.npy"
+        if tok not in entries or off not in entries:
+            raise ValueError(f"manifest.json: {tok} / {off} are not listed")
         try:
             codec = make_codec(fields["token_codec"], dimension)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"manifest.json: token_codec: {exc}") from None
-        codec.load(d, entries, mmap)
-        tokens = load_npy(d / "tokens.npy", mmap)
-        expect(tokens, "tokens.npy", codec.code_dtype, (int(fields["num_tokens"]), codec.code_width))
-        offsets = load_npy(d / "offsets.npy", False)
-        expect(offsets, "offsets.npy", np.int64, (num_rows + 1,))
+        if not prefix:
+            codec.load(d, entries, mmap)
+        tokens = load_npy(d / tok, mmap)
+        expect(tokens, tok, codec.code_dtype, (int(fields["num_tokens"]), codec.code_width))
+        offsets = load_npy(d / off, False)
+        expect(offsets, off, np.int64, (num_rows + 1,))
         try:
             return cls.from_arrays(tokens, offsets, codec)
         except ValueError as exc:
-            raise ValueError(f"offsets.npy: inconsistent with tokens.npy ({exc})") from None
+            raise ValueError(f"{off}: inconsistent with {tok} ({exc})") from None

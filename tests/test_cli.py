@@ -348,3 +348,13 @@ def test_bench_and_index_take_a_token_codec(tiny, fake, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["index", str(tiny), "-o", "x", "--token-codec", "int3"])
     assert "argument --token-codec" in capsys.readouterr().err
+
+
+def test_bench_rescore(tiny, fake, tmp_path, capsys):
+    out = tmp_path / "rep.json"
+    assert cli.main(["bench", str(tiny), "--cache", str(tmp_path / "c"), "--preset", "1280", "--candidates",
+                     "200", "--quiet", "--token-codec", "int8", "--rescore", "150", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["runs"][0]["rescore"] == 150 and rep["runs"][0]["token_codec"] == "int8"
+    assert cli.main(["bench", str(tiny), "--rescore", "150"]) == 1  # float16 needs no rescore
+    assert "--rescore" in capsys.readouterr().err

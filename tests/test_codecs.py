@@ -97,3 +97,48 @@ def test_codec_errors():
         MuveraIndex(FDEConfig.preset("1280", dimension=D), token_codec="residual:3")
     with pytest.raises(TypeError, match="doc_tokens"):
         _core.chamfer_scores(*_pack(QUERIES), np.zeros((4, D + 4), np.int8), np.array([0, 4]), None, 1, "")
+
+
+def test_exact_tier_rescore_gives_float16_chamfer(tmp_path):
+    cfg = FDEConfig.preset("1280", dimension=D)
+    idx = MuveraIndex(cfg, token_codec="int8", keep_exact=True)
+    idx.add(DOCS)
+    ref = MuveraIndex(cfg, token_codec="float16")  # the same tokens, stored exactly in float16
+    ref.add(DOCS)
+    ids, scores = idx.search(QUERIES, k=5, candidates=60, rescore=15)
+    for i, q in enumerate(QUERIES):
+        want = muvera.chamfer_matrix([q], [DOCS[j].astype(np.float16) for j in ids[i]])[0]
+        np.testing.assert_allclose(scores[i], want, rtol=1e-5)
+    # Rescoring every candidate on every document: the float16 store's exact answer.
+    full_ids, full_scores = idx.search(QUERIES, k=5, candidates=len(DOCS), rescore=len(DOCS))
+    eids, escores = ref.search_exact(QUERIES, k=5)
+    np.testing.assert_array_equal(full_ids, eids)
+    np.testing.assert_array_equal(full_scores, escores)
+    # Saved and loaded: the exact tier is memory-mapped even when the codes are read into RAM.
+    idx.save(tmp_path / "i")
+    loaded = MuveraIndex.load(tmp_path / "i", mmap=False)
+    assert loaded.exact_tier.is_memory_mapped and not loaded.store.is_memory_mapped
+    np.testing.assert_array_equal(loaded.search(QUERIES, k=5, candidates=60, rescore=15)[1], scores)
+    loaded.remove([0, 1])
+    loaded.compact()
+    assert len(loaded.exact_tier) == len(loaded.store) == len(DOCS) - 2
+    np.testing.assert_array_equal(loaded.exact_tier.get(0), DOCS[2].astype(np.float16))
+
+
+def test_exact_tier_bad_input():
+    cfg = FDEConfig.preset("1280", dimension=D)
+    plain = MuveraIndex(cfg, token_codec="int8")
+    plain.add(DOCS[:20])
+    with pytest.raises(ValueError, match="rescore: needs an exact tier"):
+        plain.search(QUERIES, k=5, rescore=10)
+    with pytest.raises(ValueError, match="keep_exact"):
+        MuveraIndex(cfg, token_codec="float16", keep_exact=True)
+    with pytest.raises(TypeError, match="keep_exact"):
+        MuveraIndex(cfg, token_codec="int8", keep_exact="yes")
+    idx = MuveraIndex(cfg, token_codec="int8", keep_exact=True)
+    idx.add(DOCS[:20])
+    with pytest.raises(ValueError, match="rescore: expected >= k"):
+        idx.search(QUERIES, k=5, rescore=3)
+    with pytest.raises(ValueError, match="float16 range"):
+        idx.add([np.full((2, D), 1e6, np.float32)])
+    assert len(idx) == 20 and len(idx.exact_tier) == len(idx.store) == 20  # unchanged

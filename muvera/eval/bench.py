@@ -43,7 +43,7 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
               candidates: Sequence[int] = (100, 200, 500, 1000), pca: Optional[int] = None,
               max_queries: Optional[int] = None, cache_root: Optional[os.PathLike] = None,
               latency_queries: int = 100, progress: bool = True, ignore_identical_ids: bool = True,
-              token_codec: str = "float16",
+              token_codec: str = "float16", rescore: Optional[int] = None,
               log=print) -> Dict[str, Any]:
     """Run the benchmark and return the report (see module docstring); ``log`` prints progress.
 
@@ -73,7 +73,9 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
         f"({np.diff(emb.doc_offsets).mean():.0f} per document); embeddings ready in {embed_s:.1f} s")
 
     config = FDEConfig.preset(preset, dimension=dim)
-    index = MuveraIndex(config, backend=backend, token_codec=token_codec)
+    if rescore is not None and rescore < k_eval:
+        raise ValueError(f"rescore: must be >= {k_eval} (Recall@100 needs 100 results), got {rescore}")
+    index = MuveraIndex(config, backend=backend, token_codec=token_codec, keep_exact=rescore is not None)
     t0 = time.perf_counter()
     index.add(dtok, ids=data.doc_ids, offsets=emb.doc_offsets)
     build_s = time.perf_counter() - t0
@@ -112,12 +114,13 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
         if progress:
             log(f"FDE + rerank with {c} candidates: quality over {nq} queries, latency over {lat_n}...")
         t0 = time.perf_counter()
-        found, scores = index.search(qtok, k=k_eval, candidates=c, offsets=qoff)
+        found, scores = index.search(qtok, k=k_eval, candidates=c, offsets=qoff, rescore=rescore)
         qps = nq / (time.perf_counter() - t0)
         metrics = evaluate(data.qrels, run_of(found, scores))
         index.num_threads = 1
         with threadpool_limits(1):
-            lat = per_query_latency_ms(lambda q: index.search([q], k=10, candidates=c), qtok, qoff[: lat_n + 1])
+            lat = per_query_latency_ms(lambda q: index.search([q], k=10, candidates=c, rescore=rescore), qtok,
+                                       qoff[: lat_n + 1])
         index.num_threads = None
         runs.append({
             "candidates": int(c),
@@ -127,7 +130,7 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
             "recall@10_vs_exact": recall_against(found, exact_ids, 10),
             "latency_ms_p50": float(np.median(lat)), "latency_ms_p95": float(np.percentile(lat, 95)),
             "qps": qps, "bytes_per_doc": bytes_per_doc, "token_codec": index.store.codec.name,
-            "token_bytes_per_token": token_bytes,
+            "token_bytes_per_token": token_bytes, "rescore": rescore,
         })
     return {
         "dataset": data.name, "n_docs": n_docs, "n_queries": nq, "dim": dim, "pca": pca, "preset": preset,
