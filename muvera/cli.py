@@ -101,7 +101,11 @@ def cmd_index(args) -> int:
     index = MuveraIndex(FDEConfig.preset(args.preset, dimension=emb.dim), backend=args.backend,
                         token_codec=args.token_codec, model=args.model)  # recorded, so `muvera search` encodes queries the same way
     t0 = time.perf_counter()
-    index.add(emb.doc_tokens, ids=emb.data.doc_ids, offsets=emb.doc_offsets)
+    data = emb.data
+    titles = data.doc_titles or [""] * len(data.doc_ids)
+    # Titles and snippets travel with the index (metadata), so `muvera search` can show them.
+    meta = [{"title": t, "snippet": text[:200]} for t, text in zip(titles, data.doc_texts)]
+    index.add(emb.doc_tokens, ids=data.doc_ids, offsets=emb.doc_offsets, metadata=meta)
     index.save(args.output)
     print(f"indexed {len(index)} documents in {time.perf_counter() - t0:.1f} s -> {args.output}")
     return 0
@@ -125,8 +129,15 @@ def cmd_search(args) -> int:
     toks = model.encode_queries(queries)
     ids, scores = index.search(toks, k=args.k, candidates=args.candidates)
     for q, row, sc in zip(queries, ids, scores):
-        print(json.dumps({"query": q, "results": [{"id": (i.item() if hasattr(i, "item") else i), "score": float(s)}
-                                                   for i, s in zip(row, sc) if i is not None and i != -1]}))
+        hits = [(i.item() if hasattr(i, "item") else i, float(s)) for i, s in zip(row, sc) if i is not None and i != -1]
+        metas = index.metadata([i for i, _ in hits]) if hits else []
+        results = []
+        for (i, s), m in zip(hits, metas):
+            hit = {"id": i, "score": s}
+            if m:
+                hit.update({k: m[k] for k in ("title", "snippet") if m.get(k)})
+            results.append(hit)
+        print(json.dumps({"query": q, "results": results}))
     return 0
 
 

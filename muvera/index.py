@@ -10,7 +10,7 @@ import contextlib
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from .backends import Backend, make_backend
 from .config import FDEConfig
 from .encoder import FDEEncoder
 from .idmap import IdLike, IdMap, id_list, normalise_id
+from .metadata import MetadataStore
 from .index_format import FORMAT_NAME, FORMAT_VERSION
 from ._threads import SEARCH_GATE
 from .store import TokenStore, _offsets_of, pack_tokens
@@ -231,6 +232,7 @@ class MuveraIndex:
         # The exact tier: float16 tokens beside the codes (memory-mapped once saved and loaded),
         # read only to rescore the best candidates (search(..., rescore=N)).
         self._exact: Optional[TokenStore] = TokenStore(config.dimension, "float16") if keep_exact else None
+        self._meta = MetadataStore()
         self._rw = _RWLock()
         self._mutate = threading.Lock()  # one writer at a time (add/remove/compact)
         self._save_lock = threading.Lock()
@@ -321,8 +323,8 @@ class MuveraIndex:
         self._encoder = FDEEncoder(self._config, num_threads=value)
 
     # -- add / remove --------------------------------------------------------------------------
-    def add(self, documents: Any, ids: Optional[Iterable[IdLike]] = None, *, lengths: Any = None,
-            offsets: Any = None, mask: Any = None) -> List[IdLike]:
+    def add(self, documents: Any, ids: Optional[Iterable[IdLike]] = None, *, metadata: Any = None,
+            lengths: Any = None, offsets: Any = None, mask: Any = None) -> List[IdLike]:
         """Add documents; returns their ids.
 
         Parameters
@@ -332,6 +334,9 @@ class MuveraIndex:
         ids : sequence of int or str, optional
             One per document, unique, not already live, of the index's id kind. Default:
             consecutive ints after the largest int id used so far (int-id indexes only).
+        metadata : list of dict, optional
+            One JSON-serialisable dict per document, stored with the index (SQLite); scalar
+            values under identifier keys can be filtered with ``search(..., where=...)``.
         lengths, offsets, mask : optional
             Item boundaries for packed / padded input.
 
@@ -345,13 +350,16 @@ class MuveraIndex:
         """
         tokens, lens = pack_tokens(documents, self._config.dimension, self._store.codec.input_dtype,
                                    lengths=lengths, offsets=offsets, mask=mask, name="documents")
+        items = None if metadata is None else MetadataStore.check(metadata, len(lens))
         with self._mutate:
             new_ids = self._ids.check_new(ids, len(lens))
             with self._rw.write():
-                self._add_packed(tokens, lens, new_ids)
+                rows = self._add_packed(tokens, lens, new_ids)
+                if items is not None:
+                    self._meta.add(rows, items)
         return new_ids
 
-    def _add_packed(self, tokens: np.ndarray, lens: np.ndarray, new_ids: List[IdLike]) -> None:
+    def _add_packed(self, tokens: np.ndarray, lens: np.ndarray, new_ids: List[IdLike]) -> np.ndarray:
         """Add checked, packed tokens (caller holds the write lock). FDEs are encoded and handed
         to the backend in its preferred chunks: the float32 FDEs of a large batch (40 KB per
         document at 10240 d) never exist all at once. Only the first chunk can fail (training)."""
@@ -371,7 +379,7 @@ class MuveraIndex:
         self._store.append_codes(codes, lens)
         if exact is not None:
             self._exact.append_codes(exact, lens)  # type: ignore[union-attr]
-        self._ids.append(new_ids)
+        return self._ids.append(new_ids)
 
     def remove(self, ids: Any) -> int:
         """Remove documents by id (one id or an iterable); returns how many were removed.
@@ -407,6 +415,7 @@ class MuveraIndex:
                     exact.compact(keep)
             with self._rw.write():
                 self._store, self._backend, self._exact = store, backend, exact
+                self._meta.compact(keep)
                 self._ids.compact()
             return dropped
 
@@ -428,6 +437,20 @@ class MuveraIndex:
                 target.add(self._encoder.encode_spans(codec.fde_source(codes[idx]), _offsets_of(lens[r])[:-1],
                                                       lens[r], is_document=True))
 
+    def metadata(self, ids: Any) -> List[Optional[Dict[str, Any]]]:
+        """The metadata dicts of live ids (one id or a sequence); None where none was given.
+
+        Raises
+        ------
+        KeyError
+            If an id is not in the index.
+        """
+        single = isinstance(ids, (str, int, np.generic))
+        wanted = id_list(ids, "ids", single_ok=True)
+        with self._rw.read():
+            out = self._meta.get(self._ids.rows_of(wanted).tolist())
+        return out[0] if single else out
+
     def get_tokens(self, doc_id: IdLike) -> np.ndarray:
         """A copy of one document's stored tokens ``(n_tokens, d)`` (float codecs: their dtype;
         others: decoded to float32)."""
@@ -441,8 +464,8 @@ class MuveraIndex:
     # -- search --------------------------------------------------------------------------------
     def search(self, queries: Any, k: int = 10, candidates: int = 100, *, ball_carving: Any = None,
                filter_ids: Optional[Iterable[IdLike]] = None, params: Optional[Dict[str, Any]] = None,
-               rescore: Optional[int] = None, lengths: Any = None, offsets: Any = None,
-               mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
+               rescore: Optional[int] = None, where: Optional[str] = None, where_params: Sequence[Any] = (),
+               lengths: Any = None, offsets: Any = None, mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
         """Top-``k`` documents per query: FDE candidates from the backend, exact Chamfer rerank.
 
         Parameters
@@ -460,6 +483,11 @@ class MuveraIndex:
             filter reaches the backend as an allowed-rows bitmap: nothing is re-encoded.
         params : dict, optional
             Backend search parameters, e.g. ``{"efSearch": 128}`` (HNSW), ``{"nprobe": 16}`` (IVF).
+        where, where_params : str, sequence, optional
+            Only documents whose metadata satisfies the SQL condition ``where`` (e.g.
+            ``"year >= ? AND lang = ?"``) with its ``?`` placeholders bound to ``where_params``
+            (values are never formatted into the SQL; the condition can only read). Combined
+            with ``filter_ids``; reaches the backend as the same allowed-rows bitmap.
         rescore : int, optional
             With ``keep_exact=True``: rerank the candidates on the compressed codes, then rescore
             the best ``rescore`` (>= k) from the float16 exact tier; the returned scores are then
@@ -491,7 +519,7 @@ class MuveraIndex:
         qtok, qoff = self._pack_queries(queries, lengths, offsets, mask)
         qfde = self.encode_packed_queries(qtok, qoff)
         return self.search_packed(qtok, qoff, qfde, k, c, tau=tau, filter_ids=filter_ids, params=params,
-                                  rescore=rescore)
+                                  rescore=rescore, where=where, where_params=where_params)
 
     def encode_packed_queries(self, qtok: np.ndarray, qoff: np.ndarray) -> np.ndarray:
         """FDEs of packed, checked float32 queries (what :meth:`search` does first)."""
@@ -499,8 +527,8 @@ class MuveraIndex:
 
     def search_packed(self, qtok: np.ndarray, qoff: np.ndarray, qfde: np.ndarray, k: int, c: int, *,
                       tau: Optional[float] = None, filter_ids: Optional[Iterable[IdLike]] = None,
-                      params: Optional[Dict[str, Any]] = None,
-                      rescore: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+                      params: Optional[Dict[str, Any]] = None, rescore: Optional[int] = None,
+                      where: Optional[str] = None, where_params: Sequence[Any] = ()) -> Tuple[np.ndarray, np.ndarray]:
         """:meth:`search` on already checked input: packed float32 query tokens and offsets and
         their FDEs (a :class:`~muvera.distributed.ShardedIndex` encodes queries once for every
         shard). Arguments are not validated again."""
@@ -509,7 +537,7 @@ class MuveraIndex:
         with SEARCH_GATE.enter() as shared, self._rw.read():
             threads = 1 if shared else self._num_threads
             k = self._result_width(k)
-            allowed = self._allowed(filter_ids)
+            allowed = self._allowed(filter_ids, where, where_params)
             n_allowed = self._ids.num_rows if allowed is None else int(np.count_nonzero(allowed))
             if n_allowed == 0:
                 return self._empty_result(len(qoff) - 1, k)
@@ -531,22 +559,24 @@ class MuveraIndex:
             return self._ids.ids_of(rows), scores
 
     def search_exact(self, queries: Any, k: int = 10, *, filter_ids: Optional[Iterable[IdLike]] = None,
-                     lengths: Any = None, offsets: Any = None,
-                     mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
+                     where: Optional[str] = None, where_params: Sequence[Any] = (), lengths: Any = None,
+                     offsets: Any = None, mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
         """Brute-force Chamfer top-``k`` over every live document (the ground truth).
 
         Same arguments and return convention as :meth:`search`.
         """
         k = positive_int(k, "k")
         qtok, qoff = self._pack_queries(queries, lengths, offsets, mask)
-        return self.search_exact_packed(qtok, qoff, k, filter_ids=filter_ids)
+        return self.search_exact_packed(qtok, qoff, k, filter_ids=filter_ids, where=where,
+                                        where_params=where_params)
 
     def search_exact_packed(self, qtok: np.ndarray, qoff: np.ndarray, k: int, *,
-                            filter_ids: Optional[Iterable[IdLike]] = None) -> Tuple[np.ndarray, np.ndarray]:
+                            filter_ids: Optional[Iterable[IdLike]] = None, where: Optional[str] = None,
+                            where_params: Sequence[Any] = ()) -> Tuple[np.ndarray, np.ndarray]:
         """:meth:`search_exact` on packed, checked float32 queries."""
         with SEARCH_GATE.enter() as shared, self._rw.read():
             k = self._result_width(k)
-            allowed = self._allowed(filter_ids)
+            allowed = self._allowed(filter_ids, where, where_params)
             if allowed is not None and not allowed.any() or self._ids.num_rows == 0:
                 return self._empty_result(len(qoff) - 1, k)
             return self._rerank(qtok, qoff, k, None, allowed, 1 if shared else self._num_threads)
@@ -562,11 +592,15 @@ class MuveraIndex:
         allocates more than the index can fill."""
         return min(k, max(1, len(self._ids)))
 
-    def _allowed(self, filter_ids: Optional[Iterable[IdLike]]) -> Optional[np.ndarray]:
+    def _allowed(self, filter_ids: Optional[Iterable[IdLike]], where: Optional[str] = None,
+                 where_params: Sequence[Any] = ()) -> Optional[np.ndarray]:
         """The allowed-rows bitmap, or None when every row is allowed (no tombstones, no filter)."""
-        if filter_ids is None and self.num_deleted == 0:
+        if filter_ids is None and where is None and self.num_deleted == 0:
             return None
-        return self._ids.allowed(filter_ids)
+        allowed = self._ids.allowed(filter_ids)
+        if where is not None:
+            allowed &= self._meta.where(where, where_params, len(allowed))
+        return allowed
 
     def _empty_result(self, nq: int, k: int) -> Tuple[np.ndarray, np.ndarray]:
         return (self._ids.ids_of(np.full((nq, k), -1, dtype=np.int64)),
@@ -617,7 +651,10 @@ class MuveraIndex:
                     raise RuntimeError(f"index parts write the same files: {sorted(clash)}")
                 files.update(ex_files)
                 exact_tier = {**ex_fields, "files": sorted(ex_files)}
+            meta_files = self._meta.save(tmp)
+            files.update(meta_files)
             return {"format_version": FORMAT_VERSION, "muvera_version": __version__, "exact_tier": exact_tier,
+                    "metadata": {"files": sorted(meta_files), "columns": self._meta.columns},
                     "config": self._config.to_dict(), "model": self._model,
                     "num_rows": self._ids.num_rows, "num_live": len(self._ids),
                     "ids": {**id_fields, "files": sorted(id_files)},
@@ -689,6 +726,8 @@ class MuveraIndex:
         else:
             index._ids = IdMap.load(f.root, f.ids_fields, n)
         index._store = TokenStore.load(f.root, f.tokens_fields, f.files, config.dimension, n, mmap)
+        if "metadata.sqlite" in f.files:
+            index._meta = MetadataStore.load(f.root)
         if f.exact_fields is not None:  # always memory-mapped: only the codes need to be in RAM
             index._exact = TokenStore.load(f.root, f.exact_fields, f.files, config.dimension, n, True,
                                            prefix="exact_")

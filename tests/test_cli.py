@@ -168,6 +168,7 @@ def test_encode_index_search(tiny, fake, tmp_path, capsys, monkeypatch):
         assert scores == sorted(scores, reverse=True)
         assert all(isinstance(r["id"], str) and r["id"].startswith("doc") for r in res["results"])
     assert first["results"][0]["id"] == "doc21"
+    assert first["results"][0]["title"] == "u21a" and "u21b" in first["results"][0]["snippet"]
     assert second["results"][0]["id"] == "doc35"
 
     # queries from stdin, one per line, blank lines skipped

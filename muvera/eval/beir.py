@@ -25,6 +25,7 @@ class BeirDataset:
     query_ids: List[str]  # only queries that have judgements in the split
     query_texts: List[str]
     qrels: Dict[str, Dict[str, int]]
+    doc_titles: Optional[List[str]] = None  # titles alone (doc_texts holds title + text)
 
 
 def load_beir(path: os.PathLike, split: str = "test", max_queries: Optional[int] = None) -> BeirDataset:
@@ -53,7 +54,7 @@ def load_beir(path: os.PathLike, split: str = "test", max_queries: Optional[int]
                 raise ValueError(f"{root / 'qrels' / (split + '.tsv')}:{lineno}: expected query-id, corpus-id, "
                                  f"integer score")
             qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-    doc_ids, doc_texts = [], []
+    doc_ids, doc_texts, doc_titles = [], [], []
     seen: Dict[str, int] = {}
     for lineno, obj in _jsonl(root / "corpus.jsonl"):
         did = str(obj["_id"])
@@ -62,6 +63,7 @@ def load_beir(path: os.PathLike, split: str = "test", max_queries: Optional[int]
         seen[did] = lineno
         doc_ids.append(did)
         title = obj.get("title") or ""
+        doc_titles.append(str(title))
         doc_texts.append((title + " " + (obj.get("text") or "")).strip())
     query_ids, query_texts = [], []
     seen_q: Dict[str, int] = {}
@@ -75,7 +77,7 @@ def load_beir(path: os.PathLike, split: str = "test", max_queries: Optional[int]
             query_texts.append(obj.get("text") or "")
     if max_queries is not None:
         query_ids, query_texts = query_ids[:max_queries], query_texts[:max_queries]
-    return BeirDataset(root.resolve().name, doc_ids, doc_texts, query_ids, query_texts, qrels)
+    return BeirDataset(root.resolve().name, doc_ids, doc_texts, query_ids, query_texts, qrels, doc_titles)
 
 
 def _jsonl(path: Path):

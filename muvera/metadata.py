@@ -1,0 +1,164 @@
+"""Per-document metadata in SQLite (the standard library): stored with the index, queried with
+parameterised ``WHERE`` clauses that become the allowed-rows bitmap of a search.
+
+Each document's dict is kept whole (JSON) and, for every key that is an SQL identifier and whose
+value is a JSON scalar (str, int, float, bool, None), also in a column of that name, so
+``where="year >= ? AND lang = ?"`` filters with real SQL on real indexes of the table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .durable import write_via_path
+
+__all__ = ["MetadataStore"]
+
+_FILE = "metadata.sqlite"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_RESERVED = {"_row", "_json"}
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _read_only_authorizer(action: int, *args: Any) -> int:
+    """Allow only reading: a WHERE clause can never write, attach or change the database."""
+    allowed = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
+    return sqlite3.SQLITE_OK if action in allowed else sqlite3.SQLITE_DENY
+
+
+class MetadataStore:
+    """Row -> metadata dict, in an in-memory SQLite database (saved to ``metadata.sqlite``)."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect(":memory:", check_same_thread=False)
+        self._db.execute("CREATE TABLE meta (_row INTEGER PRIMARY KEY, _json TEXT NOT NULL)")
+        self._columns: List[str] = []
+        self._lock = threading.Lock()  # one connection: calls are serialised
+
+    # -- checks --------------------------------------------------------------------------------
+    @staticmethod
+    def check(metadata: Any, n: int) -> List[Dict[str, Any]]:
+        """Validate ``n`` metadata dicts (JSON-serialisable, str keys); returns them as a list."""
+        if isinstance(metadata, (str, bytes, dict)) or not isinstance(metadata, Sequence):
+            raise TypeError(f"metadata: expected a list of {n} dicts, got {type(metadata).__name__}")
+        items = list(metadata)
+        if len(items) != n:
+            raise ValueError(f"metadata: expected {n} dicts (one per document), got {len(items)}")
+        for i, m in enumerate(items):
+            if not isinstance(m, dict):
+                raise TypeError(f"metadata[{i}]: expected a dict, got {type(m).__name__}")
+            bad = [k for k in m if not isinstance(k, str) or k in _RESERVED]
+            if bad:
+                raise ValueError(f"metadata[{i}]: keys must be strings other than {sorted(_RESERVED)}, got {bad[:3]}")
+            try:
+                json.dumps(m, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"metadata[{i}]: not JSON-serialisable ({exc})") from None
+        return items
+
+    # -- changes -------------------------------------------------------------------------------
+    def add(self, rows: np.ndarray, items: List[Dict[str, Any]]) -> None:
+        """Store checked dicts for ``rows`` (one transaction: all or nothing)."""
+        with self._lock, self._db:
+            for key in sorted({k for m in items for k in m if _IDENT.match(k)} - set(self._columns)):
+                self._db.execute(f'ALTER TABLE meta ADD COLUMN "{key}"')
+                self._db.execute(f'CREATE INDEX "idx_{key}" ON meta ("{key}")')
+                self._columns.append(key)
+            cols = self._columns
+            sql = f'INSERT INTO meta (_row, _json{"".join(f", {chr(34)}{c}{chr(34)}" for c in cols)}) ' \
+                  f'VALUES ({", ".join("?" * (len(cols) + 2))})'
+            self._db.executemany(sql, [
+                (int(r), json.dumps(m, allow_nan=False),
+                 *[m.get(c) if isinstance(m.get(c), _SCALARS) else None for c in cols])
+                for r, m in zip(rows.tolist(), items)])
+
+    def compact(self, keep: np.ndarray) -> None:
+        """Renumber after the index dropped tombstoned rows (``keep``: old rows kept)."""
+        mapping = np.full(len(keep), -1, dtype=np.int64)
+        mapping[keep] = np.arange(int(np.count_nonzero(keep)))
+        with self._lock, self._db:
+            old = self._db.execute("SELECT _row FROM meta").fetchall()
+            gone = [r for (r,) in old if r >= len(keep) or mapping[r] < 0]
+            self._db.executemany("DELETE FROM meta WHERE _row = ?", [(r,) for r in gone])
+            # Rows only move down and keep their order: renumber in ascending order.
+            gone_set = set(gone)
+            for (r,) in sorted(x for x in old if x[0] not in gone_set):
+                if mapping[r] != r:
+                    self._db.execute("UPDATE meta SET _row = ? WHERE _row = ?", (int(mapping[r]), r))
+
+    # -- reads ---------------------------------------------------------------------------------
+    def get(self, rows: Sequence[int]) -> List[Optional[Dict[str, Any]]]:
+        """The dicts of ``rows`` (None for a row that has none)."""
+        out: Dict[int, Dict[str, Any]] = {}
+        with self._lock:
+            for r, js in self._db.execute(
+                    f"SELECT _row, _json FROM meta WHERE _row IN ({','.join('?' * len(rows))})",
+                    [int(r) for r in rows]):
+                out[r] = json.loads(js)
+        return [out.get(int(r)) for r in rows]
+
+    def where(self, clause: str, params: Sequence[Any], num_rows: int) -> np.ndarray:
+        """Bool mask of the rows whose metadata satisfies ``clause`` (parameters bound, never
+        formatted into the SQL; the clause can only read)."""
+        if not isinstance(clause, str) or not clause.strip():
+            raise TypeError(f"where: expected an SQL condition string, got {clause!r}")
+        if isinstance(params, (str, bytes)) or not isinstance(params, Sequence):
+            raise TypeError(f"where_params: expected a tuple of values, got {type(params).__name__}")
+        mask = np.zeros(num_rows, dtype=bool)
+        with self._lock:
+            self._db.set_authorizer(_read_only_authorizer)
+            try:
+                rows = self._db.execute(f"SELECT _row FROM meta WHERE ({clause})", tuple(params)).fetchall()
+            except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError) as exc:
+                known = ", ".join(self._columns) or "none yet"
+                raise ValueError(f"where: {exc} (columns: {known})") from None
+            finally:
+                self._db.set_authorizer(None)
+        r = np.fromiter((x for (x,) in rows), dtype=np.int64)
+        mask[r[(r >= 0) & (r < num_rows)]] = True
+        return mask
+
+    @property
+    def columns(self) -> List[str]:
+        """Keys stored as SQL columns (usable in ``where``)."""
+        return list(self._columns)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, directory: Path) -> Dict[str, Dict[str, Any]]:
+        """Write ``metadata.sqlite`` (a consistent copy through SQLite's backup API)."""
+        def write(path: Path) -> None:
+            dst = sqlite3.connect(str(path))
+            try:
+                with self._lock:
+                    self._db.backup(dst)
+            finally:
+                dst.close()
+        return {_FILE: write_via_path(Path(directory) / _FILE, write)}
+
+    @classmethod
+    def load(cls, directory: Path) -> "MetadataStore":
+        """Read ``metadata.sqlite`` into memory (the saved file is never written)."""
+        store = cls()
+        src = sqlite3.connect(f"file:{Path(directory) / _FILE}?mode=ro", uri=True)
+        try:
+            src.backup(store._db)
+        except sqlite3.Error as exc:
+            raise ValueError(f"{_FILE}: unreadable ({exc})") from None
+        finally:
+            src.close()
+        try:
+            info = store._db.execute("PRAGMA table_info(meta)").fetchall()
+        except sqlite3.Error as exc:
+            raise ValueError(f"{_FILE}: unreadable ({exc})") from None
+        names = [row[1] for row in info]
+        if names[:2] != ["_row", "_json"]:
+            raise ValueError(f"{_FILE}: not a muvera metadata table")
+        store._columns = names[2:]
+        return store
