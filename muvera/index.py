@@ -422,7 +422,7 @@ class MuveraIndex:
     def _fill_backend(self, target: Backend, rows: np.ndarray, source: Optional[Backend]) -> None:
         """Add the FDEs of store ``rows`` to ``target``: copied from a lossless ``source``
         backend, else re-encoded from the stored tokens (bit-identical to the first encoding)."""
-        lossless = source is not None and getattr(source, "lossless", False)
+        lossless = source is not None and source.lossless
         codec, codes = self._store.codec, self._store.tokens
         off, lens = self._store.offsets, self._store.lengths
         chunk = target.add_chunk
@@ -457,9 +457,7 @@ class MuveraIndex:
         with self._rw.read():
             row = self._ids.row_of(doc_id)
             codes = self._store.get(row)
-            if codes.dtype.kind == "f" and codes.shape[1] == self._config.dimension:
-                return codes.copy()
-            return self._store.codec.decode(codes)
+            return codes.copy() if self._store.codec.stores_tokens else self._store.codec.decode(codes)
 
     # -- search --------------------------------------------------------------------------------
     def search(self, queries: Any, k: int = 10, candidates: int = 100, *, ball_carving: Any = None,

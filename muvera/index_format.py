@@ -130,6 +130,23 @@ def _marker_owner(directory: Path) -> Optional[str]:
         return None
 
 
+def _is_index_dir(directory: Path, format_name: str) -> bool:
+    """Whether ``directory`` holds a saved index of ``format_name`` (ours to replace): its marker,
+    or a manifest of that format (indexes saved by 0.1.0 have no marker). A folder that merely
+    has some other ``manifest.json`` is never replaced."""
+    if _marker_owner(directory) == directory.name:
+        return True
+    path = directory / "manifest.json"
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_MANIFEST_BYTES:
+            return False
+        with open(path, "rb") as f:
+            head = json.loads(f.read(MAX_MANIFEST_BYTES).decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(head, dict) and head.get("format") == format_name
+
+
 def _write_marker(directory: Path, owner: str) -> None:
     write_atomic(directory / MARKER, lambda f: f.write(json.dumps({"index": owner}).encode("utf-8")))
 
@@ -170,8 +187,8 @@ def save_directory(target: Path, format_name: str, write: Callable[[Path], Dict[
         ``target`` exists and is not an index of ``format_name`` (nor an empty directory), or
         ``<target>.bak`` exists and was not written by muvera for this index.
     """
-    if target.exists() and not (target.is_dir() and (
-            (target / "manifest.json").exists() or not any(target.iterdir()))):
+    if target.exists() and not (target.is_dir() and (_is_index_dir(target, format_name)
+                                                      or not any(target.iterdir()))):
         raise ValueError(f"path: {target} exists and is not a muvera index directory")
     backup = _backup_of(target)
     if backup.exists() or backup.is_symlink():

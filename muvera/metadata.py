@@ -81,17 +81,20 @@ class MetadataStore:
 
     def compact(self, keep: np.ndarray) -> None:
         """Renumber after the index dropped tombstoned rows (``keep``: old rows kept)."""
+        keep = np.asarray(keep, dtype=bool)
         mapping = np.full(len(keep), -1, dtype=np.int64)
         mapping[keep] = np.arange(int(np.count_nonzero(keep)))
         with self._lock, self._db:
-            old = self._db.execute("SELECT _row FROM meta").fetchall()
-            gone = [r for (r,) in old if r >= len(keep) or mapping[r] < 0]
-            self._db.executemany("DELETE FROM meta WHERE _row = ?", [(r,) for r in gone])
-            # Rows only move down and keep their order: renumber in ascending order.
-            gone_set = set(gone)
-            for (r,) in sorted(x for x in old if x[0] not in gone_set):
-                if mapping[r] != r:
-                    self._db.execute("UPDATE meta SET _row = ? WHERE _row = ?", (int(mapping[r]), r))
+            self._db.execute("CREATE TEMP TABLE renumber (old INTEGER PRIMARY KEY, new INTEGER NOT NULL)")
+            try:
+                self._db.executemany("INSERT INTO renumber VALUES (?, ?)",
+                                     ((int(o), int(n)) for o, n in zip(np.flatnonzero(keep), mapping[keep])))
+                self._db.execute("DELETE FROM meta WHERE _row NOT IN (SELECT old FROM renumber)")
+                # Through negative numbers, so no two rows ever hold the same key mid-update.
+                self._db.execute("UPDATE meta SET _row = -1 - (SELECT new FROM renumber WHERE old = meta._row)")
+                self._db.execute("UPDATE meta SET _row = -1 - _row")
+            finally:
+                self._db.execute("DROP TABLE renumber")
 
     # -- reads ---------------------------------------------------------------------------------
     def get(self, rows: Sequence[int]) -> List[Optional[Dict[str, Any]]]:

@@ -359,6 +359,12 @@ def test_save_refuses_foreign_directory(tmp_path):
     with pytest.raises(ValueError, match="not a muvera index"):
         _build(n=5).save(foreign)
     assert (foreign / "important.txt").read_text() == "keep me"
+    other = tmp_path / "webapp"  # some other project's manifest.json: never replaced
+    other.mkdir()
+    (other / "manifest.json").write_text('{"name": "my app", "version": 2}')
+    with pytest.raises(ValueError, match="not a muvera index"):
+        _build(n=5).save(other)
+    assert (other / "manifest.json").read_text() == '{"name": "my app", "version": 2}'
     empty = tmp_path / "empty"
     empty.mkdir()
     _build(n=5).save(empty)  # an empty directory is fine

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["Backend", "topk", "as_allowed", "Entries"]
+__all__ = ["Backend", "topk", "as_allowed", "as_queries", "Entries"]
 
 #: ``{file name: {"bytes": int, "sha256": str}}`` -- what ``save`` returns and ``load`` receives.
 Entries = Dict[str, Dict[str, Any]]
@@ -41,6 +41,15 @@ def topk(scores: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     out[:, :take] = np.take_along_axis(part_scores, order, axis=1)
     rows[out == -np.inf] = -1
     return rows, out
+
+
+def as_queries(queries: Any, dimension: Optional[int]) -> np.ndarray:
+    """Queries as a C-contiguous ``(nq, D)`` float32 array; ValueError naming ``queries`` for
+    another shape (a shape check only: the index hands over FDEs of checked tokens)."""
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if q.ndim != 2 or (dimension is not None and q.shape[1] != dimension):
+        raise ValueError(f"queries: expected an (nq, {dimension}) array, got shape {q.shape}")
+    return q
 
 
 def as_allowed(allowed: Any, ntotal: int) -> Optional[np.ndarray]:

@@ -10,7 +10,7 @@ import numpy as np
 from ..durable import write_npy
 from ..store import _Growable
 from .._validate import positive_int
-from .base import Backend, Entries, as_allowed, topk
+from .base import Backend, Entries, as_allowed, as_queries, topk
 
 __all__ = ["ExactBackend"]
 
@@ -92,6 +92,7 @@ class ExactBackend(Backend):
                allowed: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         self.check_params(params)
         k = positive_int(k, "k")
+        queries = as_queries(queries, self._dim)
         base = self.vectors  # snapshot: a concurrent add never changes this view
         n = len(base)
         mask = as_allowed(allowed, n)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..durable import write_via_path
 from .._validate import positive_int
-from .base import Backend, Entries, as_allowed, topk
+from .base import Backend, Entries, as_allowed, as_queries, topk
 
 __all__ = ["FaissBackend", "check_factory"]
 
@@ -361,6 +361,7 @@ class FaissBackend(Backend):
                allowed: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         values = self._param_values(params)
         k = positive_int(k, "k")
+        queries = as_queries(queries, self._dim)
         n = self.ntotal
         rows = np.full((len(queries), k), -1, dtype=np.int64)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
