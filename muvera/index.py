@@ -739,3 +739,19 @@ class MuveraIndex:
             source = saved if f.backend_entries else None
             index._fill_backend(index._backend, np.arange(n, dtype=np.int64), source)
         return index
+
+    # -- interchange (muvera.integrations.arrow) ----------------------------------------------
+    def to_arrow(self, **kwargs: Any) -> Any:
+        """The live documents as a ``pyarrow.Table`` (id, fde, tokens, metadata columns; the FDE
+        config in the schema metadata): :func:`muvera.integrations.arrow.to_arrow`."""
+        from .integrations.arrow import to_arrow  # noqa: PLC0415 (pyarrow is optional)
+
+        return to_arrow(self, **kwargs)
+
+    @classmethod
+    def from_arrow(cls, table: Any, config: Optional[FDEConfig] = None, **kwargs: Any) -> "MuveraIndex":
+        """An index rebuilt from :meth:`to_arrow`'s table, bit for bit (same ids, tokens, FDEs):
+        :func:`muvera.integrations.arrow.from_arrow`."""
+        from .integrations.arrow import from_arrow  # noqa: PLC0415
+
+        return from_arrow(table, config, **kwargs)
