@@ -33,7 +33,7 @@ from ..config import FDEConfig
 from ._common import check_header, check_index, export_batches, header_of, parse_header
 
 __all__ = ["to_arrow", "from_arrow", "write_parquet", "read_parquet", "arrow_schema", "record_batches",
-           "SCHEMA_KEY"]
+           "metadata_fields", "SCHEMA_KEY"]
 
 SCHEMA_KEY = b"muvera"
 _FIXED = ("id", "fde", "tokens", "metadata")
@@ -53,14 +53,15 @@ def _scalar_keys(metadata: List[Optional[Dict[str, Any]]]) -> List[str]:
     return list(keys)
 
 
-def arrow_schema(index: Any, extra: Optional[List[Any]] = None) -> Any:
+def arrow_schema(index: Any, extra: Optional[List[Any]] = None, *, token_type: Optional[Any] = None) -> Any:
     """The schema of :func:`to_arrow`'s table (without per-key metadata columns unless given in
-    ``extra`` as pyarrow fields), with the muvera header in its metadata."""
+    ``extra`` as pyarrow fields), with the muvera header in its metadata. ``token_type``
+    overrides the tokens' value type (default: the store's)."""
     pa = _pa()
     check_index(index)
     header = header_of(index)
     d, big_d = index.config.dimension, index.config.output_dimension
-    value = pa.float16() if header["token_dtype"] == "float16" else pa.float32()
+    value = token_type or (pa.float16() if header["token_dtype"] == "float16" else pa.float32())
     fields = [pa.field("id", pa.string() if index.id_kind == "str" else pa.int64(), nullable=False),
               pa.field("fde", pa.list_(pa.float32(), big_d), nullable=False),
               pa.field("tokens", pa.list_(pa.list_(value, d)), nullable=False),
@@ -82,23 +83,55 @@ def _batch_arrays(batch: Any, pa: Any, d: int, big_d: int, id_kind: Optional[str
     return {"id": ids, "fde": fde, "tokens": tokens, "metadata": meta}
 
 
-def record_batches(index: Any, batch_size: int = 1024, *, metadata_columns: bool = True) -> Iterator[Any]:
-    """The rows of :func:`to_arrow` as ``pyarrow.RecordBatch`` es of ``batch_size`` documents
-    (each with its own metadata columns; :func:`to_arrow` unifies them)."""
+def metadata_fields(index: Any) -> List[Any]:
+    """One typed ``pyarrow.field`` per scalar metadata key of the live documents, in first-seen
+    order; keys whose values mix types (str and int, say) are left out (the JSON column keeps
+    them). Reads every metadata dict once (tokens are not read)."""
+    pa = _pa()
+    metas = index.metadata(index.ids) if len(index) else []
+    fields = []
+    for key in _scalar_keys(metas):
+        try:
+            column = pa.array([(m or {}).get(key) for m in metas])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            continue
+        if not pa.types.is_null(column.type):
+            fields.append(pa.field(key, column.type))
+    return fields
+
+
+def _typed(values: List[Any], field: Any, pa: Any) -> Any:
+    try:
+        return pa.array(values, type=field.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # a value that does not fit: null
+        out = []
+        for v in values:
+            try:
+                pa.array([v], type=field.type)
+                out.append(v)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                out.append(None)
+        return pa.array(out, type=field.type)
+
+
+def record_batches(index: Any, batch_size: int = 1024, *, fields: Optional[List[Any]] = None,
+                   token_type: Optional[Any] = None) -> Iterator[Any]:
+    """The rows of :func:`to_arrow` as ``pyarrow.RecordBatch`` es of ``batch_size`` documents,
+    all of one schema: the fixed columns plus the metadata columns ``fields`` (default none).
+
+    ``token_type`` (a pyarrow float type) converts the tokens, e.g. to float32 for engines that
+    score in the type they store.
+    """
     pa = _pa()
     check_index(index)
     d, big_d, kind = index.config.dimension, index.config.output_dimension, index.id_kind
+    schema = arrow_schema(index, fields, token_type=token_type)
     for batch in export_batches(index, batch_size):
+        if token_type is not None:
+            batch.tokens = batch.tokens.astype(token_type.to_pandas_dtype())
         arrays = _batch_arrays(batch, pa, d, big_d, kind)
-        extra = []
-        for key in (_scalar_keys(batch.metadata) if metadata_columns else []):
-            try:
-                column = pa.array([(m or {}).get(key) for m in batch.metadata])
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                continue  # mixed types under one key: the JSON column keeps them
-            arrays[key] = column
-            extra.append(pa.field(key, column.type))
-        schema = arrow_schema(index, extra)
+        for field in fields or []:
+            arrays[field.name] = _typed([(m or {}).get(field.name) for m in batch.metadata], field, pa)
         yield pa.RecordBatch.from_arrays([arrays[f.name] for f in schema], schema=schema)
 
 
@@ -121,16 +154,9 @@ def to_arrow(index: Any, *, batch_size: int = 4096, metadata_columns: bool = Tru
     pa = _pa()
     check_index(index)
     positive_int(batch_size, "batch_size")
-    batches = list(record_batches(index, batch_size, metadata_columns=metadata_columns))
-    if not batches:
-        return arrow_schema(index).empty_table()
-    tables = [pa.Table.from_batches([b]) for b in batches]
-    try:
-        table = pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a key's type differs between batches: JSON only
-        base = [f.name for f in arrow_schema(index)]
-        table = pa.concat_tables([t.select(base) for t in tables])
-    return table.replace_schema_metadata(arrow_schema(index).metadata)
+    fields = metadata_fields(index) if metadata_columns else []
+    schema = arrow_schema(index, fields)
+    return pa.Table.from_batches(list(record_batches(index, batch_size, fields=fields)), schema=schema)
 
 
 def _column(table: Any, name: str, where: str) -> Any:
@@ -264,9 +290,9 @@ def from_arrow(table: Any, config: Optional[FDEConfig] = None, *, backend: str =
 def write_parquet(index: Any, path: PathLike, *, batch_size: int = 4096, compression: str = "zstd") -> int:
     """Write ``index`` to one Parquet file (streamed, one row group per batch); returns rows.
 
-    The FDE config and the rest of the header travel in the schema metadata; typed metadata
-    columns are not written (the ``metadata`` JSON column holds every dict), so batches share
-    one schema. The file appears whole or not at all (written to ``<path>.tmp`` and renamed).
+    The FDE config and the rest of the header travel in the schema metadata; the metadata
+    columns are those of :func:`to_arrow`. The file appears whole or not at all (written to
+    ``<path>.tmp-<pid>`` and renamed).
     """
     pq = require("pyarrow.parquet", "arrow", "Parquet export")
     check_index(index)
@@ -277,11 +303,12 @@ def write_parquet(index: Any, path: PathLike, *, batch_size: int = 4096, compres
     if os.path.isdir(target):
         raise ValueError(f"path: {target} is a directory; expected a .parquet file path")
     tmp = f"{target}.tmp-{os.getpid()}"
-    schema = arrow_schema(index)
+    fields = metadata_fields(index)
+    schema = arrow_schema(index, fields)
     rows = 0
     try:
         with pq.ParquetWriter(tmp, schema, compression=compression) as writer:
-            for batch in record_batches(index, batch_size, metadata_columns=False):
+            for batch in record_batches(index, batch_size, fields=fields):
                 writer.write_batch(batch)
                 rows += batch.num_rows
             if rows == 0:
