@@ -10,6 +10,7 @@
 #include "chamfer.h"
 #include "fde.h"
 #include "kernels.h"
+#include "residual.h"
 
 namespace py = pybind11;
 using muvera::FdeConfig;
@@ -159,6 +160,64 @@ ChamferArgs chamfer_args(const F32Array& qtok, const I64Array& qoff, const py::a
   return a;
 }
 
+// ---- residual codes ----------------------------------------------------------------------------
+const muvera::ResidualKernelSet& residual_kernels_for(const std::string& isa) {
+  if (isa.empty()) return muvera::residual_active();
+  const muvera::ResidualKernelSet* k = muvera::residual_by_name(isa.c_str());
+  if (k == nullptr) throw py::value_error("isa: '" + isa + "' is unknown or not supported by this CPU");
+  return *k;
+}
+
+struct ResidualArgs {
+  ChamferArgs c;
+  muvera::ResidualTablesView t;
+  const uint8_t* codes = nullptr;
+};
+
+ResidualArgs residual_args(const F32Array& qtok, const I64Array& qoff, const U8Array& codes, const I64Array& doff,
+                           const std::optional<I64Array>& cand, const std::optional<U8Array>& alive,
+                           const F32Array& centroids, const F32Array& lo, const F32Array& step, int nbits) {
+  if (nbits != 1 && nbits != 2 && nbits != 4 && nbits != 8) throw py::value_error("nbits: expected 1, 2, 4 or 8");
+  if (centroids.ndim() != 2 || centroids.shape(0) < 1 || centroids.shape(0) > 65536 || centroids.shape(1) < 1)
+    throw py::value_error("centroids: expected a (K <= 65536, d) float32 array");
+  const int d = static_cast<int>(centroids.shape(1));
+  if (lo.ndim() != 1 || lo.shape(0) != d || step.ndim() != 1 || step.shape(0) != d)
+    throw py::value_error("lo, step: expected " + std::to_string(d) + " values each");
+  const int plane = (d * nbits + 7) / 8;
+  if (codes.ndim() != 2 || codes.shape(1) != 2 + plane)
+    throw py::value_error("codes: expected (rows, " + std::to_string(2 + plane) + ") uint8 residual rows");
+  if (qtok.ndim() != 2 || qtok.shape(1) != d)
+    throw py::value_error("queries: expected a 2-D array with " + std::to_string(d) + " columns");
+  // The Chamfer checks on offsets, candidates and flags, with the codes seen as float32 rows of d.
+  ResidualArgs a;
+  check_offsets(qoff, qtok.shape(0), "query_offsets");
+  check_offsets(doff, codes.shape(0), "doc_offsets");
+  const int64_t n_docs = doff.shape(0) - 1;
+  a.c.q = muvera::QueryBatchView{qtok.data(), qoff.data(), qoff.shape(0) - 1};
+  a.c.s = muvera::TokenStoreView{codes.data(), muvera::kFloat32, d, doff.data(), n_docs};
+  if (cand) {
+    const I64Array& c = *cand;
+    if (c.ndim() != 2 || c.shape(0) != a.c.q.n_queries)
+      throw py::value_error("candidates: expected an (n_queries, C) array of document rows");
+    const int64_t* p = c.data();
+    for (py::ssize_t i = 0; i < c.size(); ++i)
+      if (p[i] < -1 || p[i] >= n_docs)
+        throw py::value_error("candidates: entry " + std::to_string(p[i]) + " is not a document row (or -1)");
+    a.c.cand = p;
+    a.c.C = c.shape(1);
+  } else {
+    a.c.C = n_docs;
+  }
+  if (alive) {
+    if (alive->ndim() != 1 || alive->shape(0) != n_docs)
+      throw py::value_error("alive: expected one flag per document (" + std::to_string(n_docs) + ")");
+    a.c.alive = alive->data();
+  }
+  a.t = muvera::ResidualTablesView{centroids.data(), centroids.shape(0), lo.data(), step.data(), d, nbits, plane};
+  a.codes = codes.data();
+  return a;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -214,6 +273,67 @@ PYBIND11_MODULE(_core, m) {
         py::arg("query_tokens"), py::arg("query_offsets"), py::arg("doc_tokens"), py::arg("doc_offsets"),
         py::arg("candidates"), py::arg("alive"), py::arg("k"), py::arg("num_threads") = 0, py::arg("isa") = "",
         "Exact Chamfer top-k: (rows, scores), each (n_queries, k); -1 / -inf where fewer qualified.");
+
+  // ---- residual codes --------------------------------------------------------------------------
+  m.def("residual_isas", []() {
+    std::vector<std::string> out;
+    for (const char* name : {"generic", "avx2", "avx512", "avx512vnni"})
+      if (muvera::residual_by_name(name) != nullptr) out.emplace_back(name);
+    return out;
+  }, "Residual-rerank kernel sets this CPU supports.");
+  m.def("residual_active_isa", []() { return std::string(muvera::residual_active().name); });
+  m.def("residual_scores",
+        [](F32Array qtok, I64Array qoff, U8Array codes, I64Array doff, std::optional<I64Array> cand,
+           F32Array centroids, F32Array lo, F32Array step, int nbits, int num_threads, const std::string& isa) {
+          ResidualArgs a = residual_args(qtok, qoff, codes, doff, cand, std::nullopt, centroids, lo, step, nbits);
+          const muvera::ResidualKernelSet& kernels = residual_kernels_for(isa);
+          py::array_t<float> out({a.c.q.n_queries, a.c.C});
+          float* dst = out.mutable_data();
+          if (num_threads <= 0) num_threads = muvera::default_num_threads();
+          bool ok;
+          {
+            py::gil_scoped_release release;
+            ok = muvera::residual_scores(a.c.q, a.t, a.codes, a.c.s.offsets, a.c.s.n_docs, a.c.cand, a.c.C, nullptr,
+                                         dst, num_threads, kernels);
+          }
+          if (!ok) throw py::value_error("codes: a centroid id is outside the codec's centroid table");
+          return out;
+        },
+        py::arg("query_tokens"), py::arg("query_offsets"), py::arg("codes"), py::arg("doc_offsets"),
+        py::arg("candidates"), py::arg("centroids"), py::arg("lo"), py::arg("step"), py::arg("nbits"),
+        py::arg("num_threads") = 0, py::arg("isa") = "",
+        "Residual-code Chamfer scores (n_queries, C) (all documents if candidates is None).");
+  m.def("residual_topk",
+        [](F32Array qtok, I64Array qoff, U8Array codes, I64Array doff, std::optional<I64Array> cand,
+           std::optional<U8Array> alive, F32Array centroids, F32Array lo, F32Array step, int nbits, int64_t k,
+           int num_threads, const std::string& isa) {
+          if (k <= 0) throw py::value_error("k: expected a positive int");
+          ResidualArgs a = residual_args(qtok, qoff, codes, doff, cand, alive, centroids, lo, step, nbits);
+          const int64_t nq = a.c.q.n_queries, C = a.c.C;
+          if (nq > 0 && (k > (int64_t(1) << 40) / nq || C > (int64_t(1) << 40) / nq))
+            throw py::value_error("k, candidates: n_queries * width is too large to allocate");
+          const muvera::ResidualKernelSet& kernels = residual_kernels_for(isa);
+          py::array_t<int64_t> rows({nq, k});
+          py::array_t<float> scores({nq, k});
+          int64_t* r = rows.mutable_data();
+          float* sc = scores.mutable_data();
+          if (num_threads <= 0) num_threads = muvera::default_num_threads();
+          bool ok;
+          {
+            py::gil_scoped_release release;
+            std::vector<float> all(static_cast<size_t>(nq * C));
+            ok = muvera::residual_scores(a.c.q, a.t, a.codes, a.c.s.offsets, a.c.s.n_docs, a.c.cand, C, a.c.alive,
+                                         all.data(), num_threads, kernels);
+            if (ok) muvera::select_topk(all.data(), a.c.cand, nq, C, k, r, sc, num_threads);
+          }
+          if (!ok) throw py::value_error("codes: a centroid id is outside the codec's centroid table");
+          return py::make_tuple(rows, scores);
+        },
+        py::arg("query_tokens"), py::arg("query_offsets"), py::arg("codes"), py::arg("doc_offsets"),
+        py::arg("candidates"), py::arg("alive"), py::arg("centroids"), py::arg("lo"), py::arg("step"),
+        py::arg("nbits"), py::arg("k"), py::arg("num_threads") = 0, py::arg("isa") = "",
+        "Top-k on residual codes: (rows, scores), each (n_queries, k); -1 / -inf where fewer qualified.");
+  // ---- end residual codes ----------------------------------------------------------------------
 
   py::class_<FdeEncoder>(m, "FdeEncoder")
       .def(py::init([](int dimension, int num_repetitions, int num_simhash_projections, int32_t seed,
@@ -320,4 +440,5 @@ PYBIND11_MODULE(_core, m) {
         }
         return out;
       });
+
 }

@@ -1,5 +1,7 @@
 #include "chamfer.h"
 
+#include "parallel.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -13,26 +15,6 @@ namespace muvera {
 namespace {
 
 constexpr int64_t kDocsPerTask = 32;
-
-// Runs fn(task) for task in [0, n) on up to num_threads threads (the caller's included).
-template <typename Fn>
-void parallel_for(int64_t n, int num_threads, Fn fn) {
-  std::atomic<int64_t> next{0};
-  auto worker = [&](int tid) {
-    for (int64_t t = next.fetch_add(1); t < n; t = next.fetch_add(1)) fn(t, tid);
-  };
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, n)));
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) {
-    try {
-      pool.emplace_back(worker, t);
-    } catch (const std::system_error&) {
-      break;
-    }
-  }
-  worker(0);
-  for (auto& th : pool) th.join();
-}
 
 int pad_to_lanes(int64_t n) { return static_cast<int>((n + kMaxLanes - 1) / kMaxLanes * kMaxLanes); }
 
@@ -92,12 +74,17 @@ void chamfer_topk(const QueryBatchView& q, const TokenStoreView& s, const int64_
   const int64_t nq = q.n_queries;
   std::vector<float> scores(static_cast<size_t>(nq * C));
   chamfer_scores(q, s, candidates, C, alive, scores.data(), num_threads, kernels);
+  select_topk(scores.data(), candidates, nq, C, k, out_rows, out_scores, num_threads);
+}
+
+void select_topk(const float* all_scores, const int64_t* candidates, int64_t nq, int64_t C, int64_t k,
+                 int64_t* out_rows, float* out_scores, int num_threads) {
   std::vector<std::vector<int64_t>> order(std::max(1, num_threads));
   for (auto& v : order) v.reserve(static_cast<size_t>(C));  // no allocation inside the workers
   parallel_for(nq, num_threads, [&](int64_t i, int tid) {
     std::vector<int64_t>& idx = order[tid];
     idx.clear();
-    const float* row = scores.data() + i * C;
+    const float* row = all_scores + i * C;
     for (int64_t c = 0; c < C; ++c)
       if (row[c] != -std::numeric_limits<float>::infinity()) idx.push_back(c);
     auto doc_of = [&](int64_t c) { return candidates != nullptr ? candidates[i * C + c] : c; };

@@ -32,4 +32,8 @@ void chamfer_topk(const QueryBatchView& q, const TokenStoreView& s, const int64_
                   const uint8_t* alive, int64_t k, int64_t* out_rows, float* out_scores, int num_threads,
                   const KernelSet& kernels);
 
+// Top-k of precomputed scores (n_queries x C; -inf = not eligible), candidates as above.
+void select_topk(const float* scores, const int64_t* candidates, int64_t nq, int64_t C, int64_t k,
+                 int64_t* out_rows, float* out_scores, int num_threads);
+
 }  // namespace muvera

@@ -307,8 +307,9 @@ class MuveraIndex:
 
     @property
     def nbytes(self) -> int:
-        """Approximate memory held: tokens, FDEs / backend, ids."""
-        return self._store.nbytes + self._backend.nbytes + self._ids.nbytes
+        """Approximate memory held: token codes and the codec's tables, FDEs / backend, ids (not
+        the memory-mapped exact tier)."""
+        return self._store.nbytes + self._store.codec.state_nbytes + self._backend.nbytes + self._ids.nbytes
 
     @property
     def num_threads(self) -> int:
@@ -369,17 +370,55 @@ class MuveraIndex:
                 exact = tokens.astype(np.float16)
             if not np.isfinite(exact).all():
                 raise ValueError("documents: values beyond the float16 range (keep_exact stores float16 tokens)")
-        codes = self._store.codec.encode(tokens)
-        source = self._store.codec.fde_source(codes)  # float codecs: the tokens themselves
-        starts = _offsets_of(lens)[:-1]
-        chunk = self._backend.add_chunk
-        for s in range(0, len(lens), chunk):
-            e = min(len(lens), s + chunk)
-            self._backend.add(self._encoder.encode_spans(source, starts[s:e], lens[s:e], is_document=True))
+        codec = self._store.codec
+        trained_now = codec.needs_training
+        if trained_now:  # the first add trains the codec (centroids, levels) on its own tokens
+            codec.train(tokens)
+        try:
+            codes = codec.encode(tokens)
+            source = codec.fde_source(codes)  # float codecs: the tokens themselves
+            starts = _offsets_of(lens)[:-1]
+            chunk = self._backend.add_chunk
+            for s in range(0, len(lens), chunk):
+                e = min(len(lens), s + chunk)
+                self._backend.add(self._encoder.encode_spans(source, starts[s:e], lens[s:e], is_document=True))
+        except BaseException:
+            if trained_now:
+                codec.untrain()  # the index is left as it was: untrained, empty
+            raise
         self._store.append_codes(codes, lens)
         if exact is not None:
             self._exact.append_codes(exact, lens)  # type: ignore[union-attr]
         return self._ids.append(new_ids)
+
+    def train(self, documents: Any, *, lengths: Any = None, offsets: Any = None, mask: Any = None) -> None:
+        """Train the token codec (``residual:*``: k-means centroids and residual levels) on a
+        sample of documents, before the first :meth:`add`. Later adds encode with what was
+        learned here, without re-clustering. Without this call the first ``add`` trains on its
+        own tokens.
+
+        Parameters
+        ----------
+        documents : any batch form (see :meth:`add`)
+            A representative sample: PLAID's centroid count grows with its token count
+            (``2**floor(log2(16 sqrt(tokens)))``), so give a sample of about the corpus size.
+
+        Raises
+        ------
+        ValueError
+            The codec needs no training (float16/float32/int8), the index already holds
+            documents or a trained codec, too few tokens, bad input.
+        """
+        codec = self._store.codec
+        if not codec.needs_training:
+            raise ValueError(f"train: the {codec.name!r} token codec is trained already or needs no training")
+        tokens, _ = pack_tokens(documents, self._config.dimension, codec.input_dtype, lengths=lengths,
+                                offsets=offsets, mask=mask, name="documents")
+        with self._mutate:
+            if self._ids.num_rows:
+                raise ValueError("train: the index already holds documents encoded with the current codec")
+            with self._rw.write():
+                codec.train(tokens)
 
     def remove(self, ids: Any) -> int:
         """Remove documents by id (one id or an iterable); returns how many were removed.

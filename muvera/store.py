@@ -384,8 +384,14 @@ class TokenStore:
             raise ValueError(f"manifest.json: token_codec: {exc}") from None
         if not prefix:
             codec.load(d, entries, mmap)
+            saved_state = fields.get("codec_state") or {}
+            if saved_state and saved_state != codec.state_fields():
+                raise ValueError(f"manifest.json: codec_state {saved_state} disagrees with the codec files "
+                                 f"({codec.state_fields()})")
         tokens = load_npy(d / tok, mmap)
         expect(tokens, tok, codec.code_dtype, (int(fields["num_tokens"]), codec.code_width))
+        if not prefix:
+            codec.check_codes(tokens)
         offsets = load_npy(d / off, False)
         expect(offsets, off, np.int64, (num_rows + 1,))
         try:

@@ -1,6 +1,7 @@
 """Token codecs: how the token store encodes tokens for Chamfer reranking.
 
-``make_codec("float16", d)`` / ``"float32"`` / ``"int8"`` today; a new encoding is one module with a
+``make_codec("float16", d)`` / ``"float32"`` / ``"int8"`` / ``"residual:2"`` / ``"residual:4"``
+(``"residual:<nbits>[:k=<centroids>]"``); a new encoding is one module with a
 :class:`TokenCodec` subclass plus one :func:`register_codec` call.
 """
 
@@ -11,8 +12,9 @@ from typing import Callable, Dict
 from .base import TokenCodec
 from .floats import Float16Codec, Float32Codec
 from .int8 import Int8Codec
+from .residual import ResidualCodec, parse_residual_options
 
-__all__ = ["TokenCodec", "Float16Codec", "Float32Codec", "Int8Codec", "make_codec", "register_codec", "registered_codecs"]
+__all__ = ["TokenCodec", "Float16Codec", "Float32Codec", "Int8Codec", "ResidualCodec", "make_codec", "register_codec", "registered_codecs"]
 
 _REGISTRY: Dict[str, Callable[[str, int], TokenCodec]] = {}
 
@@ -61,3 +63,11 @@ def _no_options(cls: Callable[[int], TokenCodec]) -> Callable[[str, int], TokenC
 register_codec("float16", _no_options(Float16Codec))
 register_codec("float32", _no_options(Float32Codec))
 register_codec("int8", _no_options(Int8Codec))
+
+
+def _residual(options: str, dimension: int) -> TokenCodec:
+    nbits, k = parse_residual_options(options)
+    return ResidualCodec(dimension, nbits, k)
+
+
+register_codec("residual", _residual)

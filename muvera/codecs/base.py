@@ -77,6 +77,17 @@ class TokenCodec(abc.ABC):
     def train(self, tokens: np.ndarray) -> None:  # noqa: B027 (optional hook)
         """Learn the codec's state from a sample of tokens (a no-op for stateless codecs)."""
 
+    def untrain(self) -> None:  # noqa: B027 (optional hook)
+        """Forget learned state (an add that failed after training); a no-op when stateless."""
+
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes of learned tables held in memory (centroids, levels); 0 when stateless."""
+        return 0
+
+    def check_codes(self, codes: np.ndarray) -> None:  # noqa: B027 (optional hook)
+        """Raise ValueError if loaded code rows disagree with the codec's state."""
+
     @abc.abstractmethod
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         """``(T, d)`` tokens in :attr:`input_dtype` -> ``(T, code_width)`` codes (may be a view)."""

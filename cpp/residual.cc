@@ -1,0 +1,182 @@
+// Driver of the residual-code rerank: query preparation (int8 weights, centroid table), threads
+// over (query, candidate chunk) tasks, and the per-ISA kernel choice.
+#include "residual.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "parallel.h"
+
+namespace muvera {
+namespace {
+
+constexpr int64_t kDocsPerTask = 32;
+constexpr int64_t kCentroidsPerTask = 512;
+constexpr int64_t kTableBudget = int64_t(64) << 20;  // bytes of query x centroid tables at once
+
+int query_max(int nbits) { return nbits <= 4 ? 127 : 63; }
+
+// Everything kernels read about one query; rebuilt per query batch.
+struct PreparedQuery {
+  int nq = 0, nq_pad = 0;
+  std::vector<int8_t> qi;
+  std::vector<float> sq, a, qt;  // qt: d x nq_pad transposed query (for the centroid table)
+  int64_t table = 0;             // offset of this query's K x nq_pad table in the batch buffer
+};
+
+void prepare(const float* x, int nq, const ResidualTablesView& t, PreparedQuery& p) {
+  const int d = t.d, quads = (d + 3) / 4;
+  p.nq = nq;
+  p.nq_pad = std::max(kMaxLanes, (nq + kMaxLanes - 1) / kMaxLanes * kMaxLanes);
+  p.qi.assign(static_cast<size_t>(quads) * p.nq_pad * 4, 0);
+  p.sq.assign(p.nq_pad, 0.0f);
+  p.a.assign(nq, 0.0f);
+  p.qt.assign(static_cast<size_t>(d) * p.nq_pad, 0.0f);
+  const float qmax = static_cast<float>(query_max(t.nbits));
+  const float mid = static_cast<float>((1 << t.nbits) - 1) / 2.0f;
+  std::vector<float> qs(d), lo_mid(d);
+  for (int c = 0; c < d; ++c) {
+    const float shift = t.step[c] * mid;
+    lo_mid[c] = t.lo[c] + shift;
+  }
+  for (int i = 0; i < nq; ++i) {
+    const float* q = x + static_cast<int64_t>(i) * d;
+    float peak = 0.0f, a = 0.0f;
+    for (int c = 0; c < d; ++c) {
+      qs[c] = q[c] * t.step[c];
+      peak = std::max(peak, std::fabs(qs[c]));
+      const float prod = q[c] * lo_mid[c];
+      a += prod;
+      p.qt[static_cast<size_t>(c) * p.nq_pad + i] = q[c];
+    }
+    const float sq = peak / qmax;
+    const float safe = sq > 0.0f ? sq : 1.0f;
+    int64_t sum_qi = 0;
+    for (int c = 0; c < d; ++c) {
+      const int8_t v = static_cast<int8_t>(std::nearbyint(qs[c] / safe));
+      p.qi[(static_cast<size_t>(c / 4) * p.nq_pad + i) * 4 + c % 4] = v;
+      sum_qi += v;
+    }
+    // The rounding of q * step, centred on the middle level (see muvera/codecs/residual.py).
+    const float centre = static_cast<float>(sum_qi) * mid;
+    const float corr = sq * centre;
+    p.sq[i] = sq;
+    p.a[i] = a - corr;
+  }
+}
+
+}  // namespace
+
+bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const uint8_t* codes,
+                     const int64_t* offsets, int64_t n_docs, const int64_t* candidates, int64_t C,
+                     const uint8_t* alive, float* scores, int num_threads, const ResidualKernelSet& kernels) {
+  const int64_t nq = q.n_queries;
+  if (nq == 0 || C == 0) return true;
+  const int threads = std::max(1, num_threads);
+  const int quads = (t.d + 3) / 4;
+  const int levels_max = (1 << t.nbits) - 1;
+  const int s16_steps = std::max(1, 32767 / (2 * levels_max * query_max(t.nbits)));
+  const int64_t row_bytes = 2 + t.plane_bytes;
+  (void)n_docs;
+
+  // Per-thread scratch, sized for the longest query of the whole batch.
+  int64_t max_pad = kMaxLanes;
+  for (int64_t i = 0; i < nq; ++i)
+    max_pad = std::max<int64_t>(max_pad, (q.offsets[i + 1] - q.offsets[i] + kMaxLanes - 1) / kMaxLanes * kMaxLanes);
+  std::vector<std::vector<uint8_t>> unpacked(threads, std::vector<uint8_t>(static_cast<size_t>(kResidualBlock) * quads * 4));
+  std::vector<std::vector<float>> best(threads, std::vector<float>(static_cast<size_t>(max_pad)));
+  std::atomic<bool> bad{false};
+
+  const int64_t chunks = (C + kDocsPerTask - 1) / kDocsPerTask;
+  const int64_t per_table = std::max<int64_t>(1, t.K * max_pad * static_cast<int64_t>(sizeof(float)));
+  const int64_t batch = std::max<int64_t>(1, std::min<int64_t>(nq, kTableBudget / per_table));
+  std::vector<PreparedQuery> prepared(static_cast<size_t>(batch));
+  std::vector<float> tables;
+  for (int64_t b0 = 0; b0 < nq; b0 += batch) {
+    const int64_t b1 = std::min(nq, b0 + batch);
+    int64_t total = 0;
+    for (int64_t i = b0; i < b1; ++i) {
+      PreparedQuery& p = prepared[static_cast<size_t>(i - b0)];
+      prepare(q.tokens + q.offsets[i] * t.d, static_cast<int>(q.offsets[i + 1] - q.offsets[i]), t, p);
+      p.table = total;
+      total += t.K * p.nq_pad;
+    }
+    tables.assign(static_cast<size_t>(total), 0.0f);
+    const int64_t cchunks = (t.K + kCentroidsPerTask - 1) / kCentroidsPerTask;
+    parallel_for((b1 - b0) * cchunks, threads, [&](int64_t task, int) {
+      const PreparedQuery& p = prepared[static_cast<size_t>(task / cchunks)];
+      const int64_t c0 = (task % cchunks) * kCentroidsPerTask, c1 = std::min(t.K, c0 + kCentroidsPerTask);
+      kernels.qc_table(p.qt.data(), p.nq_pad, t.d, t.centroids, c0, c1, tables.data() + p.table);
+    });
+    parallel_for((b1 - b0) * chunks, threads, [&](int64_t task, int tid) {
+      const int64_t i = b0 + task / chunks, c0 = (task % chunks) * kDocsPerTask;
+      const int64_t c1 = std::min(C, c0 + kDocsPerTask);
+      const PreparedQuery& p = prepared[static_cast<size_t>(i - b0)];
+      const ResidualQueryView view{p.nq, p.nq_pad, quads, p.qi.data(), p.sq.data(), p.a.data(),
+                                   tables.data() + p.table, s16_steps};
+      bool local_bad = false;
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t doc = candidates != nullptr ? candidates[i * C + c] : c;
+        float& out = scores[i * C + c];
+        if (doc < 0 || (alive != nullptr && !alive[doc])) {
+          out = -std::numeric_limits<float>::infinity();
+          continue;
+        }
+        const int64_t begin = offsets[doc], m = offsets[doc + 1] - begin;
+        out = kernels.doc_score(view, t, codes + begin * row_bytes, m, unpacked[tid].data(), best[tid].data(),
+                                &local_bad);
+      }
+      if (local_bad) bad.store(true);
+    });
+  }
+  return !bad.load();
+}
+
+namespace {
+
+bool cpu_supports_level(const char* name) {
+#if defined(MUVERA_X86)
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  if (std::strcmp(name, "avx2") == 0) return avx2;
+  if (std::strcmp(name, "avx512") == 0) return avx512;
+  if (std::strcmp(name, "avx512vnni") == 0) return avx512 && __builtin_cpu_supports("avx512vnni");
+#endif
+  return std::strcmp(name, "generic") == 0;
+}
+
+const ResidualKernelSet& choose() {
+  const char* forced = std::getenv("MUVERA_ISA");
+  if (forced != nullptr && *forced != '\0') {
+    if (const ResidualKernelSet* k = residual_by_name(forced)) return *k;
+  }
+  for (const char* name : {"avx512vnni", "avx512", "avx2"})
+    if (const ResidualKernelSet* k = residual_by_name(name)) return *k;
+  return residual_generic();
+}
+
+}  // namespace
+
+const ResidualKernelSet* residual_by_name(const char* name) {
+  if (!cpu_supports_level(name)) return nullptr;
+#if defined(MUVERA_X86)
+  if (std::strcmp(name, "avx512vnni") == 0) return &residual_avx512vnni();
+  if (std::strcmp(name, "avx512") == 0) return &residual_avx512();
+  if (std::strcmp(name, "avx2") == 0) return &residual_avx2();
+#endif
+  return &residual_generic();
+}
+
+const ResidualKernelSet& residual_active() {
+  static const ResidualKernelSet& chosen = choose();
+  return chosen;
+}
+
+}  // namespace muvera

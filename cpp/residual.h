@@ -1,0 +1,61 @@
+// Chamfer rerank on residual codes (centroid id + nbits-per-dimension levels), without decoding the
+// candidates: per query, a query x centroid table and int8 query residual weights; per document
+// block, the levels unpacked into L1 and scored with integer dot products (see
+// muvera/codecs/residual.py for the algebra and the NumPy reference it equals bit for bit).
+#pragma once
+#include <cstdint>
+
+#include "chamfer.h"
+
+namespace muvera {
+
+// The codec's learned tables.
+struct ResidualTablesView {
+  const float* centroids;  // K x d, float32 (decoded from the stored float16)
+  int64_t K;
+  const float* lo;         // d
+  const float* step;       // d
+  int d, nbits;
+  int plane_bytes;         // P = ceil(d * nbits / 8); a stored row is 2 + P bytes
+};
+
+// One prepared query, as every kernel set reads it.
+struct ResidualQueryView {
+  int nq, nq_pad;          // tokens, and padded to a multiple of kMaxLanes
+  int quads;               // ceil(d / 4): dimensions in groups of four (zero padded)
+  const int8_t* qi;        // quads x nq_pad x 4: quantised q * step (0 in padding)
+  const float* sq;         // nq_pad scales (0 in padding)
+  const float* a;          // nq: sum_t q_t lo_t
+  const float* qc;         // K x nq_pad: q . centroid (0 in padding lanes)
+  int s16_steps;           // quads that may be summed in int16 before widening (vpmaddubsw bound)
+};
+
+struct ResidualKernelSet {
+  const char* name;
+  // qc[c * nq_pad + i] = sum_t centroids[c][t] * qt[t * nq_pad + i] (sequential in t, no FMA) for
+  // centroids c in [c0, c1).
+  void (*qc_table)(const float* qt, int nq_pad, int d, const float* centroids, int64_t c0, int64_t c1,
+                   float* qc);
+  // Chamfer score of one document of m rows (2 + P bytes each). scratch: kResidualBlock * quads * 4
+  // bytes; mx: nq_pad floats. Sets *bad_cid if a centroid id is outside [0, K) (that token then
+  // scores as centroid 0).
+  float (*doc_score)(const ResidualQueryView& q, const ResidualTablesView& t, const uint8_t* rows, int64_t m,
+                     uint8_t* scratch, float* mx, bool* bad_cid);
+};
+
+constexpr int kResidualBlock = 4;  // document tokens unpacked and scored together
+
+const ResidualKernelSet& residual_generic();
+const ResidualKernelSet& residual_avx2();
+const ResidualKernelSet& residual_avx512();
+const ResidualKernelSet& residual_avx512vnni();
+const ResidualKernelSet& residual_active();
+const ResidualKernelSet* residual_by_name(const char* name);  // nullptr if unknown or unsupported
+
+// scores[i * C + c] for candidates as in chamfer_scores. Returns false if a stored centroid id is out
+// of range (the scores are then unspecified).
+bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const uint8_t* codes,
+                     const int64_t* offsets, int64_t n_docs, const int64_t* candidates, int64_t C,
+                     const uint8_t* alive, float* scores, int num_threads, const ResidualKernelSet& kernels);
+
+}  // namespace muvera
