@@ -221,7 +221,9 @@ def from_arrow(table: Any, config: Optional[FDEConfig] = None, *, backend: str =
         FDEs from the tokens (the ``fde`` column is then not used).
     backend : str, default "exact"
     token_codec : str, optional
-        Default: the exporting index's codec, or the tokens' dtype.
+        Default: the exporting index's codec when it stored float16/float32 tokens, else the
+        tokens' dtype (a compressed store such as int8 exported decoded float32 tokens; they
+        are kept as float32, exactly, unless another codec is given here).
     model : str, optional
         Default: the model spec the exporting index recorded.
     verify : bool, default True
@@ -259,7 +261,8 @@ def from_arrow(table: Any, config: Optional[FDEConfig] = None, *, backend: str =
         config = FDEConfig.from_dict(header["config"])
     own_config = header is not None and FDEConfig.from_dict(header["config"]).to_dict() == config.to_dict()
     if token_codec is None:
-        token_codec = header["token_codec"] if header is not None and header.get("token_dtype") in (
+        # a float store's codec; a compressed store exported decoded float32 tokens: keep them whole
+        token_codec = header["token_codec"] if header is not None and header.get("token_codec") in (
             "float16", "float32") else None
     index = MuveraIndex(config, backend=backend, num_threads=num_threads, token_codec=token_codec,
                         model=model if model is not None else (header or {}).get("model"))
