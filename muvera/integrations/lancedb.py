@@ -85,7 +85,8 @@ def _check_table(tbl: Any, config: FDEConfig, where: str) -> dict:
         raise ValueError(f"{where}: no muvera header in the schema metadata (not written by to_lancedb)")
     header = parse_header(raw, where)
     check_header(header, config, where)
-    return header
+    # the id column's type decides (a table made from an empty index has no id kind in its header)
+    return dict(header, id_kind="str" if pa.types.is_string(schema.field("id").type) else "int")
 
 
 def _sql_list(values: List[Any]) -> str:
@@ -143,7 +144,7 @@ def to_lancedb(index: Any, db: Any, table: str, *, batch_size: int = 1024, overw
     else:
         tbl = conn.open_table(table)
         header = _check_table(tbl, index.config, where)
-        if index.id_kind is not None and header.get("id_kind") not in (None, index.id_kind):
+        if index.id_kind is not None and header["id_kind"] != index.id_kind:
             raise ValueError(f"{where}: holds {header['id_kind']} ids, the index has {index.id_kind} ids")
         fixed = {"id", "fde", "tokens", "metadata"}
         fields = [f for f in tbl.schema if f.name not in fixed]
@@ -167,6 +168,7 @@ def to_lancedb(index: Any, db: Any, table: str, *, batch_size: int = 1024, overw
             tbl.add(pa.Table.from_batches([batch]).cast(tbl.schema))
             written += batch.column(0).to_pylist()
     except BaseException as exc:
+        done = len(written)
         if created:
             try:
                 conn.drop_table(table)
@@ -183,7 +185,7 @@ def to_lancedb(index: Any, db: Any, table: str, *, batch_size: int = 1024, overw
                         "of the ids in ExportError.written were written, the others were not")
         if not isinstance(exc, Exception):
             raise
-        raise ExportError(f"lancedb: export to {where} failed after {len(written)} of {len(index)} rows "
+        raise ExportError(f"lancedb: export to {where} failed after {done} of {len(index)} rows "
                           f"({type(exc).__name__}: {exc}); {fate}", written) from exc
     return len(written)
 
@@ -256,7 +258,7 @@ class LanceDBSearcher:
             if where is not None:
                 first = first.where(where, prefilter=True)
             try:
-                cand = first.select(["id"]).to_arrow().column("id").to_pylist()
+                cand = first.select(["id", "_distance"]).to_arrow().column("id").to_pylist()
             except Exception as exc:  # noqa: BLE001 (a bad filter: DataFusion/Lance errors of many kinds)
                 if where is not None:
                     raise ValueError(f"where: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}") from None
@@ -266,7 +268,7 @@ class LanceDBSearcher:
                 continue
             q = tokens[off[i]: off[i + 1]]
             second = (self.table.search(q, vector_column_name="tokens").distance_type("dot")
-                      .where(f"id IN ({_sql_list(cand)})", prefilter=True).select(["id"]).limit(k).to_arrow())
+                      .where(f"id IN ({_sql_list(cand)})", prefilter=True).select(["id", "_distance"]).limit(k).to_arrow())
             nq = np.float32(len(q))
             # LanceDB's multivector distance is sum over query tokens of (1 - max dot).
             scores = nq - second.column("_distance").to_numpy().astype(np.float32)
