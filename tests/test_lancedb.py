@@ -120,7 +120,7 @@ def test_failed_export_drops_new_table(db, monkeypatch):
 def test_failed_append_rolls_back(db, monkeypatch):
     to_lancedb(_index("int", 40), db, "docs")
     _failing_add(monkeypatch, 3)
-    with pytest.raises(ExportError, match="failed after 20 of 60 rows.*restored to version") as info:
+    with pytest.raises(ExportError, match="failed after 40 of 60 rows.*restored to version") as info:
         to_lancedb(_index("int", N - 40, 40), db, "docs", batch_size=20)
     assert info.value.written == []
     assert db.open_table("docs").count_rows() == 40
