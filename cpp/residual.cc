@@ -88,7 +88,8 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
   int64_t max_pad = kMaxLanes;
   for (int64_t i = 0; i < nq; ++i)
     max_pad = std::max<int64_t>(max_pad, (q.offsets[i + 1] - q.offsets[i] + kMaxLanes - 1) / kMaxLanes * kMaxLanes);
-  std::vector<std::vector<uint8_t>> unpacked(threads, std::vector<uint8_t>(static_cast<size_t>(kResidualBlock) * quads * 4));
+  std::vector<std::vector<uint8_t>> unpacked(
+      threads, std::vector<uint8_t>(static_cast<size_t>(kResidualBlock) * residual_scratch_stride(t.d, t.nbits)));
   std::vector<std::vector<float>> best(threads, std::vector<float>(static_cast<size_t>(max_pad)));
   std::atomic<bool> bad{false};
 

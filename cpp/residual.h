@@ -36,14 +36,23 @@ struct ResidualKernelSet {
   // centroids c in [c0, c1).
   void (*qc_table)(const float* qt, int nq_pad, int d, const float* centroids, int64_t c0, int64_t c1,
                    float* qc);
-  // Chamfer score of one document of m rows (2 + P bytes each). scratch: kResidualBlock * quads * 4
-  // bytes; mx: nq_pad floats. Sets *bad_cid if a centroid id is outside [0, K) (that token then
+  // Chamfer score of one document of m rows (2 + P bytes each). scratch: kResidualBlock *
+  // residual_scratch_stride bytes; mx: nq_pad floats. Sets *bad_cid if a centroid id is outside [0, K) (that token then
   // scores as centroid 0).
   float (*doc_score)(const ResidualQueryView& q, const ResidualTablesView& t, const uint8_t* rows, int64_t m,
                      uint8_t* scratch, float* mx, bool* bad_cid);
 };
 
 constexpr int kResidualBlock = 4;  // document tokens unpacked and scored together
+static_assert(kResidualBlock == 4, "doc_score initialises four centroid ids");
+
+// Bytes per unpacked row in the kernels' scratch: every plane position and every quad, rounded
+// to 32. The scratch is kResidualBlock rows, zeroed once.
+inline int residual_scratch_stride(int d, int nbits) {
+  const int per = 8 / nbits, plane = (d * nbits + 7) / 8, quads = (d + 3) / 4;
+  const int width = per * plane > quads * 4 ? per * plane : quads * 4;
+  return (width + 31) / 32 * 32;
+}
 
 const ResidualKernelSet& residual_generic();
 const ResidualKernelSet& residual_avx2();

@@ -19,33 +19,13 @@ namespace muvera {
 namespace MUVERA_RES_NS {
 namespace {
 
-constexpr int kQcLanes = 16;
-typedef float vq __attribute__((vector_size(4 * kQcLanes)));
-
-void qc_table(const float* qt, int nq_pad, int d, const float* centroids, int64_t c0, int64_t c1, float* qc) {
-  for (int64_t c = c0; c < c1; ++c) {
-    const float* row = centroids + c * d;
-    for (int g = 0; g < nq_pad; g += kQcLanes) {
-      vq acc = vq{};
-      for (int t = 0; t < d; ++t) {
-        vq q;
-        std::memcpy(&q, qt + static_cast<int64_t>(t) * nq_pad + g, sizeof(vq));
-        const vq prod = row[t] * q;  // rounded, then added: no contraction in this file
-        acc += prod;
-      }
-      std::memcpy(qc + c * nq_pad + g, &acc, sizeof(vq));
-    }
-  }
-}
-
-// Unpacks rows [0, jd) of a block into u8 levels, quads*4 bytes per row (zeros past d and for
-// rows jd..kResidualBlock-1); returns the centroid ids in cid.
-void unpack_block(const ResidualTablesView& t, const uint8_t* rows, int jd, int quads, uint8_t* out,
+// Unpacks rows [0, jd) of a block into u8 levels, `stride` bytes per row: plane k of byte j goes to
+// position k * P + j, so [0, per * P) is written (past d the packed bits are zero, and the query
+// weights there are zero too). Rows jd.. keep stale levels: they are never folded into the max.
+void unpack_block(const ResidualTablesView& t, const uint8_t* rows, int jd, int stride, uint8_t* out,
                   int64_t* cid, bool* bad_cid) {
-  const int P = t.plane_bytes, per = 8 / t.nbits, width = quads * 4;
+  const int P = t.plane_bytes, per = 8 / t.nbits;
   const uint8_t mask = static_cast<uint8_t>((1u << t.nbits) - 1u);
-  std::memset(out, 0, static_cast<size_t>(kResidualBlock) * width);
-  for (int j = 0; j < kResidualBlock; ++j) cid[j] = 0;
   for (int j = 0; j < jd; ++j) {
     const uint8_t* row = rows + static_cast<int64_t>(j) * (2 + P);
     int64_t c = static_cast<int64_t>(row[0]) | (static_cast<int64_t>(row[1]) << 8);
@@ -55,20 +35,45 @@ void unpack_block(const ResidualTablesView& t, const uint8_t* rows, int jd, int 
     }
     cid[j] = c;
     const uint8_t* packed = row + 2;
-    uint8_t* dst = out + static_cast<int64_t>(j) * width;
-    for (int k = 0; k < per; ++k) {
-      const int base = k * P;
-      const int n = t.d - base < P ? t.d - base : P;
-      const int shift = k * t.nbits;
-      for (int i = 0; i < n; ++i) dst[base + i] = static_cast<uint8_t>((packed[i] >> shift) & mask);
+    uint8_t* dst = out + static_cast<int64_t>(j) * stride;
+    int i = 0;
+#if MUVERA_RES_LEVEL > 0
+    // 32 bytes at a time: one shift and one mask per plane (16-bit shifts; the mask drops the
+    // bits that crossed from the neighbouring byte).
+    const __m256i m8 = _mm256_set1_epi8(static_cast<char>(mask));
+    for (; i + 32 <= P; i += 32) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed + i));
+      for (int k = 0; k < per; ++k) {
+        const __m256i plane = _mm256_and_si256(_mm256_srli_epi16(v, k * t.nbits), m8);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k * P + i), plane);
+      }
     }
+#endif
+    for (; i < P; ++i)
+      for (int k = 0; k < per; ++k) dst[k * P + i] = static_cast<uint8_t>((packed[i] >> (k * t.nbits)) & mask);
   }
 }
 
 #if MUVERA_RES_LEVEL == 0
+// out[i] += row[t] * qt[t][i], t ascending: vectorises over the lanes i, one rounding per step.
+void qc_table(const float* qt, int nq_pad, int d, const float* centroids, int64_t c0, int64_t c1, float* qc) {
+  for (int64_t c = c0; c < c1; ++c) {
+    const float* row = centroids + c * d;
+    float* out = qc + c * nq_pad;
+    for (int i = 0; i < nq_pad; ++i) out[i] = 0.0f;
+    for (int t = 0; t < d; ++t) {
+      const float r = row[t];
+      const float* q = qt + static_cast<int64_t>(t) * nq_pad;
+      for (int i = 0; i < nq_pad; ++i) {
+        const float prod = r * q[i];
+        out[i] += prod;
+      }
+    }
+  }
+}
+
 // Integer dot products, then the float combine, lane by lane.
-void score_block(const ResidualQueryView& q, const uint8_t* u, const int64_t* cid, int jd, float* mx) {
-  const int width = q.quads * 4;
+void score_block(const ResidualQueryView& q, const uint8_t* u, int width, const int64_t* cid, int jd, float* mx) {
   for (int i = 0; i < q.nq_pad; ++i) {
     for (int j = 0; j < jd; ++j) {
       const uint8_t* doc = u + static_cast<int64_t>(j) * width;
@@ -101,6 +106,8 @@ inline void store_f(float* p, vflt v) { _mm256_storeu_ps(p, v); }
 inline vflt mul_f(vflt a, vflt b) { return _mm256_mul_ps(a, b); }
 inline vflt add_f(vflt a, vflt b) { return _mm256_add_ps(a, b); }
 inline vflt max_f(vflt a, vflt b) { return _mm256_max_ps(a, b); }
+inline vflt zero_f() { return _mm256_setzero_ps(); }
+inline vflt set1_f(float v) { return _mm256_set1_ps(v); }
 #else
 typedef __m512i vint;
 typedef __m512 vflt;
@@ -118,42 +125,96 @@ inline void store_f(float* p, vflt v) { _mm512_storeu_ps(p, v); }
 inline vflt mul_f(vflt a, vflt b) { return _mm512_mul_ps(a, b); }
 inline vflt add_f(vflt a, vflt b) { return _mm512_add_ps(a, b); }
 inline vflt max_f(vflt a, vflt b) { return _mm512_max_ps(a, b); }
+inline vflt zero_f() { return _mm512_setzero_ps(); }
+inline vflt set1_f(float v) { return _mm512_set1_ps(v); }
 #endif
 
-// One group of kLanes query tokens against the block's kResidualBlock rows (unused rows are zero
-// and are not folded into the max). Products are summed in int16 for q.s16_steps quads at a time
-// (the bound that keeps vpmaddubsw exact), then widened to int32; VNNI sums in int32 directly.
-void score_block(const ResidualQueryView& q, const uint8_t* u, const int64_t* cid, int jd, float* mx) {
-  constexpr int J = kResidualBlock;
-  const int width = q.quads * 4;
-  for (int g = 0; g < q.nq_pad; g += kLanes) {
-    vint acc[J];
-    for (int j = 0; j < J; ++j) acc[j] = zero_i();
-#if MUVERA_RES_LEVEL == 3
-    for (int s = 0; s < q.quads; ++s) {
-      const vint qv = load_i(q.qi + (static_cast<int64_t>(s) * q.nq_pad + g) * 4);
-      for (int j = 0; j < J; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], bcast32(u + j * width + s * 4), qv);
-    }
-#else
-    for (int s0 = 0; s0 < q.quads; s0 += q.s16_steps) {
-      const int s1 = s0 + q.s16_steps < q.quads ? s0 + q.s16_steps : q.quads;
-      vint part[J];
-      for (int j = 0; j < J; ++j) part[j] = zero_i();
-      for (int s = s0; s < s1; ++s) {
-        const vint qv = load_i(q.qi + (static_cast<int64_t>(s) * q.nq_pad + g) * 4);
-        for (int j = 0; j < J; ++j) part[j] = add16(part[j], maddubs(bcast32(u + j * width + s * 4), qv));
+// Four centroids per pass over the query: four independent add chains per lane group.
+void qc_table(const float* qt, int nq_pad, int d, const float* centroids, int64_t c0, int64_t c1, float* qc) {
+  int64_t c = c0;
+  for (; c + 4 <= c1; c += 4) {
+    const float* r0 = centroids + c * d;
+    const float* r1 = r0 + d;
+    const float* r2 = r1 + d;
+    const float* r3 = r2 + d;
+    for (int g = 0; g < nq_pad; g += kLanes) {
+      vflt a0 = zero_f(), a1 = zero_f(), a2 = zero_f(), a3 = zero_f();
+      for (int t = 0; t < d; ++t) {
+        const vflt q = load_f(qt + static_cast<int64_t>(t) * nq_pad + g);
+        a0 = add_f(a0, mul_f(set1_f(r0[t]), q));
+        a1 = add_f(a1, mul_f(set1_f(r1[t]), q));
+        a2 = add_f(a2, mul_f(set1_f(r2[t]), q));
+        a3 = add_f(a3, mul_f(set1_f(r3[t]), q));
       }
-      for (int j = 0; j < J; ++j) acc[j] = add32(acc[j], widen(part[j]));
+      store_f(qc + c * nq_pad + g, a0);
+      store_f(qc + (c + 1) * nq_pad + g, a1);
+      store_f(qc + (c + 2) * nq_pad + g, a2);
+      store_f(qc + (c + 3) * nq_pad + g, a3);
     }
+  }
+  for (; c < c1; ++c) {
+    const float* r0 = centroids + c * d;
+    for (int g = 0; g < nq_pad; g += kLanes) {
+      vflt a0 = zero_f();
+      for (int t = 0; t < d; ++t) a0 = add_f(a0, mul_f(set1_f(r0[t]), load_f(qt + static_cast<int64_t>(t) * nq_pad + g)));
+      store_f(qc + c * nq_pad + g, a0);
+    }
+  }
+}
+
+// G groups of kLanes query tokens against the block's kResidualBlock rows (stale rows past jd
+// are scored but not folded into the max). Products are summed in int16 for q.s16_steps quads at
+// a time (the bound that keeps vpmaddubsw exact), then widened to int32; VNNI sums in int32.
+template <int G>
+void score_groups(const ResidualQueryView& q, const uint8_t* u, int width, const int64_t* cid, int jd, int g0,
+                  float* mx) {
+  constexpr int J = kResidualBlock;
+  vint acc[G][J];
+  for (int g = 0; g < G; ++g)
+    for (int j = 0; j < J; ++j) acc[g][j] = zero_i();
+#if MUVERA_RES_LEVEL == 3
+  for (int s = 0; s < q.quads; ++s) {
+    vint qv[G];
+    for (int g = 0; g < G; ++g) qv[g] = load_i(q.qi + (static_cast<int64_t>(s) * q.nq_pad + g0 + g * kLanes) * 4);
+    for (int j = 0; j < J; ++j) {
+      const vint dv = bcast32(u + j * width + s * 4);
+      for (int g = 0; g < G; ++g) acc[g][j] = _mm512_dpbusd_epi32(acc[g][j], dv, qv[g]);
+    }
+  }
+#else
+  for (int s0 = 0; s0 < q.quads; s0 += q.s16_steps) {
+    const int s1 = s0 + q.s16_steps < q.quads ? s0 + q.s16_steps : q.quads;
+    vint part[G][J];
+    for (int g = 0; g < G; ++g)
+      for (int j = 0; j < J; ++j) part[g][j] = zero_i();
+    for (int s = s0; s < s1; ++s) {
+      vint qv[G];
+      for (int g = 0; g < G; ++g) qv[g] = load_i(q.qi + (static_cast<int64_t>(s) * q.nq_pad + g0 + g * kLanes) * 4);
+      for (int j = 0; j < J; ++j) {
+        const vint dv = bcast32(u + j * width + s * 4);
+        for (int g = 0; g < G; ++g) part[g][j] = add16(part[g][j], maddubs(dv, qv[g]));
+      }
+    }
+    for (int g = 0; g < G; ++g)
+      for (int j = 0; j < J; ++j) acc[g][j] = add32(acc[g][j], widen(part[g][j]));
+  }
 #endif
-    vflt best = load_f(mx + g);
-    const vflt scale = load_f(q.sq + g);
+  for (int g = 0; g < G; ++g) {
+    const int lane0 = g0 + g * kLanes;
+    vflt best = load_f(mx + lane0);
+    const vflt scale = load_f(q.sq + lane0);
     for (int j = 0; j < jd; ++j) {
-      const vflt v = add_f(load_f(q.qc + cid[j] * q.nq_pad + g), mul_f(scale, to_f(acc[j])));
+      const vflt v = add_f(load_f(q.qc + cid[j] * q.nq_pad + lane0), mul_f(scale, to_f(acc[g][j])));
       best = max_f(best, v);
     }
-    store_f(mx + g, best);
+    store_f(mx + lane0, best);
   }
+}
+
+void score_block(const ResidualQueryView& q, const uint8_t* u, int width, const int64_t* cid, int jd, float* mx) {
+  int g0 = 0;
+  for (; g0 + 2 * kLanes <= q.nq_pad; g0 += 2 * kLanes) score_groups<2>(q, u, width, cid, jd, g0, mx);
+  for (; g0 < q.nq_pad; g0 += kLanes) score_groups<1>(q, u, width, cid, jd, g0, mx);
 }
 #endif
 
@@ -161,12 +222,13 @@ float doc_score(const ResidualQueryView& q, const ResidualTablesView& t, const u
                 uint8_t* scratch, float* mx, bool* bad_cid) {
   if (m <= 0 || q.nq <= 0) return 0.0f;
   for (int i = 0; i < q.nq_pad; ++i) mx[i] = -std::numeric_limits<float>::infinity();
-  int64_t cid[kResidualBlock];
+  int64_t cid[kResidualBlock] = {0, 0, 0, 0};
   const int64_t row_bytes = 2 + t.plane_bytes;
+  const int stride = residual_scratch_stride(t.d, t.nbits);
   for (int64_t j0 = 0; j0 < m; j0 += kResidualBlock) {
     const int jd = static_cast<int>(m - j0 < kResidualBlock ? m - j0 : kResidualBlock);
-    unpack_block(t, rows + j0 * row_bytes, jd, q.quads, scratch, cid, bad_cid);
-    score_block(q, scratch, cid, jd, mx);
+    unpack_block(t, rows + j0 * row_bytes, jd, stride, scratch, cid, bad_cid);
+    score_block(q, scratch, stride, cid, jd, mx);
   }
   float total = 0.0f;
   for (int i = 0; i < q.nq; ++i) {
