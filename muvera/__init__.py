@@ -42,3 +42,8 @@ from .store import TokenStore  # noqa: E402
 
 __all__ += ["Backend", "ExactBackend", "FaissBackend", "make_backend", "register_backend", "TokenCodec",
             "make_codec", "register_codec", "IdMap", "MuveraIndex", "ball_carve", "TokenStore"]
+
+# Text first: the Retriever imports no model library until a model is loaded.
+from .retriever import Hit, Retriever  # noqa: E402
+
+__all__ += ["Retriever", "Hit"]

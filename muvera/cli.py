@@ -1,4 +1,4 @@
-"""The ``muvera`` command: encode, index, search and bench."""
+"""The ``muvera`` command: encode, index, search, bench, export and import."""
 
 from __future__ import annotations
 
@@ -92,22 +92,66 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def _encode_documents(docs, model, cache, *, beir: bool, progress: bool):
+    """Packed token vectors of ``docs`` through ``model``, in the embedding cache (a BEIR folder
+    shares the entry `muvera encode` / `muvera bench` use)."""
+    from .documents import texts_digest
+    from .eval.cache import default_cache_root, encode_cached
+
+    name = docs.name if beir else f"{docs.name}-{texts_digest(docs.texts)}"
+    root = Path(cache or default_cache_root()) / name / f"{type(model).__name__}-{model.fingerprint()}"
+    return encode_cached(root / "docs", docs.texts, model.encode_documents, fingerprint=model.fingerprint(),
+                         progress=progress, description=f"{name} documents")
+
+
 def cmd_index(args) -> int:
+    from ._progress import progress
     from .config import FDEConfig
-    from .eval.embed import embed_beir
+    from .documents import load_documents
     from .index import MuveraIndex
 
-    emb = embed_beir(_dataset(args.dataset), _load_model(args.model), cache_root=args.cache)
-    index = MuveraIndex(FDEConfig.preset(args.preset, dimension=emb.dim), backend=args.backend,
+    source = _dataset(args.dataset)
+    docs = load_documents(source)  # documents alone: queries and judgements are not needed
+    model = _load_model(args.model)
+    tokens, offsets = _encode_documents(docs, model, args.cache, beir=(source / "corpus.jsonl").is_file(),
+                                        progress=not args.quiet)
+    index = MuveraIndex(FDEConfig.preset(args.preset, dimension=int(tokens.shape[1])), backend=args.backend,
                         token_codec=args.token_codec, model=args.model)  # recorded, so `muvera search` encodes queries the same way
     t0 = time.perf_counter()
-    data = emb.data
-    titles = data.doc_titles or [""] * len(data.doc_ids)
     # Titles and snippets travel with the index (metadata), so `muvera search` can show them.
-    meta = [{"title": t, "snippet": text[:200]} for t, text in zip(titles, data.doc_texts)]
-    index.add(emb.doc_tokens, ids=data.doc_ids, offsets=emb.doc_offsets, metadata=meta)
+    meta = [{"title": t, "snippet": body[:200]} for t, body in zip(docs.titles, docs.bodies)]
+    chunk = 4096
+    with progress(len(docs), "adding", enabled=not args.quiet) as bar:
+        for s in range(0, len(docs), chunk):
+            e = min(len(docs), s + chunk)
+            index.add(tokens[offsets[s]:offsets[e]], ids=docs.ids[s:e], lengths=offsets[s + 1:e + 1] - offsets[s:e],
+                      metadata=meta[s:e])
+            bar.update(e - s)
     index.save(args.output)
     print(f"indexed {len(index)} documents in {time.perf_counter() - t0:.1f} s -> {args.output}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .index import MuveraIndex
+    from .integrations.arrow import write_parquet
+
+    if not str(args.output).endswith(".parquet"):
+        raise ValueError(f"output: expected a .parquet file path, got {args.output!r}")
+    index = MuveraIndex.load(args.index)
+    t0 = time.perf_counter()
+    rows = write_parquet(index, args.output, batch_size=args.batch_size)
+    print(f"exported {rows} documents in {time.perf_counter() - t0:.1f} s -> {args.output}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .integrations.arrow import read_parquet
+
+    t0 = time.perf_counter()
+    index = read_parquet(args.parquet, backend=args.backend)
+    index.save(args.output)
+    print(f"imported {len(index)} documents in {time.perf_counter() - t0:.1f} s -> {args.output}")
     return 0
 
 
@@ -137,7 +181,13 @@ def cmd_search(args) -> int:
             if m:
                 hit.update({k: m[k] for k in ("title", "snippet") if m.get(k)})
             results.append(hit)
-        print(json.dumps({"query": q, "results": results}))
+        if args.format == "text":
+            print(f"query: {q}")
+            for rank, hit in enumerate(results, 1):
+                label = hit.get("title") or hit.get("snippet", "")[:80]
+                print(f"{rank:>4}  {hit['id']}  {hit['score']:.4f}  {label}".rstrip())
+        else:
+            print(json.dumps({"query": q, "results": results}))
     return 0
 
 
@@ -173,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp, dataset=True):
         if dataset:
-            sp.add_argument("dataset", help="BEIR-layout folder, or 'sample' for the SciFact sample shipped with muvera")
+            sp.add_argument("dataset", help="BEIR-layout folder, or 'sample' for the SciFact sample shipped with muvera"
+                            + ("; for index also a documents file or folder (no queries needed)" if sp.prog.endswith(" index") else ""))
         sp.add_argument("--model", default="default" if dataset else None,
                         help="default (embedded MiniLM), onnx:minilm, hf:PATH, colbert:PATH, pylate:PATH"
                              + ("" if dataset else " (default: the model recorded in the index)"))
@@ -184,8 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(fn=cmd_encode)
 
-    sp = sub.add_parser("index", help="build and save a MuveraIndex of a dataset's corpus", formatter_class=fmt)
+    sp = sub.add_parser("index", help="build and save a MuveraIndex of documents (a BEIR folder, corpus.jsonl, "
+                        "JSONL/TSV/Parquet with id/text/title, or a folder of .txt/.md files)", formatter_class=fmt)
     common(sp)
+    sp.add_argument("--quiet", action="store_true", help="no progress bars")
     sp.add_argument("--output", "-o", required=True, help="index directory to write")
     sp.add_argument("--preset", type=_preset, default="10240", help="FDE size preset (1280, 2560, 5120, 10240)")
     sp.add_argument("--backend", type=_backend, default="exact",
@@ -202,7 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-k", type=_positive, default=10, help="results per query")
     sp.add_argument("--candidates", type=_positive, default=100,
                     help="FDE candidates reranked with exact Chamfer (>= k; MuveraIndex.search's default)")
+    sp.add_argument("--format", choices=("json", "text"), default="json",
+                    help="json: one JSON line per query; text: ranked ids, scores and titles")
     sp.set_defaults(fn=cmd_search)
+
+    sp = sub.add_parser("export", help="write a saved index to Parquet (id, fde, tokens, metadata; the FDE config "
+                        "in the schema metadata)", formatter_class=fmt)
+    sp.add_argument("index", help="index directory")
+    sp.add_argument("output", help="the .parquet file to write")
+    sp.add_argument("--batch-size", type=_positive, default=4096, help="documents per row group")
+    sp.set_defaults(fn=cmd_export)
+
+    sp = sub.add_parser("import", help="build an index from a Parquet file written by `muvera export`",
+                        formatter_class=fmt)
+    sp.add_argument("parquet", help="the .parquet file")
+    sp.add_argument("--output", "-o", required=True, help="index directory to write")
+    sp.add_argument("--backend", type=_backend, default="exact",
+                    help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
+    sp.set_defaults(fn=cmd_import)
 
     sp = sub.add_parser("bench", help="quality and latency of FDE, FDE+rerank and exact Chamfer on a BEIR dataset",
                         formatter_class=fmt)
