@@ -160,3 +160,19 @@ def test_bad_files(tmp_path):
         to_arrow("index")
     with pytest.raises(ValueError, match="batch_size"):
         to_arrow(idx, batch_size=0)
+
+
+def test_cli_export_import(tmp_path, capsys):
+    from muvera import cli
+
+    idx = _index()
+    idx.save(tmp_path / "idx")
+    assert cli.main(["export", str(tmp_path / "idx"), str(tmp_path / "out.parquet"), "--batch-size", "32"]) == 0
+    assert "exported 77 documents" in capsys.readouterr().out
+    assert cli.main(["import", str(tmp_path / "out.parquet"), "-o", str(tmp_path / "back")]) == 0
+    assert "imported 77 documents" in capsys.readouterr().out
+    _assert_same(idx, MuveraIndex.load(tmp_path / "back"))
+    assert cli.main(["export", str(tmp_path / "idx"), str(tmp_path / "out.csv")]) == 1
+    assert "output: expected a .parquet file path" in capsys.readouterr().err
+    assert cli.main(["import", str(tmp_path / "none.parquet"), "-o", str(tmp_path / "x")]) == 1
+    assert "no such Parquet file" in capsys.readouterr().err
