@@ -196,7 +196,7 @@ def cmd_bench(args) -> int:
 
     cands = args.candidates
     if args.rescore is not None and (args.rescore < 100 or args.token_codec in ("float16", "float32")):
-        raise ValueError("--rescore: needs a compressed --token-codec (int8) and a value >= 100")
+        raise ValueError("--rescore: needs a compressed --token-codec (int8, residual:4, residual:2) and a value >= 100")
     small = [c for c in cands if c < 100]
     if small:  # checked before the model loads (Recall@100 needs 100 results)
         raise ValueError(f"--candidates: each count must be >= 100, got {small[0]}")
@@ -244,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backend", type=_backend, default="exact",
                     help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
     sp.add_argument("--token-codec", type=_codec, default="float16",
-                    help="how the token store keeps tokens: float16, float32 or int8 (d + 4 bytes per token)")
+                    help="how the token store keeps tokens: float16, float32, int8 (d + 4 bytes per token), "
+                         "residual:4 or residual:2 (centroid id + 4 or 2 bits per dimension: 2 + d/2 or "
+                         "2 + d/4 bytes per token)")
     sp.set_defaults(fn=cmd_index)
 
     sp = sub.add_parser("search", help="search a saved index with text queries (--query or stdin lines)",
@@ -281,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backend", type=_backend, default="exact",
                     help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
     sp.add_argument("--token-codec", type=_codec, default="float16",
-                    help="how the token store keeps tokens: float16, float32 or int8 (d + 4 bytes per token)")
+                    help="how the token store keeps tokens: float16, float32, int8 (d + 4 bytes per token), "
+                         "residual:4 or residual:2 (centroid id + 4 or 2 bits per dimension: 2 + d/2 or "
+                         "2 + d/4 bytes per token)")
     sp.add_argument("--rescore", type=_positive, default=None,
                     help="keep float16 tokens on an exact tier and rescore the best N candidates from it "
                          "(with a compressed --token-codec)")

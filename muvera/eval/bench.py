@@ -79,9 +79,13 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
     t0 = time.perf_counter()
     index.add(dtok, ids=data.doc_ids, offsets=emb.doc_offsets)
     build_s = time.perf_counter() - t0
-    bytes_per_doc = (index.backend.nbytes + index.store.nbytes) / n_docs
-    # Everything the token store keeps per token: the codes and the offsets, as stored.
-    token_bytes = (index.store.tokens.nbytes + index.store.offsets.nbytes) / max(1, index.store.num_tokens)
+    codec = index.store.codec
+    bytes_per_doc = (index.backend.nbytes + index.store.nbytes + codec.state_nbytes) / n_docs
+    # Everything the token store keeps per token: the codes and the offsets, as stored, and the
+    # codec's tables (residual centroids and levels) spread over the tokens.
+    token_bytes = (index.store.tokens.nbytes + index.store.offsets.nbytes + codec.state_nbytes) / max(
+        1, index.store.num_tokens)
+    train_s = float(getattr(codec, "train_seconds", 0.0))
     log(f"index ({backend}, {config.output_dimension}-d FDE): built in {build_s:.1f} s, "
         f"{bytes_per_doc:.0f} bytes/document")
 
@@ -136,7 +140,7 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
         "dataset": data.name, "n_docs": n_docs, "n_queries": nq, "dim": dim, "pca": pca, "preset": preset,
         "backend": backend, "fde_dimension": config.output_dimension, "build_s": build_s, "embed_s": embed_s,
         "ignore_identical_ids": bool(ignore_identical_ids), "token_codec": index.store.codec.name,
-        "token_bytes_per_token": token_bytes,
+        "token_bytes_per_token": token_bytes, "codec_train_s": train_s,
         "fde_only": fde_metrics, "exact": dict(exact_metrics, latency_ms_p50=float(np.median(exact_lat)),
                                                latency_ms_p95=float(np.percentile(exact_lat, 95)), qps=exact_qps),
         "runs": runs,
