@@ -283,7 +283,7 @@ def from_arrow(table: Any, config: Optional[FDEConfig] = None, *, backend: str =
             raise ValueError(f"{where}: column 'fde' has {stored.shape[1]} values per row, the config "
                              f"gives {config.output_dimension}")
         mine = index.backend.reconstruct(np.arange(len(ids), dtype=np.int64))
-        if not np.array_equal(np.asarray(mine, np.float32), stored.astype(np.float32)):
+        if not np.array_equal(np.asarray(mine, np.float32), np.asarray(stored, np.float32)):
             raise ValueError(f"{where}: the 'fde' column differs from the FDEs this config encodes from the "
                              "tokens (another encoder variant or edited FDEs?); pass verify=False to "
                              "re-encode anyway")
@@ -356,8 +356,10 @@ def read_parquet(path: PathLike, config: Optional[FDEConfig] = None, **kwargs: A
         raise TypeError(f"path: expected a file path, got {type(path).__name__}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{os.fspath(path)}: no such Parquet file")
+    verify = kwargs.get("verify", True)  # the FDE column is read only to verify the FDEs
     try:
-        table = pq.read_table(path)
+        names = pq.read_schema(path).names
+        table = pq.read_table(path, columns=None if verify else [c for c in names if c != "fde"])
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValueError(f"{os.fspath(path)}: not a readable Parquet file ({exc})") from None
     return from_arrow(table, config, **kwargs)
