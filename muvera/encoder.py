@@ -41,6 +41,10 @@ class FDEEncoder:
 
     Notes
     -----
+    * ``config.variant == "fastembed"``: encodings equal ``fastembed.postprocess.Muvera``'s
+      ``process_document`` / ``process_query`` rounded to float32 (see :class:`FDEConfig` for the
+      field mapping and ``muvera.reference_fastembed`` for the algorithm); the rest of this list
+      describes the reference variant, except the last two points, which hold for both.
     * Queries are summed per partition and never filled; documents are averaged and, with
       ``fill_empty_partitions``, empty partitions take the nearest projected token.
     * An empty item (zero tokens) encodes to all zeros, never NaN (the reference returns NaN for
@@ -66,10 +70,20 @@ class FDEEncoder:
         self._config = config
         self._num_threads = num_threads or _core.default_num_threads()
         self._isa = isa or ""
-        self._core = _core.FdeEncoder(
-            config.dimension, config.num_repetitions, config.num_simhash_projections, config.seed,
-            config.projection_type == "ams_sketch", config.projection_dimension or 0,
-            config.fill_empty_partitions, config.final_projection_dimension or 0)
+        if config.variant == "fastembed":
+            # fastembed's own random draws (NumPy's Generator), made once here; the C++ kernel keeps
+            # its copies for every later call.
+            from .reference_fastembed import matrices_for
+
+            simhash, projection = matrices_for(config)
+            self._core = _core.FastembedEncoder(
+                simhash, None if projection is None else projection.astype(np.float64),
+                config.fill_empty_partitions)
+        else:
+            self._core = _core.FdeEncoder(
+                config.dimension, config.num_repetitions, config.num_simhash_projections, config.seed,
+                config.projection_type == "ams_sketch", config.projection_dimension or 0,
+                config.fill_empty_partitions, config.final_projection_dimension or 0)
 
     @property
     def config(self) -> FDEConfig:
