@@ -223,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp, dataset=True):
         if dataset:
+            also = "; for index also a documents file or folder (no queries needed)" if sp.prog.endswith(" index") else ""
             sp.add_argument("dataset", help="BEIR-layout folder, or 'sample' for the SciFact sample shipped with muvera"
-                            + ("; for index also a documents file or folder (no queries needed)" if sp.prog.endswith(" index") else ""))
+                            + also)
         sp.add_argument("--model", default="default" if dataset else None,
                         help="default (embedded MiniLM), onnx:minilm, hf:PATH, colbert:PATH, pylate:PATH"
                              + ("" if dataset else " (default: the model recorded in the index)"))

@@ -77,7 +77,8 @@ def _config_for(config: Any, dim: int) -> FDEConfig:
         return FDEConfig.preset("10240", dimension=dim)
     if isinstance(config, str):
         if config not in PRESETS:
-            raise ValueError(f"config: expected an FDEConfig or a preset name {sorted(PRESETS, key=int)}, got {config!r}")
+            raise ValueError(f"config: expected an FDEConfig or a preset name {sorted(PRESETS, key=int)}, "
+                             f"got {config!r}")
         return FDEConfig.preset(config, dimension=dim)
     if not isinstance(config, FDEConfig):
         raise TypeError(f"config: expected an FDEConfig, a preset name or None, got {type(config).__name__}")

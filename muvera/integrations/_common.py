@@ -134,8 +134,8 @@ def check_header(found: Dict[str, Any], config: FDEConfig, where: str, *,
     if stored.to_dict() != config.to_dict():
         diff = {k: (v, config.to_dict().get(k)) for k, v in stored.to_dict().items()
                 if config.to_dict().get(k) != v}
-        raise ValueError(f"{where}: holds FDEs of another config ({', '.join(f'{k}: stored {a!r}, given {b!r}' for k, (a, b) in diff.items())}); "
-                         "use the config the collection was written with")
+        what = ", ".join(f"{k}: stored {a!r}, given {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"{where}: holds FDEs of another config ({what}); use the config it was written with")
     if id_kind is not None and found.get("id_kind") not in (None, id_kind):
         raise ValueError(f"{where}: holds {found['id_kind']} ids, the index has {id_kind} ids")
 

@@ -30,7 +30,7 @@ import numpy as np
 from .._optional import require
 from .._validate import positive_int
 from ..config import FDEConfig
-from ._common import check_header, check_index, export_batches, header_of, parse_header
+from ._common import check_index, export_batches, header_of, parse_header
 
 __all__ = ["to_arrow", "from_arrow", "write_parquet", "read_parquet", "arrow_schema", "record_batches",
            "metadata_fields", "SCHEMA_KEY"]
@@ -364,9 +364,3 @@ def read_parquet(path: PathLike, config: Optional[FDEConfig] = None, **kwargs: A
         raise ValueError(f"{os.fspath(path)}: not a readable Parquet file ({exc})") from None
     return from_arrow(table, config, **kwargs)
 
-
-def check_table_header(table: Any, config: FDEConfig, where: str) -> None:
-    """ValueError unless ``table``'s muvera header (if any) was written for ``config``."""
-    raw = (table.schema.metadata or {}).get(SCHEMA_KEY)
-    if raw is not None:
-        check_header(parse_header(raw, where), config, where)

@@ -268,7 +268,8 @@ class LanceDBSearcher:
                 continue
             q = tokens[off[i]: off[i + 1]]
             second = (self.table.search(q, vector_column_name="tokens").distance_type("dot")
-                      .where(f"id IN ({_sql_list(cand)})", prefilter=True).select(["id", "_distance"]).limit(k).to_arrow())
+                      .where(f"id IN ({_sql_list(cand)})", prefilter=True).select(["id", "_distance"])
+                      .limit(k).to_arrow())
             nq = np.float32(len(q))
             # LanceDB's multivector distance is sum over query tokens of (1 - max dot).
             scores = nq - second.column("_distance").to_numpy().astype(np.float32)
