@@ -156,7 +156,10 @@ def bench_warp(data, dtok, doff, qtok, qoff, truth_rows, args, nbits: int) -> Op
     doc_ids = np.asarray(data.doc_ids, dtype=object)
     named = np.where(rows >= 0, doc_ids[np.maximum(rows, 0)], None)
     row = {"engine": f"WARP (xtr-warp-rs {res.get('warp_version', '?')})", "nbits": nbits,
-           "bytes_per_token": res["bytes_per_token"], "build_s": res.get("build_s"),
+           # what its search loads (centroids, bucket weights, doc ids, residuals); the folder also
+           # keeps a second, per-chunk copy for updates, reported beside it
+           "bytes_per_token": res["search_bytes_per_token"], "folder_bytes_per_token": res["bytes_per_token"],
+           "build_s": res.get("build_s"), "knobs": res.get("knobs"),
            "p50_ms": res["p50_ms"], "p95_ms": res["p95_ms"]}
     row.update(quality(data, named, scores, truth_rows, rows))
     print(f"  WARP {nbits}-bit  {row['bytes_per_token']:7.1f} B/tok  nDCG@10 {row['ndcg@10']:.4f}  "
