@@ -406,3 +406,40 @@ def test_old_manifests_load_as_reference():
     fixture = Path(__file__).parent / "fixtures" / "v1_int"
     assert "variant" not in json.loads((fixture / "manifest.json").read_text())["config"]
     assert MuveraIndex.load(fixture).config.variant == "reference"
+
+
+# -- fastembed + Qdrant: switching the ingest without re-indexing --------------------------------------
+@live
+def test_qdrant_collection_from_fastembed_is_served_by_the_variant():
+    qdrant_client = pytest.importorskip("qdrant_client")
+    models = qdrant_client.models
+    config = FDEConfig.from_fastembed(dim=32, k_sim=4, dim_proj=8, r_reps=10, random_seed=7)
+    m, enc = Muvera(**config.fastembed_params), FDEEncoder(config)
+    rng = np.random.default_rng(3)
+    docs = [rng.standard_normal((n, 32)).astype(np.float32) for n in rng.integers(5, 60, size=50)]
+    queries = [rng.standard_normal((8, 32)).astype(np.float32) for _ in range(4)]
+    client = qdrant_client.QdrantClient(":memory:")
+    ingests = {"by_fastembed": [m.process_document(x) for x in docs], "by_muvera": enc.encode_documents(docs)}
+    for name, fdes in ingests.items():
+        client.create_collection(name, vectors_config={
+            "fde": models.VectorParams(size=config.output_dimension, distance=models.Distance.DOT)})
+        client.upsert(name, points=[models.PointStruct(id=i, vector={"fde": np.asarray(f).tolist()})
+                                    for i, f in enumerate(fdes)])
+    # What Qdrant stored (float32) from either ingest agrees to float32 rounding.
+    a = client.retrieve("by_fastembed", ids=list(range(len(docs))), with_vectors=True)
+    b = client.retrieve("by_muvera", ids=list(range(len(docs))), with_vectors=True)
+    for pa, pb in zip(sorted(a, key=lambda p: p.id), sorted(b, key=lambda p: p.id)):
+        assert_fastembed_close(np.asarray(pb.vector["fde"], np.float32), np.asarray(pa.vector["fde"], np.float64))
+
+    def scores(collection, query_fde):
+        hits = client.query_points(collection, query=np.asarray(query_fde).tolist(), using="fde",
+                                   limit=len(docs)).points
+        return {p.id: p.score for p in hits}
+
+    for q in queries:
+        reference = scores("by_fastembed", m.process_query(q))  # fastembed end to end
+        scale = max(abs(s) for s in reference.values())
+        for collection in ingests:  # our query FDEs, on either ingest
+            ours = scores(collection, enc.encode_query(q))
+            assert ours.keys() == reference.keys()
+            assert all(abs(ours[i] - reference[i]) <= 1e-5 * scale for i in reference)
