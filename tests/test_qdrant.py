@@ -194,3 +194,13 @@ def test_bad_arguments(client):
         searcher.search(QUERIES, where={"year": 2.5})
     with pytest.raises(TypeError, match="where: expected a non-empty dict"):
         searcher.search(QUERIES, where="lang = 'en'")
+
+
+def test_collection_from_an_empty_index_takes_the_first_ids_kind(client):
+    assert to_qdrant(MuveraIndex(CFG), client, "docs") == 0
+    searcher = QdrantSearcher(client, "docs", CFG)
+    ids, scores = searcher.search(QUERIES[:1], k=3)
+    assert ids.tolist() == [[-1]] and np.isneginf(scores).all()  # like an empty MuveraIndex
+    to_qdrant(_index("str", 10), client, "docs")
+    ids, _ = searcher.search(QUERIES[:1], k=3)
+    assert ids.dtype == object and ids.tolist() == _index("str", 10).search(QUERIES[:1], k=3)[0].tolist()

@@ -317,6 +317,8 @@ class QdrantSearcher:
             if not _reach(self.client, self.collection):
                 raise ValueError(f"collection {self.collection!r}: no longer exists") from exc
             raise
+        if self._header.get("id_kind") is None:  # made from an empty index: the first append sets it
+            self._header = _collection_header(self.client, self.collection, self.config)
         kind = self._header.get("id_kind")
         hits = [[((p.payload or {}).get("muvera_id", p.id) if kind == "str" else int(p.id), float(p.score))
                  for p in answer.points] for answer in answers]
