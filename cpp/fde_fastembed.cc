@@ -165,10 +165,12 @@ inline bool load_row(const ItemView& item, int dtype, int64_t t, int d, X* dst) 
 // template parameter is not applied everywhere by GCC).
 template <typename T, int N>
 struct Vec;
-#define MUVERA_FE_VEC(T, N) \
-  template <>               \
-  struct Vec<T, N> {        \
-    typedef T type __attribute__((vector_size(sizeof(T) * N))); \
+#define MUVERA_FE_VEC(T, N)                                                                \
+  template <>                                                                              \
+  struct Vec<T, N> {                                                                       \
+    typedef T type __attribute__((vector_size(sizeof(T) * N)));                            \
+    /* the same for unaligned memory (aliasing T): direct loads and stores, no memcpy */    \
+    typedef T mem __attribute__((vector_size(sizeof(T) * N), aligned(sizeof(T)), may_alias)); \
   };
 MUVERA_FE_VEC(double, 2)
 MUVERA_FE_VEC(double, 4)
@@ -178,6 +180,15 @@ MUVERA_FE_VEC(float, 4)
 MUVERA_FE_VEC(float, 8)
 MUVERA_FE_VEC(float, 16)
 #undef MUVERA_FE_VEC
+
+template <typename T, int N>
+MUVERA_FE_INLINE typename Vec<T, N>::type loadu(const T* at) {
+  return *reinterpret_cast<const typename Vec<T, N>::mem*>(at);
+}
+template <typename T, int N>
+MUVERA_FE_INLINE void storeu(T* at, typename Vec<T, N>::type v) {
+  *reinterpret_cast<typename Vec<T, N>::mem*>(at) = v;
+}
 
 // Register-tiled C = A . B for one element type: LANES elements per vector, tiles of MR rows x NV
 // vectors. Column counts are multiples of LANES (the tables are zero-padded).
@@ -194,14 +205,14 @@ struct Gemm {
       for (int v = 0; v < W; ++v) acc[m][v] = V{};
     for (int kk = 0; kk < K; ++kk) {
       V b[W];
-      for (int v = 0; v < W; ++v) std::memcpy(&b[v], B + kk * ldb + v * LANES, sizeof(V));
+      for (int v = 0; v < W; ++v) b[v] = loadu<T, LANES>(B + kk * ldb + v * LANES);
       for (int m = 0; m < ROWS; ++m) {
         const T a = A[m * lda + kk];
         for (int v = 0; v < W; ++v) acc[m][v] += a * b[v];
       }
     }
     for (int m = 0; m < ROWS; ++m)
-      for (int v = 0; v < W; ++v) std::memcpy(C + m * ldc + v * LANES, &acc[m][v], sizeof(V));
+      for (int v = 0; v < W; ++v) storeu<T, LANES>(C + m * ldc + v * LANES, acc[m][v]);
   }
 
   template <int ROWS>
@@ -212,34 +223,42 @@ struct Gemm {
     for (; c < N; c += LANES) tile<ROWS, 1>(A, lda, K, B + c, ldb, C + c, ldc);
   }
 
+  // The last rem < MR rows in one tile of rem rows (not rem one-row tiles, whose single add
+  // chains would wait on the FMA latency).
+  template <int ROWS>
+  static MUVERA_FE_INLINE void tail(int rem, const T* A, int64_t lda, int K, const T* B, int64_t ldb, int N, T* C,
+                                    int64_t ldc) {
+    if constexpr (ROWS > 0) {
+      if (rem == ROWS)
+        rows<ROWS>(A, lda, K, B, ldb, N, C, ldc);
+      else
+        tail<ROWS - 1>(rem, A, lda, K, B, ldb, N, C, ldc);
+    }
+  }
+
   // C (M x N, ldc) = A (M x K, lda) . B (K x N, ldb).
   static MUVERA_FE_INLINE void run(const T* A, int64_t lda, int64_t M, int K, const T* B, int64_t ldb, int N, T* C,
                                    int64_t ldc) {
     int64_t m = 0;
     for (; m + MR <= M; m += MR) rows<MR>(A + m * lda, lda, K, B, ldb, N, C + m * ldc, ldc);
-    for (; m < M; ++m) rows<1>(A + m * lda, lda, K, B, ldb, N, C + m * ldc, ldc);
+    if (m < M) tail<MR - 1>(static_cast<int>(M - m), A + m * lda, lda, K, B, ldb, N, C + m * ldc, ldc);
   }
 };
 
-// The kernels for one vector width: L doubles (2L floats) per vector.
-template <int L, int MR, int NV>
+// The kernels for one vector width: L doubles (2L floats) per vector. Register tiles: MR rows x
+// NV vectors for the float32 SimHash pass (and float64 SimHash of float64 tokens); MR64 x NV64 for
+// the float64 projection of the partition sums (p columns, p = 16 by default).
+template <int L, int MR, int NV, int MR64, int NV64>
 struct Kern {
-  using G64 = Gemm<double, L, MR, NV>;
+  using G64 = Gemm<double, L, MR64, NV64>;
   using G32 = Gemm<float, 2 * L, MR, NV>;
+  using G64S = Gemm<double, L, MR, NV>;
   typedef typename Vec<double, L>::type V;
   typedef typename Vec<float, L>::type VF;  // L floats: one V once widened
 
   // L values of a token row from `at`, widened to float64.
-  static MUVERA_FE_INLINE V load(const double* at) {
-    V v;
-    std::memcpy(&v, at, sizeof v);
-    return v;
-  }
-  static MUVERA_FE_INLINE V load(const float* at) {
-    VF f;
-    std::memcpy(&f, at, sizeof f);
-    return __builtin_convertvector(f, V);
-  }
+  static MUVERA_FE_INLINE V load(const double* at) { return loadu<double, L>(at); }
+  static MUVERA_FE_INLINE V load(const float* at) { return __builtin_convertvector((loadu<float, L>(at)), V); }
 
   // ||row||, float64 (a bound needs it only roughly; vector partial sums keep it fast).
   static MUVERA_FE_INLINE double norm(const float* row, int d) {
@@ -298,7 +317,7 @@ struct Kern {
         }
       } else {
         double* blk = s.block.data();
-        G64::run(x + t0 * d, d, m, d, T.gauss, T.rk_pad, T.rk_pad, blk, T.rk_pad);
+        G64S::run(x + t0 * d, d, m, d, T.gauss, T.rk_pad, T.rk_pad, blk, T.rk_pad);
         for (int64_t i = 0; i < m; ++i) {
           const double* dots = blk + i * T.rk_pad;
           for (int r = 0; r < T.R; ++r) {
@@ -325,7 +344,7 @@ struct Kern {
         const double* row = x + static_cast<int64_t>(tok[e]) * d + i0;
         for (int v = 0; v < W; ++v) acc[v] += load(row + v * L);
       }
-      for (int v = 0; v < W; ++v) std::memcpy(sums + static_cast<int64_t>(q) * d + i0 + v * L, &acc[v], sizeof(V));
+      for (int v = 0; v < W; ++v) storeu<double, L>(sums + static_cast<int64_t>(q) * d + i0 + v * L, acc[v]);
     }
   }
 
@@ -398,7 +417,7 @@ struct Kern {
         s.nslot[g] = nslot;
       }
       // Partition sums, column block by column block.
-      constexpr int CW = 4;  // vectors per column block
+      constexpr int CW = 8;  // vectors per column block: 8 independent add chains
       int i0 = 0;
       for (; i0 + CW * L <= d; i0 += CW * L)
         for (int g = 0; g < G; ++g)
@@ -511,18 +530,18 @@ using ItemFn = bool (*)(const FastembedEncoder::Tables&, const ItemView&, int, b
 
 bool item_generic(const FastembedEncoder::Tables& T, const ItemView& it, int dtype, bool doc, float* out,
                   Scratch& s) {
-  return Kern<2, 4, 2>::item(T, it, dtype, doc, out, s);
+  return Kern<2, 4, 2, 4, 2>::item(T, it, dtype, doc, out, s);
 }
 
 #if defined(MUVERA_X86)
 __attribute__((target("avx2,fma,popcnt"))) bool item_avx2(const FastembedEncoder::Tables& T, const ItemView& it,
                                                            int dtype, bool doc, float* out, Scratch& s) {
-  return Kern<4, 6, 2>::item(T, it, dtype, doc, out, s);
+  return Kern<4, 6, 2, 4, 2>::item(T, it, dtype, doc, out, s);
 }
 
 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,popcnt"))) bool item_avx512(
     const FastembedEncoder::Tables& T, const ItemView& it, int dtype, bool doc, float* out, Scratch& s) {
-  return Kern<8, 6, 2>::item(T, it, dtype, doc, out, s);
+  return Kern<8, 6, 2, 6, 2>::item(T, it, dtype, doc, out, s);
 }
 #endif
 
