@@ -93,7 +93,7 @@ def main() -> None:
     }
     cores = os.cpu_count() or 1
     print(f"muvera {muvera.__version__} (active ISA {muvera.active_isa()}), fastembed {fastembed.__version__}, "
-          f"numpy {np.__version__}, {cores} cores; config {params}")
+          f"numpy {np.__version__}, {cores} cores (load average {os.getloadavg()[0]:.1f} at start); config {params}")
     print(f"documents: {args.docs} x {doc_lengths.min()}-{doc_lengths.max()} tokens "
           f"(mean {doc_lengths.mean():.0f}); queries: {args.queries} x 32 tokens; d = {d}\n")
 
@@ -152,6 +152,7 @@ def main() -> None:
                 print(f"| {r['implementation']} | {r['threads']} | {r['items_per_s']:.0f} | {r['us_per_item']:.1f} | "
                       f"{r['tokens_per_s']:.3g} | {r['x_fastembed_1']:.1f} |")
             print()
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cores": cores, "config": params, "muvera": muvera.__version__,
