@@ -9,6 +9,7 @@
 
 #include "chamfer.h"
 #include "fde.h"
+#include "fde_fastembed.h"  // fastembed variant
 #include "kernels.h"
 #include "residual.h"
 
@@ -441,4 +442,109 @@ PYBIND11_MODULE(_core, m) {
         return out;
       });
 
+  // ---- fastembed variant: FDEConfig(variant="fastembed"), cpp/fde_fastembed.h --------------------
+  // The random matrices come from Python (muvera/reference_fastembed.py); encode_packed and
+  // encode_list take the same arguments as FdeEncoder's, so FDEEncoder drives either class.
+  {
+    using FE = muvera::FastembedEncoder;
+    using F64Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
+    auto run = [](const FE& enc, std::vector<ItemView>& items, int dtype, bool is_document, int num_threads,
+                  const std::string& isa, const std::string& what) {
+      const char* isa_name = kernels_for(isa).name;
+      const int64_t n = static_cast<int64_t>(items.size());
+      for (int64_t i = 0; i < n; ++i)
+        if (items[i].n >= (int64_t(1) << 31))
+          throw py::value_error(what + "[" + std::to_string(i) + "]: more than 2^31 - 1 tokens");
+      py::array_t<float> out({n, enc.output_dimension()});
+      float* dst = out.mutable_data();
+      if (num_threads <= 0) num_threads = muvera::default_num_threads();
+      int64_t bad;
+      {
+        py::gil_scoped_release release;
+        bad = enc.encode(items.data(), n, dtype, is_document, dst, num_threads, isa_name);
+      }
+      if (bad >= 0)
+        throw py::value_error(what + "[" + std::to_string(bad) + "] contains NaN or Inf values (or values so large that its encoding overflows float32)");
+      return out;
+    };
+    py::class_<FE>(m, "FastembedEncoder")
+        .def(py::init([](F64Array simhash, std::optional<F64Array> projection, bool fill_empty_partitions) {
+               if (simhash.ndim() != 3) throw py::value_error("simhash: expected an (R, d, k) float64 array");
+               const int64_t R = simhash.shape(0), d = simhash.shape(1), k = simhash.shape(2);
+               if (R < 1 || R > (1 << 20) || d < 1 || d > (1 << 20) || k > 30)
+                 throw py::value_error("simhash: expected 1 <= R <= 2^20, 1 <= d <= 2^20 and k <= 30");
+               int64_t p = d;
+               if (projection) {
+                 const F64Array& P = *projection;
+                 if (P.ndim() != 3 || P.shape(0) != R || P.shape(1) != d || P.shape(2) < 1 || P.shape(2) > d)
+                   throw py::value_error("projection: expected an (R, d, p) array, 1 <= p <= d, matching simhash");
+                 p = P.shape(2);
+               }
+               if (R * (int64_t(1) << k) * p > (int64_t(1) << 31))
+                 throw py::value_error("R * 2^k * p exceeds 2^31 floats");
+               for (const F64Array* a : {&simhash, projection ? &*projection : nullptr}) {
+                 if (a == nullptr) continue;
+                 const double* v = a->data();
+                 for (py::ssize_t i = 0; i < a->size(); ++i)
+                   if (!(v[i] - v[i] == 0.0)) throw py::value_error("simhash/projection: values must be finite");
+               }
+               return new FE(static_cast<int>(d), static_cast<int>(R), static_cast<int>(k), static_cast<int>(p),
+                             simhash.data(), projection ? projection->data() : nullptr, fill_empty_partitions);
+             }),
+             py::arg("simhash"), py::arg("projection"), py::arg("fill_empty_partitions"),
+             "simhash (R, d, k) and projection (R, d, p) or None (no projection); see fde_fastembed.h.")
+        .def_property_readonly("output_dimension", &FE::output_dimension)
+        .def("encode_packed",
+             [run](const FE& enc, py::array tokens, I64Array starts, I64Array lengths, bool is_document,
+                   int num_threads, const std::string& isa, const std::string& what) {
+               const int d = enc.dimension();
+               const int dtype = dtype_of(tokens, what);
+               check_matrix(tokens, dtype, d, what);
+               if (starts.ndim() != 1 || lengths.ndim() != 1 || starts.shape(0) != lengths.shape(0))
+                 throw py::value_error(what + ": starts and lengths must be 1-D arrays of equal length");
+               const int64_t rows = tokens.shape(0), n = starts.shape(0);
+               const int64_t isz = static_cast<int64_t>(itemsize_of(dtype));
+               const int64_t stride = rows > 1 ? tokens.strides(0) / isz : d;
+               const int64_t* st = starts.data();
+               const int64_t* ln = lengths.data();
+               std::vector<ItemView> items(n);
+               for (int64_t i = 0; i < n; ++i) {
+                 if (st[i] < 0 || ln[i] < 0 || st[i] > rows || ln[i] > rows - st[i])
+                   throw py::value_error(what + ": item " + std::to_string(i) + " (start " + std::to_string(st[i]) +
+                                         ", length " + std::to_string(ln[i]) + ") is outside the " +
+                                         std::to_string(rows) + " rows given");
+                 items[i] = ItemView{static_cast<const char*>(tokens.data()) + st[i] * stride * isz, ln[i], stride};
+               }
+               return run(enc, items, dtype, is_document, num_threads, isa, what);
+             },
+             py::arg("tokens"), py::arg("starts"), py::arg("lengths"), py::arg("is_document"),
+             py::arg("num_threads") = 0, py::arg("isa") = "", py::arg("what") = "tokens")
+        .def("encode_list",
+             [run](const FE& enc, const py::list& arrays, bool is_document, int num_threads, const std::string& isa,
+                   const std::string& what) {
+               const int d = enc.dimension();
+               const int64_t n = static_cast<int64_t>(arrays.size());
+               int dtype = -1;
+               std::vector<ItemView> items(n);
+               std::vector<py::array> owned;  // the list may change while the GIL is released
+               owned.reserve(static_cast<size_t>(n));
+               for (int64_t i = 0; i < n; ++i) {
+                 const std::string name = what + "[" + std::to_string(i) + "]";
+                 if (!py::isinstance<py::array>(arrays[i])) throw py::type_error(name + ": expected a NumPy array");
+                 py::array a = py::reinterpret_borrow<py::array>(arrays[i]);
+                 const int item_dtype = dtype_of(a, name);
+                 if (dtype >= 0 && item_dtype != dtype)
+                   throw py::type_error(name + ": every item of one call must have the same dtype");
+                 dtype = item_dtype;
+                 check_matrix(a, dtype, d, name);
+                 const int64_t stride = a.shape(0) > 1 ? a.strides(0) / static_cast<py::ssize_t>(itemsize_of(dtype)) : d;
+                 items[i] = ItemView{a.data(), a.shape(0), stride};
+                 owned.push_back(std::move(a));
+               }
+               return run(enc, items, dtype < 0 ? muvera::kFloat32 : dtype, is_document, num_threads, isa, what);
+             },
+             py::arg("arrays"), py::arg("is_document"), py::arg("num_threads") = 0, py::arg("isa") = "",
+             py::arg("what") = "items");
+  }
+  // ---- end of fastembed variant -------------------------------------------------------------------
 }
