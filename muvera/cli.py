@@ -116,7 +116,8 @@ def cmd_index(args) -> int:
     tokens, offsets = _encode_documents(docs, model, args.cache, beir=(source / "corpus.jsonl").is_file(),
                                         progress=not args.quiet)
     index = MuveraIndex(FDEConfig.preset(args.preset, dimension=int(tokens.shape[1])), backend=args.backend,
-                        token_codec=args.token_codec, model=args.model)  # recorded, so `muvera search` encodes queries the same way
+                        token_codec=args.token_codec, model=args.model,  # recorded, so `muvera search` encodes queries the same way
+                        keep_exact=args.keep_exact)
     t0 = time.perf_counter()
     # Titles and snippets travel with the index (metadata), so `muvera search` can show them.
     meta = [{"title": t, "snippet": body[:200]} for t, body in zip(docs.titles, docs.bodies)]
@@ -160,7 +161,12 @@ def cmd_search(args) -> int:
 
     if args.candidates < args.k:
         raise ValueError(f"--candidates: expected >= -k ({args.k}), got {args.candidates}")
+    if args.rescore is not None and args.rescore < args.k:
+        raise ValueError(f"--rescore: expected >= -k ({args.k}), got {args.rescore}")
     index = MuveraIndex.load(args.index)
+    if args.rescore is not None and index.exact_tier is None:
+        raise ValueError("--rescore: the index has no exact tier; build it with `muvera index --keep-exact` "
+                         "and a compressed --token-codec")
     spec = args.model or index.model or "default"
     model = _load_model(spec)
     if model.dim != index.config.dimension:
@@ -171,7 +177,7 @@ def cmd_search(args) -> int:
         print("no queries given (use --query or stdin)", file=sys.stderr)
         return 2
     toks = model.encode_queries(queries)
-    ids, scores = index.search(toks, k=args.k, candidates=args.candidates)
+    ids, scores = index.search(toks, k=args.k, candidates=args.candidates, rescore=args.rescore)
     for q, row, sc in zip(queries, ids, scores):
         hits = [(i.item() if hasattr(i, "item") else i, float(s)) for i, s in zip(row, sc) if i is not None and i != -1]
         metas = index.metadata([i for i, _ in hits]) if hits else []
@@ -248,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how the token store keeps tokens: float16, float32, int8 (d + 4 bytes per token), "
                          "residual:4 or residual:2 (centroid id + 4 or 2 bits per dimension: 2 + d/2 or "
                          "2 + d/4 bytes per token)")
+    sp.add_argument("--keep-exact", action="store_true",
+                    help="with a compressed --token-codec: also keep float16 tokens on an exact tier (memory-"
+                         "mapped on load) for `muvera search --rescore N`")
     sp.set_defaults(fn=cmd_index)
 
     sp = sub.add_parser("search", help="search a saved index with text queries (--query or stdin lines)",
@@ -258,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-k", type=_positive, default=10, help="results per query")
     sp.add_argument("--candidates", type=_positive, default=100,
                     help="FDE candidates reranked with exact Chamfer (>= k; MuveraIndex.search's default)")
+    sp.add_argument("--rescore", type=_positive, default=None,
+                    help="rerank on the codes, then rescore the best N from the exact tier (an index built "
+                         "with --keep-exact)")
     sp.add_argument("--format", choices=("json", "text"), default="json",
                     help="json: one JSON line per query; text: ranked ids, scores and titles")
     sp.set_defaults(fn=cmd_search)

@@ -359,3 +359,27 @@ def test_bench_rescore(tiny, fake, tmp_path, capsys):
     assert rep["runs"][0]["rescore"] == 150 and rep["runs"][0]["token_codec"] == "int8"
     assert cli.main(["bench", str(tiny), "--rescore", "150"]) == 1  # float16 needs no rescore
     assert "--rescore" in capsys.readouterr().err
+
+
+def test_residual_index_with_exact_tier_and_rescore(tiny, fake, tmp_path, capsys):
+    cache = str(tmp_path / "c")
+    assert cli.main(["index", str(tiny), "--cache", cache, "-o", str(tmp_path / "r"), "--preset", "1280",
+                     "--token-codec", "residual:2", "--keep-exact", "--quiet"]) == 0
+    index = muvera.MuveraIndex.load(tmp_path / "r")
+    assert index.store.codec.name == "residual:2" and index.exact_tier is not None
+    capsys.readouterr()
+    assert cli.main(["search", str(tmp_path / "r"), "-q", "u21a v3 u21b", "-k", "3", "--rescore", "20"]) == 0
+    hits = json.loads(capsys.readouterr().out.splitlines()[0])["results"]
+    assert hits[0]["id"] == "doc21"
+    # the rescored scores are float16 Chamfer: equal to a float16 index's exact scores
+    f16 = muvera.MuveraIndex(index.config)
+    f16.add([index.exact_tier.get(r).astype(np.float32) for r in range(len(index))], ids=index.ids)
+    q = fake.encode_queries(["u21a v3 u21b"])
+    want_ids, want_scores = f16.search_exact(q, k=3)
+    assert [h["id"] for h in hits] == list(want_ids[0])
+    np.testing.assert_allclose([h["score"] for h in hits], want_scores[0], rtol=0, atol=0)
+    # --rescore needs an exact tier
+    assert cli.main(["index", str(tiny), "--cache", cache, "-o", str(tmp_path / "n"), "--preset", "1280",
+                     "--token-codec", "residual:2", "--quiet"]) == 0
+    assert cli.main(["search", str(tmp_path / "n"), "-q", "u21a", "--rescore", "20"]) == 1
+    assert "exact tier" in capsys.readouterr().err
