@@ -1,10 +1,15 @@
 // fastembed-compatible FDE kernel (see fde_fastembed.h for the algorithm).
 //
-// Arithmetic is float64 throughout, as in fastembed (its float32 tokens meet float64 matrices), so
-// partition ids agree with fastembed's except for a dot product within float64 rounding of zero,
-// and outputs agree to float32 rounding. The two small GEMMs (tokens x SimHash columns, partition
-// sums x projection) use register tiles written with GCC/Clang vector extensions; the same template
-// is compiled for AVX-512, AVX2 and the baseline ISA (function target attributes) and picked by the
+// fastembed computes in float64 (its float32 tokens meet float64 matrices). Here:
+// * SimHash signs: a float32 GEMM, whose sign is kept only where a rounding-error bound proves it
+//   (|dot| > ||x|| * gthr[c] + underflow); the rest (rare for real data) are recomputed in float64.
+//   Partition ids therefore equal fastembed's except for a dot product within float64 rounding of
+//   zero. float64 tokens take a float64 GEMM instead.
+// * Partition sums in float64, token order, as fastembed adds them (bit-identical sums).
+// * Projection of the sums (and of fill tokens) in float64, rounded to float32 once at the end,
+//   so outputs agree with fastembed's to float32 rounding.
+// The GEMMs use register tiles written with GCC/Clang vector extensions; the same template is
+// compiled for AVX-512, AVX2 and the baseline ISA (function target attributes) and picked by the
 // name of the active kernel set, so MUVERA_ISA and FDEEncoder(isa=) apply here too.
 #include "fde_fastembed.h"
 
@@ -260,7 +265,7 @@ struct Kern {
   static MUVERA_FE_INLINE V load(const double* at) { return loadu<double, L>(at); }
   static MUVERA_FE_INLINE V load(const float* at) { return __builtin_convertvector((loadu<float, L>(at)), V); }
 
-  // ||row||, float64 (a bound needs it only roughly; vector partial sums keep it fast).
+  // ||row|| in float64 (its own rounding is far inside the factor 2 of gthr).
   static MUVERA_FE_INLINE double norm(const float* row, int d) {
     V acc = V{};
     int i = 0;
