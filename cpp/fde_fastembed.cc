@@ -95,8 +95,8 @@ struct Scratch {
     }
     codes.resize(static_cast<size_t>(T.R) * n);
     slots = static_cast<int64_t>(S);
-    // Enough repetitions per group to reuse each column block of the tokens, within ~1 MiB of sums.
-    group = static_cast<int>(std::max<size_t>(1, std::min<size_t>(T.R, (size_t(1) << 20) / (S * d * 8))));
+    // Enough repetitions per group to reuse each column block of the tokens, within 256 KiB of sums.
+    group = static_cast<int>(std::max<size_t>(1, std::min<size_t>(T.R, (size_t(1) << 18) / (S * d * 8))));
     const size_t G = static_cast<size_t>(group);
     order.resize(G * n);
     for (auto* v : {&part, &count, &first}) v->resize(G * S);
