@@ -19,9 +19,12 @@ id would move whole blocks, far outside the tolerance).
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import muvera
 from muvera import FDEConfig, FDEEncoder, MuveraIndex
@@ -221,6 +224,25 @@ def test_kernel_equals_oracle(cfg, isa):
         for i, x in enumerate(items):
             assert_fastembed_close(docs[i], rf.encode_document(x, simhash, projection))
             assert_fastembed_close(queries[i], rf.encode_query(x, simhash, projection))
+
+
+@settings(max_examples=8 if os.environ.get("MUVERA_ASAN") else 40, deadline=None)
+@given(dim=st.integers(1, 70), k=st.integers(0, 8), r=st.integers(1, 4), seed=st.integers(0, 2**31 - 1),
+       data=st.data())
+def test_kernel_equals_oracle_random_configs(dim, k, r, seed, data):
+    p = data.draw(st.integers(1, dim), label="dim_proj")
+    fill = data.draw(st.booleans(), label="fill")
+    lengths = data.draw(st.lists(st.integers(0, 40), min_size=1, max_size=5), label="lengths")
+    isa = data.draw(st.sampled_from(ISAS), label="isa")
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    config = _config(dim, k, p, r, seed, fill=fill)
+    simhash, projection = rf.matrices_for(config)
+    items = [_tokens(n, dim, seed % 1000 + n, dtype) for n in lengths]
+    enc = FDEEncoder(config, num_threads=2, isa=isa)
+    docs, queries = enc.encode_documents(items), enc.encode_queries(items)
+    for i, x in enumerate(items):
+        assert_fastembed_close(docs[i], rf.encode_document(x, simhash, projection, fill_empty_partitions=fill))
+        assert_fastembed_close(queries[i], rf.encode_query(x, simhash, projection))
 
 
 @pytest.mark.parametrize("isa", ISAS)
