@@ -307,9 +307,11 @@ class MuveraIndex:
 
     @property
     def nbytes(self) -> int:
-        """Approximate memory held: token codes and the codec's tables, FDEs / backend, ids (not
-        the memory-mapped exact tier)."""
-        return self._store.nbytes + self._store.codec.state_nbytes + self._backend.nbytes + self._ids.nbytes
+        """Approximate memory held: token codes and the codec's tables, FDEs / backend, ids, and the
+        exact tier unless it is memory-mapped (a loaded index that has not been changed since)."""
+        exact = 0 if self._exact is None or self._exact.is_memory_mapped else self._exact.nbytes
+        return (self._store.nbytes + self._store.codec.state_nbytes + self._backend.nbytes + self._ids.nbytes
+                + exact)
 
     @property
     def num_threads(self) -> int:
@@ -372,9 +374,9 @@ class MuveraIndex:
                 raise ValueError("documents: values beyond the float16 range (keep_exact stores float16 tokens)")
         codec = self._store.codec
         trained_now = codec.needs_training
-        if trained_now:  # the first add trains the codec (centroids, levels) on its own tokens
-            codec.train(tokens)
         try:
+            if trained_now:  # the first add trains the codec (centroids, levels) on its own tokens
+                codec.train(tokens)
             codes = codec.encode(tokens)
             source = codec.fde_source(codes)  # float codecs: the tokens themselves
             starts = _offsets_of(lens)[:-1]
@@ -418,7 +420,11 @@ class MuveraIndex:
             if self._ids.num_rows:
                 raise ValueError("train: the index already holds documents encoded with the current codec")
             with self._rw.write():
-                codec.train(tokens)
+                try:
+                    codec.train(tokens)
+                except BaseException:
+                    codec.untrain()
+                    raise
 
     def remove(self, ids: Any) -> int:
         """Remove documents by id (one id or an iterable); returns how many were removed.

@@ -10,7 +10,7 @@ import pytest
 
 from muvera import FDEConfig, MuveraIndex, _core
 from muvera.codecs import ResidualCodec, make_codec
-from muvera.codecs.residual import pack_planes, plaid_num_centroids, unpack_planes
+from muvera.codecs.residual import pack_planes, plaid_num_centroids, train_num_centroids, unpack_planes
 
 RNG = np.random.default_rng(11)
 
@@ -56,6 +56,8 @@ def test_plaid_centroid_count():
     assert plaid_num_centroids(1000) == 256          # 16 * sqrt(1000) = 506 -> 2^8
     assert plaid_num_centroids(1_240_000) == 16384   # SciFact-sized
     assert plaid_num_centroids(10**12) == 65536      # uint16 ids cap it
+    # what training uses: PLAID's count, at most N / 16 (small samples keep points per centroid)
+    assert train_num_centroids(3000) == 128 and train_num_centroids(1_240_000) == 16384
 
 
 @pytest.mark.parametrize("nbits", [1, 2, 4, 8])
@@ -65,7 +67,7 @@ def test_round_trip_and_error_shrinks_with_bits(nbits):
     codec = make_codec(f"residual:{nbits}", d)
     assert isinstance(codec, ResidualCodec) and codec.needs_training
     codec.train(x)
-    assert not codec.needs_training and codec.num_centroids == plaid_num_centroids(3000)
+    assert not codec.needs_training and codec.num_centroids == train_num_centroids(3000) == 128
     codes = codec.encode(x)
     assert codes.dtype == np.uint8 and codes.shape == (3000, 2 + (d * nbits + 7) // 8)
     cid, levels = codec.split(codes)
@@ -79,7 +81,9 @@ def test_round_trip_and_error_shrinks_with_bits(nbits):
 
 
 @pytest.mark.parametrize("isa", _core.residual_isas())
-@pytest.mark.parametrize("nbits,d", [(1, 16), (2, 13), (2, 64), (4, 7), (4, 32), (8, 12)])
+# shapes: odd d, planes of >= 32 bytes (the SIMD unpack), int16 chunks crossed (4 bits, d > 32)
+@pytest.mark.parametrize("nbits,d", [(1, 16), (2, 13), (2, 64), (4, 7), (4, 32), (8, 12), (2, 128), (4, 128),
+                                     (8, 40), (2, 130), (1, 256), (4, 72)])
 def test_rerank_kernel_equals_numpy_reference_bit_for_bit(isa, nbits, d):
     docs = _docs(60, d)
     x, off = _pack(docs)
@@ -126,12 +130,12 @@ def test_topk_candidates_and_flags(isa):
 
 def test_corrupt_centroid_ids_raise_instead_of_reading_out_of_bounds():
     d = 8
-    x = _clustered(400, d)
+    x = _clustered(600, d)
     codec = make_codec("residual:2:k=16", d)
     codec.train(x)
     codes = codec.encode(x)
     codes[5, :2] = [0xFF, 0xFF]  # id 65535 >= 16
-    off = np.array([0, 200, 400], np.int64)
+    off = np.array([0, 300, 600], np.int64)
     q = np.ones((3, d), np.float32)
     with pytest.raises(ValueError, match="centroid id"):
         _core.residual_scores(q, np.array([0, 3], np.int64), codes, off, None, codec._centroids32, codec.lo,
@@ -187,7 +191,7 @@ def test_explicit_train_then_small_adds():
     d = 12
     config = FDEConfig.preset("1280", dimension=d)
     index = MuveraIndex(config, token_codec="residual:4")
-    with pytest.raises(ValueError, match="at least 256 tokens"):
+    with pytest.raises(ValueError, match="at least 512 tokens"):
         index.add([_clustered(10, d)])  # a small first add cannot train
     assert len(index) == 0 and index.store.codec.needs_training  # unchanged
     index.train(_docs(40, d))
@@ -206,8 +210,57 @@ def test_failed_first_add_leaves_the_codec_untrained():
     config = FDEConfig.preset("1280", dimension=d)
     index = MuveraIndex(config, backend="IVF4,Flat", token_codec="residual:2")
     with pytest.raises(ValueError):
-        index.add(_docs(2, d, lo=200, hi=201))  # trains the codec, then the IVF cannot train on 2 FDEs
+        index.add(_docs(3, d, lo=200, hi=201))  # trains the codec, then the IVF cannot train on 3 FDEs
     assert len(index) == 0 and index.store.codec.needs_training
+
+
+def test_failure_inside_training_leaves_the_codec_untrained(monkeypatch):
+    import muvera.codecs.residual as residual
+
+    d = 12
+    index = MuveraIndex(FDEConfig.preset("1280", dimension=d), token_codec="residual:2")
+    docs = _docs(60, d)
+
+    def boom(*args, **kwargs):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(residual, "fit_levels", boom)
+    with pytest.raises(MemoryError):
+        index.add(docs)
+    assert len(index) == 0 and index.store.codec.needs_training and index.store.codec.lo is None
+    with pytest.raises(MemoryError):
+        index.train(docs)
+    assert index.store.codec.needs_training
+    monkeypatch.undo()
+    index.add(docs)  # works afterwards
+    assert len(index) == 60
+
+
+def test_extreme_levels_and_queries_stay_exact():
+    """Every level at its maximum and queries at the int8 limit in every dimension: the int16
+    sums of vpmaddubsw are at their bound and must not saturate."""
+    for nbits, d in ((1, 256), (2, 128), (4, 128), (8, 64)):
+        x = _clustered(2000, d)
+        codec = make_codec(f"residual:{nbits}:k=16", d)
+        codec.train(x)
+        codes = codec.encode(x[:40])
+        codes[:, 2:] = 0xFF  # every level = 2**nbits - 1
+        off = np.array([0, 40], np.int64)
+        q = np.where(np.arange(d) % 2 == 0, 1.0, -1.0).astype(np.float32)[None, :] / codec.step
+        q = np.concatenate([q, -q, q * 1e-3]).astype(np.float32)
+        qoff = np.array([0, 3], np.int64)
+        for isa in _core.residual_isas():
+            got = _core.residual_scores(q, qoff, codes, off, None, codec._centroids32, codec.lo, codec.step, nbits, 1,
+                                        isa)
+            assert got[0, 0] == np.float32(codec.reference_chamfer(q, codes)), (nbits, d, isa)
+
+
+def test_small_training_sample_warns(caplog):
+    codec = make_codec("residual:2", 8)
+    with caplog.at_level("WARNING", logger="muvera.codecs.residual"):
+        codec.train(_clustered(600, 8))
+    assert "training on only 600 tokens" in caplog.text
+    assert codec.num_centroids == train_num_centroids(600) == 32
 
 
 def test_bad_input():
@@ -218,18 +271,22 @@ def test_bad_input():
             make_codec(spec, d)
     config = FDEConfig.preset("1280", dimension=d)
     index = MuveraIndex(config, token_codec="residual:2")
-    index.add(_docs(30, d))
+    index.add(_docs(60, d))
     with pytest.raises(ValueError, match="keep_exact"):
         index.search([_clustered(3, d)], k=2, rescore=10)
     with pytest.raises(ValueError, match="already holds documents|trained already"):
-        index.train(_docs(30, d))
+        index.train(_docs(60, d))
+    with pytest.raises(ValueError, match="num_centroids"):
+        ResidualCodec(8, 2, 0)
+    with pytest.raises(ValueError, match="num_centroids"):
+        ResidualCodec(8, 2, 70000)
 
 
 def test_codes_and_config_that_disagree_on_load(tmp_path):
     d = 8
     config = FDEConfig.preset("1280", dimension=d)
     index = MuveraIndex(config, token_codec="residual:2")
-    index.add(_docs(40, d))
+    index.add(_docs(60, d))
     index.save(tmp_path / "ix")
     from muvera.index_format import FORMAT_NAME, FORMAT_VERSION, read_manifest, write_manifest
 
@@ -248,6 +305,16 @@ def test_codes_and_config_that_disagree_on_load(tmp_path):
     edit(tmp_path / "ix2", lambda m: m["tokens"]["codec_state"].update(num_centroids=3))
     with pytest.raises(ValueError, match="codec_state"):
         MuveraIndex.load(tmp_path / "ix2")
+    # a centroid id beyond the table in the saved codes (checksums updated: a deliberate edit)
+    index.save(tmp_path / "ix3")
+    from muvera.durable import write_npy
+
+    tokens = np.load(tmp_path / "ix3" / "tokens.npy")
+    tokens[3, :2] = [0xFF, 0xFF]
+    entry = write_npy(tmp_path / "ix3" / "tokens.npy", tokens)
+    edit(tmp_path / "ix3", lambda m: m["files"].update({"tokens.npy": entry}))
+    with pytest.raises(ValueError, match="centroid id"):
+        MuveraIndex.load(tmp_path / "ix3")
 
 
 def test_empty_index_saves_and_loads_untrained(tmp_path):
@@ -255,5 +322,5 @@ def test_empty_index_saves_and_loads_untrained(tmp_path):
     index.save(tmp_path / "e")
     loaded = MuveraIndex.load(tmp_path / "e")
     assert loaded.store.codec.needs_training and len(loaded) == 0
-    loaded.add(_docs(30, 8))
-    assert len(loaded) == 30
+    loaded.add(_docs(60, 8))
+    assert len(loaded) == 60

@@ -41,7 +41,9 @@ __all__ = ["ResidualCodec", "plaid_num_centroids", "MIN_TRAIN_TOKENS", "MAX_CENT
 
 log = logging.getLogger(__name__)
 
-MIN_TRAIN_TOKENS = 256        # PLAID's rule gives one centroid per token at 256 tokens
+MIN_TRAIN_TOKENS = 512        # below this the tables would be fitted on too little
+SMALL_TRAINING_TOKENS = 20_000  # a warning below this: later adds inherit the tables
+POINTS_PER_CENTROID = 16      # small samples: at most N / 16 centroids
 MAX_CENTROIDS = 1 << 16       # centroid ids are stored as uint16
 KMEANS_ITERATIONS = 4         # ColBERTv2's default
 KMEANS_SEED = 123
@@ -59,6 +61,13 @@ def plaid_num_centroids(num_tokens: int) -> int:
         raise ValueError(f"num_tokens: expected >= 1, got {num_tokens}")
     k = 2 ** int(math.floor(math.log2(16.0 * math.sqrt(num_tokens))))
     return int(max(1, min(k, MAX_CENTROIDS, num_tokens)))
+
+
+def train_num_centroids(num_tokens: int) -> int:
+    """Centroids trained on ``num_tokens`` tokens: PLAID's count, but at most ``N / 16`` (a power of
+    two) so that each centroid sees points and held-out residuals are representative."""
+    cap = 2 ** int(math.floor(math.log2(max(1, num_tokens // POINTS_PER_CENTROID))))
+    return int(max(1, min(plaid_num_centroids(num_tokens), cap)))
 
 
 def query_max(nbits: int) -> int:
@@ -108,6 +117,9 @@ class ResidualCodec(TokenCodec):
         super().__init__(dimension)
         if nbits not in ALLOWED_NBITS:
             raise ValueError(f"nbits: expected one of {ALLOWED_NBITS}, got {nbits!r}")
+        if num_centroids is not None and (isinstance(num_centroids, bool) or not isinstance(num_centroids, int)
+                                          or not 1 <= num_centroids <= MAX_CENTROIDS):
+            raise ValueError(f"num_centroids: expected an int in [1, {MAX_CENTROIDS}] or None, got {num_centroids!r}")
         self.nbits = int(nbits)
         self.requested_centroids = num_centroids
         self.plane_bytes = (self.dimension * self.nbits + 7) // 8
@@ -142,10 +154,11 @@ class ResidualCodec(TokenCodec):
 
     @property
     def state_nbytes(self) -> int:
-        """Bytes of the learned tables (centroids, levels)."""
+        """Bytes of the learned tables in memory (float16 centroids as stored, their float32 copy
+        the kernels read, levels)."""
         if self.centroids is None:
             return 0
-        return int(self.centroids.nbytes + 2 * 4 * self.dimension)
+        return int(self.centroids.nbytes + self._centroids32.nbytes + 2 * 4 * self.dimension)  # type: ignore[union-attr]
 
     def state_fields(self) -> Dict[str, Any]:
         return {"nbits": self.nbits, "num_centroids": self.num_centroids}
@@ -175,11 +188,21 @@ class ResidualCodec(TokenCodec):
             raise ValueError(f"token_codec {self.name!r}: training needs at least {need} tokens, got {len(x)}; "
                              "add a larger first batch or call index.train(sample) with more documents")
         start = time.perf_counter()
-        k = self.requested_centroids or plaid_num_centroids(len(x))
+        n = len(x)
+        k = self.requested_centroids or train_num_centroids(n)
+        if n < SMALL_TRAINING_TOKENS:
+            log.warning("token_codec %s: training on only %d tokens (%d centroids); the tables serve every later "
+                        "add, so quality suffers: train on a sample of the corpus (index.train) when you can",
+                        self.name, n, k)
+        # Levels are fitted on held-out tokens (not seen by k-means), so they reflect the residuals
+        # of tokens encoded later, not the k-means sample's own (smaller) ones.
         rng = np.random.default_rng(KMEANS_SEED)
-        n_sample = min(len(x), max(k, SAMPLE_PER_CENTROID * k), MAX_KMEANS_SAMPLE)
-        pick = np.sort(rng.choice(len(x), size=n_sample, replace=False)) if n_sample < len(x) else slice(None)
-        sample = np.ascontiguousarray(x[pick], dtype=np.float32)
+        order = rng.permutation(n)
+        n_held = min(LEVEL_SAMPLE, max(1, n // 8))
+        held = x[np.sort(order[:n_held])].astype(np.float32)
+        rest = order[n_held:]
+        n_sample = min(len(rest), max(k, SAMPLE_PER_CENTROID * k), MAX_KMEANS_SAMPLE)
+        sample = np.ascontiguousarray(x[np.sort(rest[:n_sample])], dtype=np.float32)
         if k >= len(sample):
             centroids = sample[:k].copy()
         else:
@@ -192,12 +215,11 @@ class ResidualCodec(TokenCodec):
         c32 = c16.astype(np.float32)
         if not np.isfinite(c32).all():
             raise ValueError("tokens: centroids beyond the float16 range; scale the tokens down")
-        self.centroids, self._centroids32 = c16, c32
-        fit = sample[:LEVEL_SAMPLE] if len(sample) > LEVEL_SAMPLE else sample
-        residuals = fit - c32[self.assign(fit)]
-        self.lo, self.step = fit_levels(residuals, self.nbits)
+        lo, step = fit_levels(held - c32[nearest_centroids(c32, held)], self.nbits)
+        # Assigned together, last: a failure above leaves the codec untrained, never half-trained.
+        self.centroids, self._centroids32, self.lo, self.step = c16, c32, lo, step
         self.train_seconds = time.perf_counter() - start
-        log.info("trained %s on %d tokens: %d centroids in %.1f s", self.name, len(x), k, self.train_seconds)
+        log.info("trained %s on %d tokens: %d centroids in %.1f s", self.name, n, k, self.train_seconds)
 
     def untrain(self) -> None:
         """Forget the learned state (an add that failed after training the codec)."""
@@ -205,16 +227,8 @@ class ResidualCodec(TokenCodec):
 
     def assign(self, tokens: np.ndarray) -> np.ndarray:
         """Nearest centroid (L2) of each token, int64."""
-        import faiss  # noqa: PLC0415
-
         self._require_trained()
-        index = faiss.IndexFlatL2(self.dimension)
-        index.add(self._centroids32)
-        out = np.empty(len(tokens), dtype=np.int64)
-        for s in range(0, len(tokens), 65536):
-            _, nearest = index.search(np.ascontiguousarray(tokens[s:s + 65536], dtype=np.float32), 1)
-            out[s:s + 65536] = nearest[:, 0]
-        return out
+        return nearest_centroids(self._centroids32, tokens)  # type: ignore[arg-type]
 
     # -- codes ---------------------------------------------------------------------------------
     def encode(self, tokens: np.ndarray) -> np.ndarray:
@@ -300,8 +314,8 @@ class ResidualCodec(TokenCodec):
         levels = load_npy(d / "codec_levels.npy", False)
         expect(levels, "codec_levels.npy", np.float32, (2, self.dimension))
         c32 = centroids.astype(np.float32)
-        if not (np.isfinite(c32).all() and np.isfinite(levels).all()):
-            raise ValueError("codec_centroids.npy / codec_levels.npy: non-finite values")
+        if not (np.isfinite(c32).all() and np.isfinite(levels).all()) or (levels[1] <= 0).any():
+            raise ValueError("codec_centroids.npy / codec_levels.npy: non-finite values or a level step <= 0")
         self.centroids, self._centroids32 = centroids, c32
         self.lo, self.step = np.ascontiguousarray(levels[0]), np.ascontiguousarray(levels[1])
         return self
@@ -321,6 +335,19 @@ class ResidualCodec(TokenCodec):
 
 
 # -- helpers shared with the tests (plain NumPy) ---------------------------------------------------
+
+def nearest_centroids(centroids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """Nearest centroid (L2, faiss) of each token row, int64, in chunks."""
+    import faiss  # noqa: PLC0415
+
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    out = np.empty(len(tokens), dtype=np.int64)
+    for s in range(0, len(tokens), 65536):
+        _, nearest = index.search(np.ascontiguousarray(tokens[s:s + 65536], dtype=np.float32), 1)
+        out[s:s + 65536] = nearest[:, 0]
+    return out
+
 
 def fit_levels(residuals: np.ndarray, nbits: int) -> Tuple[np.ndarray, np.ndarray]:
     """Per-dimension ``(lo, step)`` of ``2**nbits`` uniformly spaced levels minimising the squared
@@ -376,5 +403,6 @@ def quantise_queries(q: np.ndarray, step: np.ndarray, nbits: int) -> Tuple[np.nd
     qs = np.asarray(q, dtype=np.float32) * step
     sq = (np.abs(qs).max(axis=1) / np.float32(query_max(nbits))).astype(np.float32)
     safe = np.where(sq > 0, sq, np.float32(1.0)).astype(np.float32)
-    qi = np.rint(qs / safe[:, None]).astype(np.int32)
+    top = query_max(nbits)
+    qi = np.clip(np.rint(qs / safe[:, None]), -top, top).astype(np.int32)  # subnormal scales could round past
     return qi, sq
