@@ -4,7 +4,7 @@ The issue-9 workload: 1,000 candidate documents of 180 tokens, a query of 32 tok
 (1.47 GFLOP of multiply-adds). Each codec stores the same tokens; the rerank runs through the
 index's own path (``TokenStore.rerank``, C++, GIL released). Reports the median of repeats and the
 ratio to float16, plus the largest score difference from float32 Chamfer. Residual codecs train
-on the same tokens first (PLAID's centroid count: 8192 for these 180,000 tokens); their bytes per
+on the same tokens first (PLAID's centroid count: 4096 for these 180,000 tokens); their bytes per
 token include the centroid and level tables.
 
     python bench/bench_codecs.py [--repeats 20]

@@ -5,11 +5,11 @@
 #include "kernels.h"
 
 namespace muvera {
-namespace {
 
-bool cpu_has(const char* isa) {
+bool cpu_supports(const char* isa) {
 #if defined(MUVERA_X86)
   __builtin_cpu_init();
+  if (std::strcmp(isa, "avx512vnni") == 0) return cpu_supports("avx512") && __builtin_cpu_supports("avx512vnni");
   if (std::strcmp(isa, "avx512") == 0)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
@@ -21,14 +21,16 @@ bool cpu_has(const char* isa) {
   return std::strcmp(isa, "generic") == 0;
 }
 
+namespace {
+
 const KernelSet& choose() {
   const char* forced = std::getenv("MUVERA_ISA");
   if (forced != nullptr && *forced != '\0') {
     if (const KernelSet* k = kernels_by_name(forced)) return *k;
   }
 #if defined(MUVERA_X86)
-  if (cpu_has("avx512")) return avx512_kernels();
-  if (cpu_has("avx2")) return avx2_kernels();
+  if (cpu_supports("avx512")) return avx512_kernels();
+  if (cpu_supports("avx2")) return avx2_kernels();
 #endif
   return generic_kernels();
 }
@@ -36,9 +38,10 @@ const KernelSet& choose() {
 }  // namespace
 
 const KernelSet* kernels_by_name(const char* name) {
-  if (!cpu_has(name)) return nullptr;
+  if (!cpu_supports(name)) return nullptr;
 #if defined(MUVERA_X86)
-  if (std::strcmp(name, "avx512") == 0) return &avx512_kernels();
+  // The FDE/Chamfer kernels have no VNNI build: "avx512vnni" (a residual-kernel level) uses avx512.
+  if (std::strcmp(name, "avx512") == 0 || std::strcmp(name, "avx512vnni") == 0) return &avx512_kernels();
   if (std::strcmp(name, "avx2") == 0) return &avx2_kernels();
 #endif
   return &generic_kernels();

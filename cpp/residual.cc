@@ -58,7 +58,9 @@ void prepare(const float* x, int nq, const ResidualTablesView& t, PreparedQuery&
     const float safe = sq > 0.0f ? sq : 1.0f;
     int64_t sum_qi = 0;
     for (int c = 0; c < d; ++c) {
-      const int8_t v = static_cast<int8_t>(std::nearbyint(qs[c] / safe));
+      // clamped: a subnormal scale could round one step past qmax (and past int8)
+      const float r = std::min(qmax, std::max(-qmax, std::nearbyint(qs[c] / safe)));
+      const int8_t v = static_cast<int8_t>(r);
       p.qi[(static_cast<size_t>(c / 4) * p.nq_pad + i) * 4 + c % 4] = v;
       sum_qi += v;
     }
@@ -140,19 +142,6 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
 
 namespace {
 
-bool cpu_supports_level(const char* name) {
-#if defined(MUVERA_X86)
-  __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  if (std::strcmp(name, "avx2") == 0) return avx2;
-  if (std::strcmp(name, "avx512") == 0) return avx512;
-  if (std::strcmp(name, "avx512vnni") == 0) return avx512 && __builtin_cpu_supports("avx512vnni");
-#endif
-  return std::strcmp(name, "generic") == 0;
-}
-
 const ResidualKernelSet& choose() {
   const char* forced = std::getenv("MUVERA_ISA");
   if (forced != nullptr && *forced != '\0') {
@@ -166,7 +155,7 @@ const ResidualKernelSet& choose() {
 }  // namespace
 
 const ResidualKernelSet* residual_by_name(const char* name) {
-  if (!cpu_supports_level(name)) return nullptr;
+  if (!cpu_supports(name)) return nullptr;
 #if defined(MUVERA_X86)
   if (std::strcmp(name, "avx512vnni") == 0) return &residual_avx512vnni();
   if (std::strcmp(name, "avx512") == 0) return &residual_avx512();

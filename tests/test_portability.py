@@ -17,9 +17,10 @@ CXX = shutil.which("aarch64-linux-gnu-g++")
 @pytest.mark.skipif(CXX is None, reason="g++-aarch64-linux-gnu is not installed")
 def test_core_compiles_and_links_for_aarch64(tmp_path):
     objs = []
-    for src in ("fde.cc", "fde_fastembed.cc", "chamfer.cc", "dispatch.cc", "kernels_generic.cc"):
+    for src in ("fde.cc", "fde_fastembed.cc", "chamfer.cc", "dispatch.cc", "kernels_generic.cc", "residual.cc",
+                "residual_generic.cc"):
         obj = tmp_path / f"{src}.o"
-        flags = ["-ffp-contract=off"] if src == "fde.cc" else []
+        flags = ["-ffp-contract=off"] if src in ("fde.cc", "residual.cc", "residual_generic.cc") else []
         subprocess.run([CXX, "-std=c++17", "-O2", "-fPIC", "-Wall", "-Wextra", "-Werror", *flags,
                         "-I", str(ROOT / "cpp"), "-c", str(ROOT / "cpp" / src), "-o", str(obj)], check=True)
         objs.append(str(obj))
