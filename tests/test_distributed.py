@@ -300,3 +300,15 @@ def test_reload_needs_shard_dir(ray_session):
     with ShardedIndex(CONFIG, 2, actor_options=ACTORS) as sharded:
         with pytest.raises(RuntimeError, match="no shard_dir"):
             sharded.reload_shard(0)
+
+
+def test_sharded_residual_codec_trains_per_shard_or_refuses_first(ray_session):
+    docs = make_docs(200, seed=9, lo=20, hi=40)
+    with ShardedIndex(CONFIG, 2, num_threads=1, actor_options=ACTORS, token_codec="residual:2") as sharded:
+        with pytest.raises(ValueError, match="trains per shard"):
+            sharded.add(docs[:4], ids=list(range(4)))  # too few tokens for a shard's first add
+        assert len(sharded) == 0  # refused before any shard changed
+        sharded.add(docs, ids=list(range(200)))
+        assert len(sharded) == 200
+        ids, scores = sharded.search(docs[:3], k=1, candidates=200)
+        assert ids[:, 0].tolist() == [0, 1, 2]  # each document finds itself on the codes

@@ -130,6 +130,9 @@ class _ShardWorker:
     def present(self, ids: List[Hashable]) -> List[Hashable]:
         return [x for x in ids if x in self._index]
 
+    def needs_training(self) -> bool:
+        return self._index.store.codec.needs_training
+
     def add(self, tokens: np.ndarray, lengths: np.ndarray, ids: List[Hashable]) -> int:
         self._index.add(tokens, ids=ids, lengths=lengths)
         self._persist()
@@ -422,6 +425,17 @@ class ShardedIndex:
         if clash:
             raise ValueError(f"ids: already in the index: {clash[:10]}")
         offs = _offsets_of(lens)
+        if self._token_codec.needs_training:
+            # Each shard trains its codec on its first slice: refuse before any shard changes if an
+            # untrained shard would get too few tokens to train on.
+            untrained = self._get({s: self._actors[s].needs_training.remote() for s in groups})
+            need = int(getattr(self._token_codec, "min_training_tokens", lambda: 0)())
+            short = {s: int(lens[rows].sum()) for s, rows in groups.items()
+                     if untrained[s] and int(lens[rows].sum()) < need}
+            if short:
+                raise ValueError(f"documents: the {self._token_codec.name!r} codec trains per shard on its first "
+                                 f"add and needs {need} tokens; shards {sorted(short)} would get {short} tokens. "
+                                 "Add a larger first batch")
         refs = {}
         for s, rows in groups.items():
             tok, ln = _gather(tokens, offs, rows)
