@@ -160,9 +160,9 @@ def cmd_search(args) -> int:
     from .index import MuveraIndex
 
     if args.candidates < args.k:
-        raise ValueError(f"--candidates: expected >= k ({args.k}), got {args.candidates}")
+        raise ValueError(f"--candidates: expected >= -k ({args.k}), got {args.candidates}")
     if args.rescore is not None and args.rescore < args.k:
-        raise ValueError(f"--rescore: expected >= k ({args.k}), got {args.rescore}")
+        raise ValueError(f"--rescore: expected >= -k ({args.k}), got {args.rescore}")
     index = MuveraIndex.load(args.index)
     if args.rescore is not None and index.exact_tier is None:
         raise ValueError("--rescore: the index has no exact tier; build it with `muvera index --keep-exact` "
