@@ -149,7 +149,7 @@ def bench_warp(data, dtok, doff, qtok, qoff, truth_rows, args, nbits: int) -> Op
         print("  WARP: bench/warp_baseline.py missing, skipped")
         return None
     try:
-        res = run_warp(dtok, doff, qtok, qoff, k=100, nbits=nbits, threads=1)
+        res = run_warp(dtok, doff, qtok, qoff, k=100, nbits=nbits, threads=1, build_threads=args.build_threads)
     except (RuntimeError, FileNotFoundError, OSError) as exc:
         print(f"  WARP: {exc}")
         return None
@@ -181,6 +181,8 @@ def main() -> None:
     ap.add_argument("--max-queries", type=int, default=None)
     ap.add_argument("--no-plaid", action="store_true")
     ap.add_argument("--no-warp", action="store_true")
+    ap.add_argument("--warp-nbits", default="4,2", help="WARP residual bits to run (comma list)")
+    ap.add_argument("--build-threads", type=int, default=2, help="threads for WARP's index build (search: 1)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     report: Dict[str, Any] = {"isa": muvera.active_isa(), "residual_isa": muvera._core.residual_active_isa(),
@@ -197,20 +199,28 @@ def main() -> None:
         del exact
         entry: Dict[str, Any] = {"n_docs": len(doff) - 1, "n_tokens": len(dtok), "n_queries": len(qoff) - 1,
                                  "dim": int(dtok.shape[1]), "exact_float32": ex, "codecs": [], "baselines": []}
-        for spec in args.codecs.split(","):
+        for spec in filter(None, args.codecs.split(",")):
             entry["codecs"].extend(bench_codec(spec, data, dtok, doff, qtok, qoff, truth_rows, args))
+            save(report, name, entry, args)
         if not args.no_plaid:
             r = bench_plaid(data, dtok, doff, qtok, qoff, truth_rows, args)
             if r:
                 entry["baselines"].append(r)
+                save(report, name, entry, args)
         if not args.no_warp:
-            for nbits in (4, 2):
+            for nbits in (int(b) for b in args.warp_nbits.split(",") if b):
                 r = bench_warp(data, dtok, doff, qtok, qoff, truth_rows, args, nbits)
                 if r:
                     entry["baselines"].append(r)
-        report["datasets"][name] = entry
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=1))
+                    save(report, name, entry, args)
+        save(report, name, entry, args)
+
+
+def save(report: Dict[str, Any], name: str, entry: Dict[str, Any], args) -> None:
+    """Write the report after every measurement: a long run keeps what it measured."""
+    report["datasets"][name] = entry
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
 
 
 if __name__ == "__main__":
