@@ -177,10 +177,14 @@ struct ResidualArgs {
 
 ResidualArgs residual_args(const F32Array& qtok, const I64Array& qoff, const U8Array& codes, const I64Array& doff,
                            const std::optional<I64Array>& cand, const std::optional<U8Array>& alive,
-                           const F32Array& centroids, const F32Array& lo, const F32Array& step, int nbits) {
+                           const py::array& centroids, const F32Array& lo, const F32Array& step, int nbits) {
   if (nbits != 1 && nbits != 2 && nbits != 4 && nbits != 8) throw py::value_error("nbits: expected 1, 2, 4 or 8");
+  if (centroids.dtype().kind() != 'f' || centroids.itemsize() != 2)
+    throw py::type_error("centroids: expected float16 (the codec's stored table)");
+  if (!(centroids.flags() & py::array::c_style) || reinterpret_cast<uintptr_t>(centroids.data()) % 2 != 0)
+    throw py::value_error("centroids: expected a C-contiguous, aligned array");
   if (centroids.ndim() != 2 || centroids.shape(0) < 1 || centroids.shape(0) > 65536 || centroids.shape(1) < 1)
-    throw py::value_error("centroids: expected a (K <= 65536, d) float32 array");
+    throw py::value_error("centroids: expected a (K <= 65536, d) float16 array");
   const int d = static_cast<int>(centroids.shape(1));
   if (lo.ndim() != 1 || lo.shape(0) != d || step.ndim() != 1 || step.shape(0) != d)
     throw py::value_error("lo, step: expected " + std::to_string(d) + " values each");
@@ -214,7 +218,8 @@ ResidualArgs residual_args(const F32Array& qtok, const I64Array& qoff, const U8A
       throw py::value_error("alive: expected one flag per document (" + std::to_string(n_docs) + ")");
     a.c.alive = alive->data();
   }
-  a.t = muvera::ResidualTablesView{centroids.data(), centroids.shape(0), lo.data(), step.data(), d, nbits, plane};
+  a.t = muvera::ResidualTablesView{static_cast<const uint16_t*>(centroids.data()), centroids.shape(0), lo.data(),
+                                   step.data(), d, nbits, plane};
   a.codes = codes.data();
   return a;
 }
@@ -285,7 +290,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("residual_active_isa", []() { return std::string(muvera::residual_active().name); });
   m.def("residual_scores",
         [](F32Array qtok, I64Array qoff, U8Array codes, I64Array doff, std::optional<I64Array> cand,
-           F32Array centroids, F32Array lo, F32Array step, int nbits, int num_threads, const std::string& isa) {
+           py::array centroids, F32Array lo, F32Array step, int nbits, int num_threads, const std::string& isa) {
           ResidualArgs a = residual_args(qtok, qoff, codes, doff, cand, std::nullopt, centroids, lo, step, nbits);
           const muvera::ResidualKernelSet& kernels = residual_kernels_for(isa);
           py::array_t<float> out({a.c.q.n_queries, a.c.C});
@@ -306,7 +311,7 @@ PYBIND11_MODULE(_core, m) {
         "Residual-code Chamfer scores (n_queries, C) (all documents if candidates is None).");
   m.def("residual_topk",
         [](F32Array qtok, I64Array qoff, U8Array codes, I64Array doff, std::optional<I64Array> cand,
-           std::optional<U8Array> alive, F32Array centroids, F32Array lo, F32Array step, int nbits, int64_t k,
+           std::optional<U8Array> alive, py::array centroids, F32Array lo, F32Array step, int nbits, int64_t k,
            int num_threads, const std::string& isa) {
           if (k <= 0) throw py::value_error("k: expected a positive int");
           ResidualArgs a = residual_args(qtok, qoff, codes, doff, cand, alive, centroids, lo, step, nbits);

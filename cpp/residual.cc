@@ -93,6 +93,7 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
   std::vector<std::vector<uint8_t>> unpacked(
       threads, std::vector<uint8_t>(static_cast<size_t>(kResidualBlock) * residual_scratch_stride(t.d, t.nbits)));
   std::vector<std::vector<float>> best(threads, std::vector<float>(static_cast<size_t>(max_pad)));
+  std::vector<std::vector<float>> rows(threads, std::vector<float>(static_cast<size_t>(4) * t.d));
   std::atomic<bool> bad{false};
 
   const int64_t chunks = (C + kDocsPerTask - 1) / kDocsPerTask;
@@ -111,10 +112,10 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
     }
     tables.assign(static_cast<size_t>(total), 0.0f);
     const int64_t cchunks = (t.K + kCentroidsPerTask - 1) / kCentroidsPerTask;
-    parallel_for((b1 - b0) * cchunks, threads, [&](int64_t task, int) {
+    parallel_for((b1 - b0) * cchunks, threads, [&](int64_t task, int tid) {
       const PreparedQuery& p = prepared[static_cast<size_t>(task / cchunks)];
       const int64_t c0 = (task % cchunks) * kCentroidsPerTask, c1 = std::min(t.K, c0 + kCentroidsPerTask);
-      kernels.qc_table(p.qt.data(), p.nq_pad, t.d, t.centroids, c0, c1, tables.data() + p.table);
+      kernels.qc_table(p.qt.data(), p.nq_pad, t.d, t.centroids, c0, c1, tables.data() + p.table, rows[tid].data());
     });
     parallel_for((b1 - b0) * chunks, threads, [&](int64_t task, int tid) {
       const int64_t i = b0 + task / chunks, c0 = (task % chunks) * kDocsPerTask;

@@ -4,6 +4,7 @@
 // muvera/codecs/residual.py for the algebra and the NumPy reference it equals bit for bit).
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #include "chamfer.h"
 
@@ -11,7 +12,7 @@ namespace muvera {
 
 // The codec's learned tables.
 struct ResidualTablesView {
-  const float* centroids;  // K x d, float32 (decoded from the stored float16)
+  const uint16_t* centroids;  // K x d float16 bits, as stored (converted four rows at a time)
   int64_t K;
   const float* lo;         // d
   const float* step;       // d
@@ -33,15 +34,34 @@ struct ResidualQueryView {
 struct ResidualKernelSet {
   const char* name;
   // qc[c * nq_pad + i] = sum_t centroids[c][t] * qt[t * nq_pad + i] (sequential in t, no FMA) for
-  // centroids c in [c0, c1).
-  void (*qc_table)(const float* qt, int nq_pad, int d, const float* centroids, int64_t c0, int64_t c1,
-                   float* qc);
+  // centroids c in [c0, c1). rows: 4 * d floats of scratch (float16 rows converted there).
+  void (*qc_table)(const float* qt, int nq_pad, int d, const uint16_t* centroids, int64_t c0, int64_t c1,
+                   float* qc, float* rows);
   // Chamfer score of one document of m rows (2 + P bytes each). scratch: kResidualBlock *
   // residual_scratch_stride bytes; mx: nq_pad floats. Sets *bad_cid if a centroid id is outside [0, K) (that token then
   // scores as centroid 0).
   float (*doc_score)(const ResidualQueryView& q, const ResidualTablesView& t, const uint8_t* rows, int64_t m,
                      uint8_t* scratch, float* mx, bool* bad_cid);
 };
+
+// IEEE half -> float, exact (the generic path; SIMD builds use F16C).
+inline float residual_half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    float f = static_cast<float>(man) * 5.9604644775390625e-8f;  // subnormal or zero: man * 2^-24
+    std::memcpy(&bits, &f, 4);
+    bits |= sign;
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 112u) << 23) | (man << 13);
+  }
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
+}
 
 constexpr int kResidualBlock = 4;  // document tokens unpacked and scored together
 static_assert(kResidualBlock == 4, "doc_score initialises four centroid ids");

@@ -56,9 +56,11 @@ void unpack_block(const ResidualTablesView& t, const uint8_t* rows, int jd, int 
 
 #if MUVERA_RES_LEVEL == 0
 // out[i] += row[t] * qt[t][i], t ascending: vectorises over the lanes i, one rounding per step.
-void qc_table(const float* qt, int nq_pad, int d, const float* centroids, int64_t c0, int64_t c1, float* qc) {
+void qc_table(const float* qt, int nq_pad, int d, const uint16_t* centroids, int64_t c0, int64_t c1, float* qc,
+              float* rows) {
   for (int64_t c = c0; c < c1; ++c) {
-    const float* row = centroids + c * d;
+    for (int t = 0; t < d; ++t) rows[t] = residual_half_to_float(centroids[c * d + t]);
+    const float* row = rows;
     float* out = qc + c * nq_pad;
     for (int i = 0; i < nq_pad; ++i) out[i] = 0.0f;
     for (int t = 0; t < d; ++t) {
@@ -130,10 +132,20 @@ inline vflt set1_f(float v) { return _mm512_set1_ps(v); }
 #endif
 
 // Four centroids per pass over the query: four independent add chains per lane group.
-void qc_table(const float* qt, int nq_pad, int d, const float* centroids, int64_t c0, int64_t c1, float* qc) {
+// float16 rows -> float, eight at a time (exact).
+void halves_to_floats(const uint16_t* src, int64_t count, float* dst) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  for (; i < count; ++i) dst[i] = residual_half_to_float(src[i]);
+}
+
+void qc_table(const float* qt, int nq_pad, int d, const uint16_t* centroids, int64_t c0, int64_t c1, float* qc,
+              float* rows) {
   int64_t c = c0;
   for (; c + 4 <= c1; c += 4) {
-    const float* r0 = centroids + c * d;
+    halves_to_floats(centroids + c * d, 4 * static_cast<int64_t>(d), rows);
+    const float* r0 = rows;
     const float* r1 = r0 + d;
     const float* r2 = r1 + d;
     const float* r3 = r2 + d;
@@ -153,7 +165,8 @@ void qc_table(const float* qt, int nq_pad, int d, const float* centroids, int64_
     }
   }
   for (; c < c1; ++c) {
-    const float* r0 = centroids + c * d;
+    halves_to_floats(centroids + c * d, d, rows);
+    const float* r0 = rows;
     for (int g = 0; g < nq_pad; g += kLanes) {
       vflt a0 = zero_f();
       for (int t = 0; t < d; ++t) a0 = add_f(a0, mul_f(set1_f(r0[t]), load_f(qt + static_cast<int64_t>(t) * nq_pad + g)));

@@ -93,7 +93,7 @@ def test_rerank_kernel_equals_numpy_reference_bit_for_bit(isa, nbits, d):
     # query lengths across the 8/16-lane groups, including a single token and > 16 tokens
     queries = [RNG.normal(size=(n, d)).astype(np.float32) for n in (1, 7, 16, 17, 33)]
     qtok, qoff = _pack(queries)
-    got = _core.residual_scores(qtok, qoff, codes, off, None, codec._centroids32, codec.lo, codec.step, nbits, 2, isa)
+    got = _core.residual_scores(qtok, qoff, codes, off, None, codec.centroids, codec.lo, codec.step, nbits, 2, isa)
     ref = np.array([[codec.reference_chamfer(q, codes[off[j]:off[j + 1]]) for j in range(len(docs))]
                     for q in queries], dtype=np.float32)
     np.testing.assert_array_equal(got, ref)
@@ -114,7 +114,7 @@ def test_topk_candidates_and_flags(isa):
     codec.train(x)
     codes = codec.encode(x)
     q, qoff = _pack([RNG.normal(size=(5, d)).astype(np.float32), RNG.normal(size=(20, d)).astype(np.float32)])
-    args = (codec._centroids32, codec.lo, codec.step, 2)
+    args = (codec.centroids, codec.lo, codec.step, 2)
     full = _core.residual_scores(q, qoff, codes, off, None, *args, 1, isa)
     cand = np.array([RNG.permutation(80)[:30] for _ in range(2)], dtype=np.int64)
     cand[0, 3] = -1
@@ -138,10 +138,13 @@ def test_corrupt_centroid_ids_raise_instead_of_reading_out_of_bounds():
     off = np.array([0, 300, 600], np.int64)
     q = np.ones((3, d), np.float32)
     with pytest.raises(ValueError, match="centroid id"):
-        _core.residual_scores(q, np.array([0, 3], np.int64), codes, off, None, codec._centroids32, codec.lo,
+        _core.residual_scores(q, np.array([0, 3], np.int64), codes, off, None, codec.centroids, codec.lo,
                               codec.step, 2, 1, "")
     with pytest.raises(ValueError, match="codes"):
-        _core.residual_scores(q, np.array([0, 3], np.int64), codes[:, :-1], off, None, codec._centroids32,
+        _core.residual_scores(q, np.array([0, 3], np.int64), codes[:, :-1], off, None, codec.centroids,
+                              codec.lo, codec.step, 2, 1, "")
+    with pytest.raises(TypeError, match="float16"):
+        _core.residual_scores(q, np.array([0, 3], np.int64), codes, off, None, codec._centroids32,
                               codec.lo, codec.step, 2, 1, "")
 
 
@@ -250,7 +253,7 @@ def test_extreme_levels_and_queries_stay_exact():
         q = np.concatenate([q, -q, q * 1e-3]).astype(np.float32)
         qoff = np.array([0, 3], np.int64)
         for isa in _core.residual_isas():
-            got = _core.residual_scores(q, qoff, codes, off, None, codec._centroids32, codec.lo, codec.step, nbits, 1,
+            got = _core.residual_scores(q, qoff, codes, off, None, codec.centroids, codec.lo, codec.step, nbits, 1,
                                         isa)
             assert got[0, 0] == np.float32(codec.reference_chamfer(q, codes)), (nbits, d, isa)
 

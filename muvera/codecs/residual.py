@@ -123,8 +123,7 @@ class ResidualCodec(TokenCodec):
         self.nbits = int(nbits)
         self.requested_centroids = num_centroids
         self.plane_bytes = (self.dimension * self.nbits + 7) // 8
-        self.centroids: Optional[np.ndarray] = None   # (K, d) float16 (what is stored)
-        self._centroids32: Optional[np.ndarray] = None
+        self.centroids: Optional[np.ndarray] = None   # (K, d) float16: stored, and what the kernels read
         self.lo: Optional[np.ndarray] = None          # (d,) float32
         self.step: Optional[np.ndarray] = None        # (d,) float32
         self.train_seconds: float = 0.0
@@ -148,17 +147,23 @@ class ResidualCodec(TokenCodec):
         return self.centroids is None
 
     @property
+    def _centroids32(self) -> np.ndarray:
+        """The centroids as float32 (exact), made on demand for NumPy-side work."""
+        self._require_trained()
+        return self.centroids.astype(np.float32)  # type: ignore[union-attr]
+
+    @property
     def num_centroids(self) -> int:
         """Trained centroid count (0 before training)."""
         return 0 if self.centroids is None else len(self.centroids)
 
     @property
     def state_nbytes(self) -> int:
-        """Bytes of the learned tables in memory (float16 centroids as stored, their float32 copy
-        the kernels read, levels)."""
+        """Bytes of the learned tables, in memory and on disk alike: float16 centroids (the kernels
+        convert them as they go, so there is no float32 copy) and the levels."""
         if self.centroids is None:
             return 0
-        return int(self.centroids.nbytes + self._centroids32.nbytes + 2 * 4 * self.dimension)  # type: ignore[union-attr]
+        return int(self.centroids.nbytes + 2 * 4 * self.dimension)
 
     def state_fields(self) -> Dict[str, Any]:
         return {"nbits": self.nbits, "num_centroids": self.num_centroids}
@@ -217,25 +222,26 @@ class ResidualCodec(TokenCodec):
             raise ValueError("tokens: centroids beyond the float16 range; scale the tokens down")
         lo, step = fit_levels(held - c32[nearest_centroids(c32, held)], self.nbits)
         # Assigned together, last: a failure above leaves the codec untrained, never half-trained.
-        self.centroids, self._centroids32, self.lo, self.step = c16, c32, lo, step
+        self.centroids, self.lo, self.step = c16, lo, step
         self.train_seconds = time.perf_counter() - start
         log.info("trained %s on %d tokens: %d centroids in %.1f s", self.name, n, k, self.train_seconds)
 
     def untrain(self) -> None:
         """Forget the learned state (an add that failed after training the codec)."""
-        self.centroids = self._centroids32 = self.lo = self.step = None
+        self.centroids = self.lo = self.step = None
 
     def assign(self, tokens: np.ndarray) -> np.ndarray:
         """Nearest centroid (L2) of each token, int64."""
         self._require_trained()
-        return nearest_centroids(self._centroids32, tokens)  # type: ignore[arg-type]
+        return nearest_centroids(self._centroids32, tokens)
 
     # -- codes ---------------------------------------------------------------------------------
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         self._require_trained()
         x = np.asarray(tokens, dtype=np.float32)
-        cid = self.assign(x)
-        levels = quantise(x - self._centroids32[cid], self.lo, self.step, self.nbits)  # type: ignore[arg-type]
+        c32 = self._centroids32
+        cid = nearest_centroids(c32, x)
+        levels = quantise(x - c32[cid], self.lo, self.step, self.nbits)  # type: ignore[arg-type]
         out = np.empty((len(x), self.code_width), dtype=np.uint8)
         out[:, :2] = cid.astype("<u2").view(np.uint8).reshape(len(x), 2)
         out[:, 2:] = pack_planes(levels, self.nbits, self.plane_bytes)
@@ -250,7 +256,7 @@ class ResidualCodec(TokenCodec):
     def decode(self, codes: np.ndarray) -> np.ndarray:
         self._require_trained()
         cid, levels = self.split(codes)
-        return self._centroids32[cid] + (self.lo + self.step * levels.astype(np.float32))  # type: ignore[index]
+        return self.centroids[cid].astype(np.float32) + (self.lo + self.step * levels.astype(np.float32))  # type: ignore[index]
 
     # -- scoring -------------------------------------------------------------------------------
     def rerank(self, query_tokens: np.ndarray, query_offsets: np.ndarray, codes: np.ndarray,
@@ -258,7 +264,7 @@ class ResidualCodec(TokenCodec):
                allowed: Optional[np.ndarray], num_threads: int) -> Tuple[np.ndarray, np.ndarray]:
         self._require_trained()
         return _core.residual_topk(query_tokens, query_offsets, codes, offsets, candidates, allowed,
-                                   self._centroids32, self.lo, self.step, self.nbits, int(k),
+                                   self.centroids, self.lo, self.step, self.nbits, int(k),
                                    int(num_threads), "")
 
     def reference_chamfer(self, query: np.ndarray, codes: np.ndarray) -> float:
@@ -268,7 +274,7 @@ class ResidualCodec(TokenCodec):
         self._require_trained()
         q = np.asarray(query, dtype=np.float32)
         cid, levels = self.split(codes)
-        c = self._centroids32[cid]                                          # type: ignore[index]
+        c = self.centroids[cid].astype(np.float32)                          # type: ignore[index]
         mid = np.float32(((1 << self.nbits) - 1) / 2)
         lo_mid = self.lo + self.step * mid                                  # type: ignore[operator]
         qc = np.zeros((len(q), len(c)), dtype=np.float32)
@@ -316,7 +322,7 @@ class ResidualCodec(TokenCodec):
         c32 = centroids.astype(np.float32)
         if not (np.isfinite(c32).all() and np.isfinite(levels).all()) or (levels[1] <= 0).any():
             raise ValueError("codec_centroids.npy / codec_levels.npy: non-finite values or a level step <= 0")
-        self.centroids, self._centroids32 = centroids, c32
+        self.centroids = centroids
         self.lo, self.step = np.ascontiguousarray(levels[0]), np.ascontiguousarray(levels[1])
         return self
 
