@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace muvera {
 
@@ -15,6 +16,25 @@ enum DType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3,
 // Bytes of one stored token row of `dtype` with `d` values.
 inline int64_t store_row_bytes(int dtype, int d) {
   return dtype == kInt8Scaled ? d + 4 : static_cast<int64_t>(d) * (dtype == kFloat16 ? 2 : 4);
+}
+
+// IEEE half -> float, exact (scalar; SIMD builds convert with F16C where they can).
+inline float half_bits_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    float f = static_cast<float>(man) * 5.9604644775390625e-8f;  // subnormal or zero: man * 2^-24
+    std::memcpy(&bits, &f, 4);
+    bits |= sign;
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 112u) << 23) | (man << 13);
+  }
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
 }
 
 constexpr int kMaxLanes = 16;    // most tokens per SIMD block (one lane per token), sizes scratch

@@ -31,22 +31,7 @@ typedef int32_t vi __attribute__((vector_size(4 * kLanes)));
 
 inline vf load_vf(const float* p) { return *reinterpret_cast<const vf*>(p); }
 
-inline float half_to_float(uint16_t h) {
-  uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
-  if (exp == 0) {
-    float f = static_cast<float>(man) * 5.9604644775390625e-8f;  // subnormal or zero: man * 2^-24
-    std::memcpy(&bits, &f, 4);
-    bits |= sign;
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | (man << 13);
-  } else {
-    bits = sign | ((exp + 112u) << 23) | (man << 13);
-  }
-  float out;
-  std::memcpy(&out, &bits, 4);
-  return out;
-}
+inline float half_to_float(uint16_t h) { return half_bits_to_float(h); }
 
 inline float bf16_to_float(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;

@@ -44,25 +44,6 @@ struct ResidualKernelSet {
                      uint8_t* scratch, float* mx, bool* bad_cid);
 };
 
-// IEEE half -> float, exact (the generic path; SIMD builds use F16C).
-inline float residual_half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0) {
-    float f = static_cast<float>(man) * 5.9604644775390625e-8f;  // subnormal or zero: man * 2^-24
-    std::memcpy(&bits, &f, 4);
-    bits |= sign;
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | (man << 13);
-  } else {
-    bits = sign | ((exp + 112u) << 23) | (man << 13);
-  }
-  float out;
-  std::memcpy(&out, &bits, 4);
-  return out;
-}
-
 constexpr int kResidualBlock = 4;  // document tokens unpacked and scored together
 static_assert(kResidualBlock == 4, "doc_score initialises four centroid ids");
 

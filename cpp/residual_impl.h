@@ -59,7 +59,7 @@ void unpack_block(const ResidualTablesView& t, const uint8_t* rows, int jd, int 
 void qc_table(const float* qt, int nq_pad, int d, const uint16_t* centroids, int64_t c0, int64_t c1, float* qc,
               float* rows) {
   for (int64_t c = c0; c < c1; ++c) {
-    for (int t = 0; t < d; ++t) rows[t] = residual_half_to_float(centroids[c * d + t]);
+    for (int t = 0; t < d; ++t) rows[t] = half_bits_to_float(centroids[c * d + t]);
     const float* row = rows;
     float* out = qc + c * nq_pad;
     for (int i = 0; i < nq_pad; ++i) out[i] = 0.0f;
@@ -137,7 +137,7 @@ void halves_to_floats(const uint16_t* src, int64_t count, float* dst) {
   int64_t i = 0;
   for (; i + 8 <= count; i += 8)
     _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
-  for (; i < count; ++i) dst[i] = residual_half_to_float(src[i]);
+  for (; i < count; ++i) dst[i] = half_bits_to_float(src[i]);
 }
 
 void qc_table(const float* qt, int nq_pad, int d, const uint16_t* centroids, int64_t c0, int64_t c1, float* qc,
