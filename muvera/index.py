@@ -21,6 +21,8 @@ from .config import FDEConfig
 from .encoder import FDEEncoder
 from .idmap import IdLike, IdMap, id_list, normalise_id
 from .metadata import MetadataStore
+from ._progress import progress as _progress_bar
+from .stream import as_batch, is_stream
 from .index_format import FORMAT_NAME, FORMAT_VERSION
 from ._threads import SEARCH_GATE
 from .store import TokenStore, _offsets_of, pack_tokens
@@ -327,13 +329,20 @@ class MuveraIndex:
 
     # -- add / remove --------------------------------------------------------------------------
     def add(self, documents: Any, ids: Optional[Iterable[IdLike]] = None, *, metadata: Any = None,
-            lengths: Any = None, offsets: Any = None, mask: Any = None) -> List[IdLike]:
-        """Add documents; returns their ids.
+            lengths: Any = None, offsets: Any = None, mask: Any = None,
+            progress: Optional[bool] = None) -> List[IdLike]:
+        """Add documents (one batch, or a stream of batches); returns their ids.
 
         Parameters
         ----------
         documents : list of (n_i, d) arrays, packed (T, d) array with lengths/offsets, or padded
-            (n, L, d) array with mask (NumPy or torch; float32/64/16, bfloat16)
+            (n, L, d) array with mask (NumPy or torch; float32/64/16, bfloat16); or an iterator /
+            generator of such batches (:mod:`muvera.stream`: also ``(tokens, lengths)`` pairs and
+            dicts with ``tokens``, ``lengths``, ``ids``, ``metadata``), added as they arrive so
+            that memory stays bounded by a batch. While the backend or the codec still needs
+            training, the first batches are gathered until they hold :attr:`STREAM_TRAIN_DOCS`
+            documents (or the stream ends), train, and are added as one block -- exactly what one
+            ``add`` of the same documents does.
         ids : sequence of int or str, optional
             One per document, unique, not already live, of the index's id kind. Default:
             consecutive ints after the largest int id used so far (int-id indexes only).
@@ -341,16 +350,25 @@ class MuveraIndex:
             One JSON-serialisable dict per document, stored with the index (SQLite); scalar
             values under identifier keys can be filtered with ``search(..., where=...)``.
         lengths, offsets, mask : optional
-            Item boundaries for packed / padded input.
+            Item boundaries for packed / padded input (streams: per batch, in dict batches).
+        progress : bool, optional
+            A progress bar (tqdm) over documents; default on for streams, off for one batch.
 
         Raises
         ------
         ValueError
             Wrong dimension, empty batch, a document with no tokens, NaN/Inf, duplicate ids, too
-            few documents to train a faiss index. The index is unchanged after any error.
+            few documents to train a faiss index. The index is unchanged after any error in a
+            single batch; for a stream, the batches before the failing one stay added and the
+            message names the failing batch and how many documents were added.
         TypeError
             Unsupported input, ids that are not int/str or not of the index's kind.
         """
+        if is_stream(documents):
+            if lengths is not None or offsets is not None or mask is not None:
+                raise ValueError("lengths/offsets/mask: with a stream of batches give them per batch "
+                                 "(dict batches with 'lengths', 'offsets' or 'mask')")
+            return self._add_stream(documents, ids, metadata, True if progress is None else bool(progress))
         tokens, lens = pack_tokens(documents, self._config.dimension, self._store.codec.input_dtype,
                                    lengths=lengths, offsets=offsets, mask=mask, name="documents")
         items = None if metadata is None else MetadataStore.check(metadata, len(lens))
@@ -361,6 +379,98 @@ class MuveraIndex:
                 if items is not None:
                     self._meta.add(rows, items)
         return new_ids
+
+    #: Documents gathered from a stream to train an untrained backend or codec before adding.
+    STREAM_TRAIN_DOCS = 32_768
+
+    def _add_stream(self, stream: Iterable[Any], ids: Any, metadata: Any, show: bool) -> List[IdLike]:
+        """Add a stream of batches one by one (see :meth:`add`)."""
+        all_ids = None if ids is None else id_list(ids, "ids", single_ok=False)
+        all_meta = None if metadata is None else list(metadata)
+        dtype = self._store.codec.input_dtype
+        added: List[IdLike] = []
+        pending: List[Tuple[np.ndarray, np.ndarray, List[IdLike], Any]] = []
+        pending_ids: set = set()
+        used = 0  # documents consumed from all_ids / all_meta
+
+        def training() -> bool:
+            return self._store.codec.needs_training or self._backend.needs_training
+
+        def flush() -> None:
+            if not pending:
+                return
+            tokens = pending[0][0] if len(pending) == 1 else np.concatenate([p[0] for p in pending])
+            lens = np.concatenate([p[1] for p in pending])
+            new_ids = [x for p in pending for x in p[2]]
+            metas = [p[3] for p in pending]
+            items = None if all(m is None for m in metas) else [
+                x for p in pending for x in (p[3] if p[3] is not None else [None] * len(p[1]))]
+            pending.clear()
+            pending_ids.clear()
+            with self._mutate:
+                self._ids.check_new(new_ids, len(new_ids))
+                with self._rw.write():
+                    rows = self._add_packed(tokens, lens, new_ids)
+                    if items is not None:
+                        self._meta.add(rows, items)
+            added.extend(new_ids)
+            bar.update(len(new_ids))
+
+        bar = _progress_bar(None, "indexing", enabled=show, unit="doc")
+        j = -1
+        try:
+            for j, item in enumerate(stream):
+                b = as_batch(item, j)
+                tokens, lens = pack_tokens(b.documents, self._config.dimension, dtype, lengths=b.lengths,
+                                           offsets=b.offsets, mask=b.mask, name=f"documents: batch {j}")
+                n = len(lens)
+                if b.ids is not None and all_ids is not None:
+                    raise ValueError(f"ids: batch {j} carries ids and ids= was given too; give one")
+                if all_ids is not None:
+                    if used + n > len(all_ids):
+                        raise ValueError(f"ids: {len(all_ids)} ids given, but the stream holds more documents")
+                    b.ids = all_ids[used: used + n]
+                if all_meta is not None and b.metadata is None:
+                    b.metadata = all_meta[used: used + n]
+                used += n
+                new_ids = self._ids.check_new(b.ids, n) if b.ids is not None or self._ids.kind == "str" else None
+                if new_ids is None:  # default ints continue after the pending ones
+                    start = self._ids.check_new(None, 1)[0] + sum(len(p[1]) for p in pending)
+                    new_ids = list(range(start, start + n))
+                clash = [x for x in new_ids if x in pending_ids]
+                if clash:
+                    raise ValueError(f"ids: duplicate ids across batches: {clash[:10]}")
+                items = None if b.metadata is None else MetadataStore.check(b.metadata, n)
+                if training() or pending:
+                    pending.append((tokens, lens, new_ids, items))
+                    pending_ids.update(new_ids)
+                    if sum(len(p[1]) for p in pending) >= self.STREAM_TRAIN_DOCS:
+                        flush()
+                    continue
+                with self._mutate:
+                    self._ids.check_new(new_ids, n)
+                    with self._rw.write():
+                        rows = self._add_packed(tokens, lens, new_ids)
+                        if items is not None:
+                            self._meta.add(rows, items)
+                added.extend(new_ids)
+                bar.update(n)
+            flush()
+            if all_ids is not None and used != len(all_ids):
+                raise ValueError(f"ids: {len(all_ids)} ids given for a stream of {used} documents "
+                                 f"(all {len(added)} were added with the first ids)")
+        except (ValueError, TypeError) as exc:
+            kept = len(added)
+            try:
+                flush()  # the valid batches before the failing one are added
+            except (ValueError, TypeError) as exc2:
+                raise type(exc)(f"{exc} [stream: batch {j} failed; the earlier gathered batches could not "
+                                f"be added either: {exc2}; {kept} documents were added]") from exc
+            raise type(exc)(f"{exc} [stream: batch {j} failed; the {len(added)} documents before it "
+                            f"were added]") from exc
+        finally:
+            bar.close()
+        return added
 
     def _add_packed(self, tokens: np.ndarray, lens: np.ndarray, new_ids: List[IdLike]) -> np.ndarray:
         """Add checked, packed tokens (caller holds the write lock). FDEs are encoded and handed
