@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true", help="no progress bars")
     sp.add_argument("--output", "-o", required=True, help="index directory to write")
     sp.add_argument("--preset", type=_preset, default="10240", help="FDE size preset (1280, 2560, 5120, 10240)")
-    sp.add_argument("--backend", type=_backend, default="exact",
+    sp.add_argument("--backend", type=_backend, default="auto",
                     help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
     sp.add_argument("--token-codec", type=_codec, default="float16",
                     help="how the token store keeps tokens: float16, float32, int8 (d + 4 bytes per token), "
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=fmt)
     sp.add_argument("parquet", help="the .parquet file")
     sp.add_argument("--output", "-o", required=True, help="index directory to write")
-    sp.add_argument("--backend", type=_backend, default="exact",
+    sp.add_argument("--backend", type=_backend, default="auto",
                     help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
     sp.set_defaults(fn=cmd_import)
 
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=fmt)
     common(sp)
     sp.add_argument("--preset", type=_preset, default="10240", help="FDE size preset (1280, 2560, 5120, 10240)")
-    sp.add_argument("--backend", type=_backend, default="exact",
+    sp.add_argument("--backend", type=_backend, default="auto",
                     help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
     sp.add_argument("--token-codec", type=_codec, default="float16",
                     help="how the token store keeps tokens: float16, float32, int8 (d + 4 bytes per token), "

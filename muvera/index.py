@@ -167,10 +167,11 @@ class MuveraIndex:
     ----------
     config : FDEConfig
         FDE settings (e.g. ``FDEConfig.preset("10240", dimension=128)``).
-    backend : str, default "exact"
-        A backend spec (:func:`muvera.backends.make_backend`): ``"exact"`` (brute-force BLAS), a
-        faiss factory string with or without ``"faiss:"`` (``"HNSW32"``, ``"IVF1024,PQ1280x8"``),
-        or a registered kind.
+    backend : str, default "auto"
+        A backend spec (:func:`muvera.backends.make_backend`): ``"auto"`` (exact scan up to
+        50,000 documents, then IVF + 4-bit PQ fast-scan; ``index.backend.active`` says which),
+        ``"exact"`` (brute-force BLAS), a faiss factory string with or without ``"faiss:"``
+        (``"HNSW32"``, ``"IVF1024,PQ1280x8"``), or a registered kind.
     token_dtype : {"float16", "float32"}, optional
         Kept for compatibility: the same as ``token_codec``.
     num_threads : int, optional
@@ -180,6 +181,13 @@ class MuveraIndex:
     model : str, optional
         The text model spec that made the tokens (e.g. ``"default"``); saved with the index so
         ``muvera search`` encodes queries with the same model.
+    keep_exact : bool, default False
+        Keep a float16 exact tier beside compressed codes, for ``search(..., rescore=N)``.
+    exact_spill_dir : path, optional
+        With ``keep_exact``: append the exact tier to a temporary file in this directory while
+        documents are added, instead of holding it in RAM (it is memory-mapped for rescoring and
+        copied into the index directory by :meth:`save`). For corpora whose float16 tokens do not
+        fit in memory.
 
     Notes
     -----
@@ -207,9 +215,10 @@ class MuveraIndex:
     'b'
     """
 
-    def __init__(self, config: FDEConfig, backend: str = "exact", token_dtype: Any = None,
+    def __init__(self, config: FDEConfig, backend: str = "auto", token_dtype: Any = None,
                  num_threads: Optional[int] = None, *, token_codec: Optional[str] = None,
-                 model: Optional[str] = None, keep_exact: bool = False):
+                 model: Optional[str] = None, keep_exact: bool = False,
+                 exact_spill_dir: Optional[PathLike] = None):
         if not isinstance(config, FDEConfig):
             raise TypeError(f"config: expected an FDEConfig, got {type(config).__name__}")
         if num_threads is not None:
@@ -233,8 +242,14 @@ class MuveraIndex:
                              "tier serves compressed codecs such as 'int8'")
         # The exact tier: float16 tokens beside the codes (memory-mapped once saved and loaded),
         # read only to rescore the best candidates (search(..., rescore=N)).
-        self._exact: Optional[TokenStore] = TokenStore(config.dimension, "float16") if keep_exact else None
+        self._exact: Optional[TokenStore] = None
+        if keep_exact:
+            self._exact = (TokenStore(config.dimension, "float16") if exact_spill_dir is None
+                           else TokenStore.spilled(config.dimension, "float16", exact_spill_dir))
+        elif exact_spill_dir is not None:
+            raise ValueError("exact_spill_dir: only used with keep_exact=True")
         self._meta = MetadataStore()
+        self._build_state: Optional[Dict[str, Any]] = None  # muvera.build_index's record (resume)
         self._rw = _RWLock()
         self._mutate = threading.Lock()  # one writer at a time (add/remove/compact)
         self._save_lock = threading.Lock()
@@ -397,24 +412,25 @@ class MuveraIndex:
             return self._store.codec.needs_training or self._backend.needs_training
 
         def flush() -> None:
+            """Train on the gathered batches as one add of them would, then add them one by one
+            (no concatenated copy of them outlives the training)."""
             if not pending:
                 return
-            tokens = pending[0][0] if len(pending) == 1 else np.concatenate([p[0] for p in pending])
-            lens = np.concatenate([p[1] for p in pending])
-            new_ids = [x for p in pending for x in p[2]]
-            metas = [p[3] for p in pending]
-            items = None if all(m is None for m in metas) else [
-                x for p in pending for x in (p[3] if p[3] is not None else [None] * len(p[1]))]
+            batches = list(pending)
             pending.clear()
             pending_ids.clear()
             with self._mutate:
-                self._ids.check_new(new_ids, len(new_ids))
+                self._ids.check_new([x for p in batches for x in p[2]], sum(len(p[1]) for p in batches))
                 with self._rw.write():
-                    rows = self._add_packed(tokens, lens, new_ids)
-                    if items is not None:
-                        self._meta.add(rows, items)
-            added.extend(new_ids)
-            bar.update(len(new_ids))
+                    self._train_on(batches)
+            for tokens, lens, new_ids, items in batches:
+                with self._mutate:
+                    with self._rw.write():
+                        rows = self._add_packed(tokens, lens, new_ids)
+                        if items is not None:
+                            self._meta.add(rows, items)
+                added.extend(new_ids)
+                bar.update(len(new_ids))
 
         bar = _progress_bar(None, "indexing", enabled=show, unit="doc")
         j = -1
@@ -502,6 +518,37 @@ class MuveraIndex:
         if exact is not None:
             self._exact.append_codes(exact, lens)  # type: ignore[union-attr]
         return self._ids.append(new_ids)
+
+    def _train_on(self, batches: List[Tuple[np.ndarray, np.ndarray, Any, Any]]) -> None:
+        """Train the codec and the backend on packed batches exactly as one ``add`` of their
+        concatenation trains them (caller holds the write lock); all-or-nothing."""
+        codec = self._store.codec
+        trained_codec = codec.needs_training
+        try:
+            if trained_codec:
+                tokens = batches[0][0] if len(batches) == 1 else np.concatenate([b[0] for b in batches])
+                codec.train(tokens)
+                del tokens
+            if self._backend.needs_training:
+                # One add trains the backend on its first chunk of FDEs: encode just that chunk.
+                chunk = self._backend.add_chunk
+                parts, lens_parts, have = [], [], 0
+                for tokens, lens, _, _ in batches:
+                    take = min(len(lens), chunk - have)
+                    if take <= 0:
+                        break
+                    end = int(lens[:take].sum())
+                    parts.append(codec.fde_source(codec.encode(tokens[:end])))
+                    lens_parts.append(lens[:take])
+                    have += take
+                lens = np.concatenate(lens_parts)
+                source = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                self._backend.train(self._encoder.encode_spans(source, _offsets_of(lens)[:-1], lens,
+                                                               is_document=True))
+        except BaseException:
+            if trained_codec:
+                codec.untrain()
+            raise
 
     def train(self, documents: Any, *, lengths: Any = None, offsets: Any = None, mask: Any = None) -> None:
         """Train the token codec (``residual:*``: k-means centroids and residual levels) on a
@@ -814,6 +861,7 @@ class MuveraIndex:
                     "tokens": {**tok_fields, "files": sorted(tok_files)},
                     "backend": {"spec": self._backend.name, "ntotal": self._backend.ntotal,
                                 "files": sorted(b_files)},
+                    **({"build": self._build_state} if self._build_state is not None else {}),
                     "files": files}
 
         with self._save_lock, self._rw.read():
@@ -881,6 +929,7 @@ class MuveraIndex:
         index._store = TokenStore.load(f.root, f.tokens_fields, f.files, config.dimension, n, mmap)
         if "metadata.sqlite" in f.files:
             index._meta = MetadataStore.load(f.root)
+        index._build_state = f.build
         if f.exact_fields is not None:  # always memory-mapped: only the codes need to be in RAM
             index._exact = TokenStore.load(f.root, f.exact_fields, f.files, config.dimension, n, True,
                                            prefix="exact_")

@@ -255,6 +255,7 @@ class IndexFiles:
     files: Dict[str, Dict[str, Any]]
     muvera_version: str
     exact_fields: Optional[Dict[str, Any]] = None  # the float16 exact tier, when kept
+    build: Optional[Dict[str, Any]] = None  # muvera.build_index's progress record, when built by it
 
 
 def _field(m: Dict[str, Any], key: str, kind: Any) -> Any:
@@ -300,8 +301,11 @@ def read_index(path: Any, verify: bool = True) -> IndexFiles:
     exact = m.get("exact_tier")
     if exact is not None and (not isinstance(exact, dict) or any(n not in files for n in exact.get("files", []))):
         raise ValueError("manifest.json: bad exact_tier entry")
+    build = m.get("build")
+    if build is not None and not isinstance(build, dict):
+        raise ValueError("manifest.json: build must be an object or null")
     return IndexFiles(root, 2, _field(m, "config", dict), model, _field(m, "num_rows", int), ids, None,
-                      tokens, spec, entries, files, str(m.get("muvera_version", "")), exact)
+                      tokens, spec, entries, files, str(m.get("muvera_version", "")), exact, build)
 
 
 def _read_v1(root: Path, m: Dict[str, Any], files: Dict[str, Any]) -> IndexFiles:

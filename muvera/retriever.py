@@ -120,7 +120,7 @@ class Retriever:
     config : FDEConfig or str, optional
         FDE settings, or a preset name (``"1280"`` ... ``"10240"``); default the ``"10240"``
         preset at the model's dimension.
-    backend : str, default "exact"
+    backend : str, default "auto"
         :class:`~muvera.MuveraIndex` backend spec (``"exact"``, ``"HNSW32"``, ...).
     path : str or path, optional
         Where :meth:`save` writes by default. An index already there is opened (its model,
@@ -137,7 +137,7 @@ class Retriever:
         Threads for FDE encoding and reranking.
     """
 
-    def __init__(self, model: Any = "default", config: Any = None, backend: str = "exact",
+    def __init__(self, model: Any = "default", config: Any = None, backend: str = "auto",
                  path: Optional[PathLike] = None, *, token_codec: str = "float16", keep_text: bool = True,
                  batch_size: int = 256, progress: bool = True, num_threads: Optional[int] = None):
         if path is not None and not isinstance(path, (str, os.PathLike)):

@@ -8,13 +8,14 @@ drops rows when :meth:`TokenStore.compact` is given the rows to keep.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
 from .batch import DTYPE_CODES, as_token_batch
-from .durable import write_npy
+from .durable import write_atomic, write_npy
 
 if TYPE_CHECKING:
     from .codecs import TokenCodec
@@ -75,6 +76,67 @@ class _Growable:
         """A writeable view of the used part (copies a read-only buffer into memory once)."""
         self._reserve(self._n)
         return self._buf[: self._n]
+
+
+class _Spilled:
+    """An append-only buffer kept in an anonymous temporary file, not in RAM: the exact tier
+    while a large index is built. Reads go through a read-only memory map of what was written;
+    the file disappears with the buffer (or the process)."""
+
+    def __init__(self, tail: Tuple[int, ...], dtype: Any, directory: Path):
+        import tempfile  # noqa: PLC0415
+
+        self._tail = tuple(tail)
+        self._dtype = np.dtype(dtype)
+        self._row_bytes = int(np.prod(self._tail, dtype=np.int64)) * self._dtype.itemsize
+        self._file = tempfile.TemporaryFile(dir=os.fspath(directory), prefix=".muvera-spill-")
+        self._n = 0
+        self._map: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def view(self) -> np.ndarray:
+        if self._n == 0:
+            return np.empty((0,) + self._tail, dtype=self._dtype)
+        if self._map is None or len(self._map) != self._n:
+            self._file.flush()
+            self._map = np.memmap(self._file, dtype=self._dtype, mode="r", shape=(self._n,) + self._tail)
+        return self._map
+
+    @property
+    def nbytes(self) -> int:
+        return self._n * self._row_bytes
+
+    @property
+    def is_memmap(self) -> bool:
+        return True
+
+    def extend(self, values: np.ndarray) -> None:
+        arr = np.ascontiguousarray(values, dtype=self._dtype)
+        if arr.shape[1:] != self._tail:
+            raise ValueError(f"values: expected rows of shape {self._tail}, got {arr.shape[1:]}")
+        self._file.seek(self._n * self._row_bytes)
+        self._file.write(memoryview(arr).cast("B"))
+        self._n += len(arr)
+
+    def writable(self) -> np.ndarray:
+        raise ValueError("a spilled buffer is append-only")
+
+    def write_npy(self, f: Any) -> None:
+        """Write the content as a ``.npy`` file to ``f`` with plain reads of the temporary file:
+        nothing is mapped into this process (saving never pulls the tier into RSS)."""
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(self._dtype),
+                                                 "fortran_order": False, "shape": (self._n,) + self._tail})
+        self._file.flush()
+        fd, pos, end = self._file.fileno(), 0, self._n * self._row_bytes
+        while pos < end:
+            chunk = os.pread(fd, min(1 << 24, end - pos), pos)
+            if not chunk:
+                raise OSError("the exact tier's temporary file is shorter than written")
+            f.write(chunk)
+            pos += len(chunk)
 
 
 def _as_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
@@ -234,6 +296,17 @@ class TokenStore:
         store._offsets = _Growable((), np.int64, offsets)
         return store
 
+    @classmethod
+    def spilled(cls, dimension: int, codec: Union[str, "TokenCodec"], directory: Any) -> "TokenStore":
+        """An empty store whose codes are appended to a temporary file in ``directory`` instead of
+        RAM (read back through a memory map): for an exact tier larger than memory."""
+        d = Path(os.fspath(directory))
+        if not d.is_dir():
+            raise ValueError(f"exact_spill_dir: {d} is not a directory")
+        store = cls(dimension, codec)
+        store._codes = _Spilled((store._codec.code_width,), store._codec.code_dtype, d)  # type: ignore[assignment]
+        return store
+
     # -- properties ----------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -288,6 +361,13 @@ class TokenStore:
         return self._codes.is_memmap
 
     # -- mutation ------------------------------------------------------------------------------
+    def reserve(self, num_tokens: int, num_documents: int) -> None:
+        """Make room for this many code rows and documents in all (no effect on a spilled or
+        larger buffer): a build of known size then never holds two copies while growing."""
+        if isinstance(self._codes, _Growable):
+            self._codes._reserve(max(num_tokens, len(self._codes)))
+        self._offsets._reserve(max(num_documents + 1, len(self._offsets)))
+
     def append(self, batch: Any, *, lengths: Any = None, offsets: Any = None, mask: Any = None,
                name: str = "documents") -> np.ndarray:
         """Append documents in any batch form; returns their new rows ``(n,)`` int64.
@@ -360,7 +440,10 @@ class TokenStore:
         """
         d = Path(directory)
         tok, off = f"{prefix}tokens.npy", f"{prefix}offsets.npy"
-        files = {tok: write_npy(d / tok, self._codes.view), off: write_npy(d / off, self._offsets.view)}
+        codes = self._codes
+        files = {tok: (write_atomic(d / tok, codes.write_npy) if isinstance(codes, _Spilled)
+                       else write_npy(d / tok, codes.view)),
+                 off: write_npy(d / off, self._offsets.view)}
         if not prefix:
             files.update(self._codec.save(d))
         fields = {"token_codec": self._codec.name, "codec_state": self._codec.state_fields(),

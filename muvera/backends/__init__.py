@@ -1,5 +1,7 @@
 """MIPS backends behind one interface (:class:`Backend`), built from spec strings by one factory.
 
+* ``"auto"`` -- :class:`AutoBackend`: exact up to ``SWITCH_AT`` documents, IVF + 4-bit PQ
+  fast-scan beyond (the index's default).
 * ``"exact"`` -- :class:`ExactBackend`, brute force with NumPy BLAS.
 * ``"faiss:<factory>"`` or a bare faiss factory string (``"HNSW32"``, ``"IVF1024,PQ1280x8"``) --
   :class:`FaissBackend`.
@@ -16,8 +18,9 @@ from typing import Callable, Dict, Optional
 from .base import Backend, Entries, as_allowed, topk
 from .exact import ExactBackend
 from .faiss_backend import FaissBackend, check_factory
+from .auto import AutoBackend
 
-__all__ = ["Backend", "ExactBackend", "FaissBackend", "make_backend", "register_backend",
+__all__ = ["Backend", "AutoBackend", "ExactBackend", "FaissBackend", "make_backend", "register_backend",
            "registered_backends", "topk", "as_allowed", "check_factory", "Entries"]
 
 #: kind -> builder(options after "kind:", dimension) -> Backend
@@ -95,3 +98,4 @@ def make_backend(spec: str, dimension: Optional[int] = None) -> Backend:
 
 register_backend("exact", ExactBackend.from_spec)
 register_backend("faiss", FaissBackend.from_spec)
+register_backend("auto", AutoBackend.from_spec)

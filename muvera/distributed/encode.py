@@ -534,7 +534,7 @@ def load_encoded(output_dir: PathLike, *, verify: bool = True
     return ids, fdes, tokens, lengths
 
 
-def index_from_encoded(output_dir: PathLike, backend: str = "exact", *, index_dir: Optional[PathLike] = None,
+def index_from_encoded(output_dir: PathLike, backend: str = "auto", *, index_dir: Optional[PathLike] = None,
                        reencode: bool = False, verify: bool = True,
                        num_threads: Optional[int] = None) -> "Any":
     """Build a :class:`muvera.MuveraIndex` from :func:`encode_dataset` output.
@@ -548,7 +548,7 @@ def index_from_encoded(output_dir: PathLike, backend: str = "exact", *, index_di
     ----------
     output_dir : str or path
         An :func:`encode_dataset` output directory.
-    backend : str, default "exact"
+    backend : str, default "auto"
         As for :class:`muvera.MuveraIndex` (a faiss backend is trained/filled from the FDEs).
     index_dir : str or path, optional
         Keep the assembled index here (a normal saved index, stored with the exact backend's

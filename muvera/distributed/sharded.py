@@ -200,7 +200,7 @@ class ShardedIndex:
     ----------
     config : FDEConfig
     num_shards : int
-    backend : str, default "exact"
+    backend : str, default "auto"
         Backend of every shard (as for :class:`muvera.MuveraIndex`).
     shard_dir : str or path, optional
         Directory for the shards' saves (``shard-XXXXX`` subdirectories plus ``manifest.json``).
@@ -244,7 +244,7 @@ class ShardedIndex:
     * Searches may run from several threads; calls that change the index should not overlap.
     """
 
-    def __init__(self, config: FDEConfig, num_shards: int, *, backend: str = "exact",
+    def __init__(self, config: FDEConfig, num_shards: int, *, backend: str = "auto",
                  shard_dir: Optional[PathLike] = None, autosave: Optional[bool] = None,
                  token_dtype: Optional[str] = None, num_threads: Optional[int] = None,
                  actor_options: Optional[Dict[str, Any]] = None, token_codec: Optional[str] = None,

@@ -40,7 +40,7 @@ def recall_against(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]))
 
 
-def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "10240", backend: str = "exact",
+def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "10240", backend: str = "auto",
               candidates: Sequence[int] = (100, 200, 500, 1000), pca: Optional[int] = None,
               max_queries: Optional[int] = None, cache_root: Optional[os.PathLike] = None,
               latency_queries: int = 100, progress: bool = True, ignore_identical_ids: bool = True,

@@ -207,7 +207,7 @@ def _metadata_of(table: Any, where: str) -> Optional[List[Dict[str, Any]]]:
     return [{c: cols[c][i] for c in others if cols[c][i] is not None} for i in range(table.num_rows)]
 
 
-def from_arrow(table: Any, config: Optional[FDEConfig] = None, *, backend: str = "exact",
+def from_arrow(table: Any, config: Optional[FDEConfig] = None, *, backend: str = "auto",
                token_codec: Optional[str] = None, model: Optional[str] = None, verify: bool = True,
                num_threads: Optional[int] = None) -> Any:
     """Build a :class:`~muvera.MuveraIndex` from a table made by :func:`to_arrow` (or any table
@@ -219,7 +219,7 @@ def from_arrow(table: Any, config: Optional[FDEConfig] = None, *, backend: str =
     config : FDEConfig, optional
         Default: the config in the table's schema metadata. A different config re-encodes the
         FDEs from the tokens (the ``fde`` column is then not used).
-    backend : str, default "exact"
+    backend : str, default "auto"
     token_codec : str, optional
         Default: the exporting index's codec when it stored float16/float32 tokens, else the
         tokens' dtype (a compressed store such as int8 exported decoded float32 tokens; they
