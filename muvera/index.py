@@ -168,8 +168,9 @@ class MuveraIndex:
     config : FDEConfig
         FDE settings (e.g. ``FDEConfig.preset("10240", dimension=128)``).
     backend : str, default "auto"
-        A backend spec (:func:`muvera.backends.make_backend`): ``"auto"`` (exact scan up to
-        50,000 documents, then IVF + 4-bit PQ fast-scan; ``index.backend.active`` says which),
+        A backend spec (:func:`muvera.backends.make_backend`): ``"auto"`` (exact scan below
+        2,000 documents, 4-bit PQ fast-scan below 50,000, IVF + PQ fast-scan beyond;
+        ``index.backend.active`` says which, :mod:`muvera.backends.auto` gives the rule),
         ``"exact"`` (brute-force BLAS), a faiss factory string with or without ``"faiss:"``
         (``"HNSW32"``, ``"IVF1024,PQ1280x8"``), or a registered kind.
     token_dtype : {"float16", "float32"}, optional
@@ -498,6 +499,7 @@ class MuveraIndex:
                 exact = tokens.astype(np.float16)
             if not np.isfinite(exact).all():
                 raise ValueError("documents: values beyond the float16 range (keep_exact stores float16 tokens)")
+        self._grow_backend(len(lens))
         codec = self._store.codec
         trained_now = codec.needs_training
         try:
@@ -549,6 +551,16 @@ class MuveraIndex:
             if trained_codec:
                 codec.untrain()
             raise
+
+    def _grow_backend(self, n_new: int) -> None:
+        """Swap in the backend's replacement when this add crosses one of its size thresholds
+        (``auto``): refilled with every current row before the new ones are added."""
+        repl = self._backend.replacement(self._ids.num_rows + n_new)
+        if repl is None:
+            return
+        if self._ids.num_rows:
+            self._fill_backend(repl, np.arange(self._ids.num_rows, dtype=np.int64), self._backend)
+        self._backend = repl
 
     def train(self, documents: Any, *, lengths: Any = None, offsets: Any = None, mask: Any = None) -> None:
         """Train the token codec (``residual:*``: k-means centroids and residual levels) on a
@@ -941,6 +953,7 @@ class MuveraIndex:
             index._backend = saved
         elif n:
             source = saved if f.backend_entries else None
+            index._backend = index._backend.replacement(n) or index._backend
             index._fill_backend(index._backend, np.arange(n, dtype=np.int64), source)
         return index
 

@@ -206,25 +206,41 @@ def test_spilled_exact_tier_stays_out_of_ram(tmp_path):
 
 
 # -- backend="auto" ----------------------------------------------------------------------------
-def test_auto_is_the_default_and_switches_at_the_threshold(tmp_path):
+def test_auto_is_the_default_and_upgrades_as_the_corpus_grows(tmp_path):
+    from muvera.backends.auto import IVF_AT, PQ_AT, phase_for
+
+    assert (phase_for(0), phase_for(PQ_AT - 1), phase_for(PQ_AT), phase_for(IVF_AT - 1), phase_for(IVF_AT)) == (
+        "exact", "exact", "pq", "pq", "ivf")
     index = muvera.MuveraIndex(CFG)
     assert index.backend.name == "auto" and index.backend.active == "exact"
-    small = muvera.backends.AutoBackend(CFG.output_dimension, switch_at=400, nprobe=8)
-    index._backend = small
-    docs = _docs(600, seed=11)
-    index.add(docs[:300])
-    assert small.active == "exact"
-    index.add(docs[300:])
-    assert re.fullmatch(r"faiss:IVF\d+,PQ160x4fs", small.active) and small.ntotal == 600
+    index._backend = AutoBackend(CFG.output_dimension, pq_at=700, ivf_at=1200, nlist=8, nprobe=4)
+    docs = _docs(1500, seed=11)
+    index.add(docs[:650])
+    assert index.backend.active == "exact"
+    index.add(docs[650:800])  # crosses 700: refilled from the store into flat PQ fast-scan
+    assert index.backend.active == "faiss:PQ160x4fs" and index.backend.ntotal == 800
+    index.add(iter([docs[800:1100], docs[1100:]]), progress=False)  # crosses 1200 inside a stream
+    assert index.backend.active == "faiss:IVF8,PQ160x4fs" and index.backend.ntotal == 1500
+    assert index.backend.inner.nprobe == 4
     ids, _ = index.search(docs[:20], k=1, candidates=50)
     assert np.mean(ids[:, 0] == np.arange(20)) >= 0.9
+    # the same documents in one add reach the same backend, bit for bit
+    one = muvera.MuveraIndex(CFG)
+    one._backend = AutoBackend(CFG.output_dimension, pq_at=700, ivf_at=1200, nlist=8, nprobe=4)
+    one.add(docs)
+    assert one.backend.active == index.backend.active
     index.save(tmp_path / "i")
     back = muvera.MuveraIndex.load(tmp_path / "i")
-    assert back.backend.name == "auto" and back.backend.active == small.active
+    assert back.backend.name == "auto" and back.backend.active == index.backend.active
     for x, y in zip(index.search(docs[:5], k=3), back.search(docs[:5], k=3)):
         np.testing.assert_array_equal(x, y)
     index.remove([0, 1, 2])
-    assert index.compact() == 3 and index.backend.active == small.active
+    assert index.compact() == 3 and index.backend.active == "faiss:IVF8,PQ160x4fs"
+    # a load into "auto" from another backend picks the phase for the corpus size
+    flat = muvera.MuveraIndex(CFG, backend="exact")
+    flat.add(_docs(2100, seed=12))
+    flat.save(tmp_path / "flat")
+    assert muvera.MuveraIndex.load(tmp_path / "flat", backend="auto").backend.active == "faiss:PQ160x4fs"
 
 
 def test_auto_on_an_empty_index(tmp_path):

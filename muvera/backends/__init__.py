@@ -1,7 +1,7 @@
 """MIPS backends behind one interface (:class:`Backend`), built from spec strings by one factory.
 
-* ``"auto"`` -- :class:`AutoBackend`: exact up to ``SWITCH_AT`` documents, IVF + 4-bit PQ
-  fast-scan beyond (the index's default).
+* ``"auto"`` -- :class:`AutoBackend` (the index's default): exact, then 4-bit PQ fast-scan, then
+  IVF + PQ fast-scan as the corpus grows.
 * ``"exact"`` -- :class:`ExactBackend`, brute force with NumPy BLAS.
 * ``"faiss:<factory>"`` or a bare faiss factory string (``"HNSW32"``, ``"IVF1024,PQ1280x8"``) --
   :class:`FaissBackend`.

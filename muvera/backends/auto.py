@@ -1,14 +1,22 @@
-"""``backend="auto"``: exact FDE scan for small corpora, an IVF index with 4-bit PQ fast-scan codes
-beyond :data:`SWITCH_AT` documents.
+"""``backend="auto"`` (the index's default): a backend chosen by corpus size, upgraded as it grows.
 
-The rule (``bench/bench_scale.py`` measured it; README has the tables): below ``SWITCH_AT``
-documents a brute-force scan of the float32 FDEs is exact and fast enough; above it, the scan's
-cost and memory (4 bytes per FDE dimension per document) grow linearly, while
-``IVF<nlist>,PQ<D/dsub>x4fs`` holds half a byte per ``dsub`` dimensions and scans
-``nprobe / nlist`` of the corpus with SIMD lookup tables; the Chamfer rerank of the candidates is
-the refine step. The switch happens inside :meth:`AutoBackend.add` when the corpus crosses the
-threshold: the held FDEs train the IVF/PQ quantizers, move into the new index, and are freed.
-``index.backend.active`` says which one is in use.
+The rule, measured by ``bench/bench_scale.py`` (README has the tables):
+
+===================  ====================================  =========================================
+documents            active backend                        why
+===================  ====================================  =========================================
+< ``PQ_AT``          ``exact`` (float32 FDEs, BLAS scan)   too few vectors to train codebooks
+< ``IVF_AT``         ``PQ<D/8>x4fs`` (flat fast-scan)      half a byte per 8 dims: the scan reads
+                                                           1/64 of the float32 bytes
+>= ``IVF_AT``        ``IVF1024,PQ<D/8>x4fs``               scans only ``nprobe / 1024`` of the
+                                                           lists: sublinear
+===================  ====================================  =========================================
+
+The exact Chamfer rerank of the candidates is the refine step of all three. When an ``add`` would
+cross a threshold, :meth:`AutoBackend.replacement` hands the index an empty backend of the next
+kind; the index refills it from its stored tokens (the FDEs are a pure function of them; the
+first chunk trains the quantizers) and swaps it in, once per threshold. ``index.backend.active``
+says which one is in use.
 """
 
 from __future__ import annotations
@@ -24,45 +32,85 @@ from .base import Backend, Entries
 from .exact import ExactBackend
 from .faiss_backend import FaissBackend
 
-__all__ = ["AutoBackend", "SWITCH_AT", "scalable_factory"]
+__all__ = ["AutoBackend", "PQ_AT", "IVF_AT", "scalable_factory"]
 
-#: Documents from which the IVF-PQ fast-scan index replaces the exact scan.
-SWITCH_AT = 50_000
+#: Documents from which flat 4-bit PQ fast-scan replaces the exact scan.
+PQ_AT = 2_000
+#: Documents from which IVF + 4-bit PQ fast-scan replaces the flat scan.
+IVF_AT = 50_000
 _STATE = "backend.auto.json"
+_PHASES = ("exact", "pq", "ivf")
 
 
-def scalable_factory(dimension: int, nlist: int = 1024, dsub: int = 8) -> str:
-    """The faiss factory string ``auto`` switches to: ``IVF<nlist>,PQ<D/dsub>x4fs``
-    (``dsub`` dimensions per 4-bit code; falls back to a divisor of ``D``)."""
+def _dsub(dimension: int, dsub: int = 8) -> int:
     d = dsub
     while d > 1 and dimension % d:
         d -= 1
-    return f"IVF{nlist},PQ{dimension // d}x4fs"
+    return d
+
+
+def scalable_factory(dimension: int, phase: str = "ivf", nlist: int = 1024) -> str:
+    """The faiss factory string of a phase: ``PQ<D/8>x4fs`` or ``IVF<nlist>,PQ<D/8>x4fs``
+    (8 dimensions per 4-bit code, or the largest divisor of ``D`` below 8)."""
+    m = dimension // _dsub(dimension)
+    if phase == "pq":
+        return f"PQ{m}x4fs"
+    if phase == "ivf":
+        return f"IVF{nlist},PQ{m}x4fs"
+    raise ValueError(f"phase: expected 'pq' or 'ivf', got {phase!r}")
+
+
+def phase_for(n: int, pq_at: int = PQ_AT, ivf_at: int = IVF_AT) -> str:
+    """The phase ``auto`` uses for a corpus of ``n`` documents."""
+    return "exact" if n < pq_at else ("pq" if n < ivf_at else "ivf")
 
 
 class AutoBackend(Backend):
-    """Exact below :data:`SWITCH_AT` documents, ``IVF1024,PQ<D/8>x4fs`` from there on.
+    """Exact, then flat PQ fast-scan, then IVF + PQ fast-scan as the corpus grows (see the module).
 
     Parameters
     ----------
     dimension : int, optional
-    switch_at : int, default SWITCH_AT
+    pq_at, ivf_at : int
+        The thresholds (documents); defaults :data:`PQ_AT`, :data:`IVF_AT`.
     nprobe : int, default 32
-        The IVF index's default lists probed per query (``params={"nprobe": n}`` overrides it).
+        Default lists probed per query once IVF is active (``params={"nprobe": n}`` overrides it).
+    nlist : int, default 1024
+        IVF lists (trained on ``40 * nlist`` FDEs, at least 25,600).
+    phase : {"exact", "pq", "ivf"}
+        The phase to start in (replacements are built with the next one).
 
     Notes
     -----
     ``name`` is ``"auto"`` whatever is active, so a saved index reloads as ``auto``;
-    :attr:`active` is the spec of the backend in use (``"exact"`` or ``"faiss:IVF..."``).
+    :attr:`active` is the spec of the backend in use. Search parameters go to the active backend
+    (``nprobe`` only applies once IVF is active).
     """
 
     kind = "auto"
 
-    def __init__(self, dimension: Optional[int] = None, *, switch_at: int = SWITCH_AT, nprobe: int = 32):
+    def __init__(self, dimension: Optional[int] = None, *, pq_at: int = PQ_AT, ivf_at: int = IVF_AT,
+                 nprobe: int = 32, nlist: int = 1024, phase: str = "exact"):
+        if phase not in _PHASES:
+            raise ValueError(f"phase: expected one of {_PHASES}, got {phase!r}")
+        if not 0 < pq_at <= ivf_at:
+            raise ValueError(f"pq_at, ivf_at: expected 0 < pq_at <= ivf_at, got {pq_at}, {ivf_at}")
         self._dim = None if dimension is None else int(dimension)
-        self._switch_at = int(switch_at)
-        self._nprobe = int(nprobe)
-        self._inner: Backend = ExactBackend(self._dim)
+        if not 1 <= nlist <= 65536 or not 1 <= nprobe:
+            raise ValueError(f"nlist, nprobe: expected 1 <= nlist <= 65536 and nprobe >= 1, got {nlist}, {nprobe}")
+        self._pq_at, self._ivf_at, self._nprobe, self._phase = int(pq_at), int(ivf_at), int(nprobe), phase
+        self._nlist = int(nlist)
+        self._inner: Backend = self._make_inner(phase, self._dim)
+
+    def _make_inner(self, phase: str, dim: Optional[int]) -> Backend:
+        if phase == "exact" or dim is None:
+            return ExactBackend(dim)
+        # IVF: faiss wants 39 training points per list (1024 lists -> 39,936); PQ alone is cheap.
+        train = max(25_600, 40 * self._nlist) if phase == "ivf" else 25_600
+        inner = FaissBackend(scalable_factory(dim, phase, self._nlist), dim, train_size=train)
+        if phase == "ivf":
+            inner.nprobe = min(self._nprobe, self._nlist)
+        return inner
 
     @classmethod
     def from_spec(cls, rest: str, dimension: Optional[int]) -> "AutoBackend":
@@ -73,17 +121,19 @@ class AutoBackend(Backend):
     # -- what is active ------------------------------------------------------------------------
     @property
     def active(self) -> str:
-        """The spec of the backend in use: ``"exact"`` or ``"faiss:IVF1024,PQ...x4fs"``."""
+        """The spec of the backend in use: ``"exact"``, ``"faiss:PQ...x4fs"`` or
+        ``"faiss:IVF1024,PQ...x4fs"``."""
         return self._inner.name
+
+    @property
+    def phase(self) -> str:
+        """``"exact"``, ``"pq"`` or ``"ivf"``."""
+        return self._phase
 
     @property
     def inner(self) -> Backend:
         """The backend in use."""
         return self._inner
-
-    @property
-    def switch_at(self) -> int:
-        return self._switch_at
 
     @property
     def name(self) -> str:
@@ -102,6 +152,14 @@ class AutoBackend(Backend):
         return self._inner.nbytes
 
     @property
+    def needs_training(self) -> bool:
+        return self._inner.needs_training
+
+    @property
+    def is_trained(self) -> bool:
+        return self._inner.is_trained
+
+    @property
     def add_chunk(self) -> int:
         return self._inner.add_chunk
 
@@ -114,36 +172,26 @@ class AutoBackend(Backend):
         return self._inner.lossless
 
     def __repr__(self) -> str:
-        return f"AutoBackend(active={self.active!r}, ntotal={self.ntotal}, switch_at={self._switch_at})"
+        return f"AutoBackend(active={self.active!r}, ntotal={self.ntotal})"
+
+    # -- growth --------------------------------------------------------------------------------
+    def replacement(self, n_after: int) -> Optional["AutoBackend"]:
+        want = phase_for(n_after, self._pq_at, self._ivf_at)
+        if _PHASES.index(want) <= _PHASES.index(self._phase):
+            return None
+        dim = self._dim if self._dim is not None else self._inner.dimension
+        return AutoBackend(dim, pq_at=self._pq_at, ivf_at=self._ivf_at, nprobe=self._nprobe, nlist=self._nlist,
+                           phase=want)
 
     # -- add / search --------------------------------------------------------------------------
-    def _switch(self, extra: np.ndarray) -> None:
-        """Train the IVF-PQ index on the held FDEs (plus ``extra`` if they are too few), move
-        them in and drop the exact scan."""
-        held = self._inner
-        assert isinstance(held, ExactBackend)
-        dim = int(held.dimension or extra.shape[1])
-        train_size = FaissBackend("Flat").train_size
-        sample = held.vectors
-        if len(sample) < train_size and len(extra):
-            sample = np.concatenate([sample, extra[: train_size - len(sample)]])
-        # 1024 lists (39 training points each at least, faiss's minimum), fewer only when a small
-        # switch_at leaves too few vectors to train them.
-        nlist = 1024
-        while nlist > 1 and 39 * nlist > len(sample):
-            nlist //= 2
-        target = FaissBackend(scalable_factory(dim, nlist), dim)
-        target.train(sample)
-        target.nprobe = min(self._nprobe, nlist)
-        for s in range(0, held.ntotal, 32_768):
-            target.add(held.vectors[s: s + 32_768])
-        self._inner = target
+    def train(self, vectors: np.ndarray) -> None:
+        self._inner.train(vectors)
 
     def add(self, vectors: np.ndarray) -> None:
-        arr = np.ascontiguousarray(vectors, dtype=np.float32)
-        if isinstance(self._inner, ExactBackend) and self._inner.ntotal + len(arr) >= self._switch_at:
-            self._switch(arr)
-        self._inner.add(arr)
+        if self._dim is None and self._phase != "exact":  # dimension learnt now
+            self._dim = int(np.asarray(vectors).shape[1])
+            self._inner = self._make_inner(self._phase, self._dim)
+        self._inner.add(vectors)
 
     def search(self, queries: np.ndarray, k: int, *, params: Optional[Mapping[str, Any]] = None,
                allowed: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -159,16 +207,18 @@ class AutoBackend(Backend):
         self._inner.reset()
 
     def empty_copy(self) -> "AutoBackend":
-        copy = AutoBackend(self._dim, switch_at=self._switch_at, nprobe=self._nprobe)
-        copy._inner = self._inner.empty_copy()  # a switched index keeps its quantizers
-        if isinstance(copy._inner, FaissBackend) and copy._inner.index is not None:
-            copy._inner.nprobe = min(self._nprobe, copy._inner.index.nlist)
+        copy = AutoBackend(self._dim, pq_at=self._pq_at, ivf_at=self._ivf_at, nprobe=self._nprobe,
+                           nlist=self._nlist, phase=self._phase)
+        copy._inner = self._inner.empty_copy()  # keeps trained quantizers
+        if self._phase == "ivf" and isinstance(copy._inner, FaissBackend) and copy._inner.index is not None:
+            copy._inner.nprobe = min(self._nprobe, int(copy._inner.index.nlist))
         return copy
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: Path) -> Entries:
         entries = dict(self._inner.save(directory)) if self._inner.dimension is not None else {}
-        state = {"active": self.active, "switch_at": self._switch_at, "nprobe": self._nprobe}
+        state = {"phase": self._phase, "active": self.active, "pq_at": self._pq_at, "ivf_at": self._ivf_at,
+                 "nprobe": self._nprobe, "nlist": self._nlist}
         entries[_STATE] = write_json(Path(directory) / _STATE, state)
         return entries
 
@@ -179,14 +229,18 @@ class AutoBackend(Backend):
             raise ValueError(f"manifest.json: the auto backend's {_STATE} is not listed")
         try:
             state = json.loads((Path(directory) / _STATE).read_text(encoding="utf-8"))
-            active, switch_at, nprobe = str(state["active"]), int(state["switch_at"]), int(state["nprobe"])
+            phase, active = str(state["phase"]), str(state["active"])
+            pq_at, ivf_at, nprobe = int(state["pq_at"]), int(state["ivf_at"]), int(state["nprobe"])
+            nlist = int(state["nlist"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{_STATE}: malformed ({exc})") from None
-        if active != "exact" and not active.startswith("faiss:IVF"):
-            raise ValueError(f"{_STATE}: unexpected active backend {active!r}")
+        expect = {"exact": "exact", "pq": "faiss:PQ", "ivf": "faiss:IVF"}.get(phase)
+        if expect is None or not active.startswith(expect):
+            raise ValueError(f"{_STATE}: active backend {active!r} does not match phase {phase!r}")
         inner = make_backend(active, self._dim)
         rest = {k: v for k, v in entries.items() if k != _STATE}
         if rest:
             inner.load(directory, rest, mmap)
-        self._inner, self._switch_at, self._nprobe = inner, switch_at, nprobe
+        self._inner, self._phase = inner, phase
+        self._pq_at, self._ivf_at, self._nprobe, self._nlist = pq_at, ivf_at, nprobe, nlist
         return self

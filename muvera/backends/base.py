@@ -120,6 +120,12 @@ class Backend(abc.ABC):
         them instead of re-encoding)."""
         return False
 
+    def replacement(self, n_after: int) -> Optional["Backend"]:
+        """An empty backend that should replace this one before the index grows to ``n_after``
+        vectors (the index refills it with every current row, then adds the new ones), or None
+        to keep this one. ``auto`` uses it to move to a scalable index as the corpus grows."""
+        return None
+
     def train(self, vectors: np.ndarray) -> None:  # noqa: B027 (optional hook)
         """Learn any quantiser from a sample; a no-op for backends that need none."""
 
