@@ -100,7 +100,7 @@ def test_bench(tiny, fake, tmp_path, capsys):
     assert fake.specs == ["default"]
     rep = json.loads(out_json.read_text())
     assert rep["dataset"] == "tiny" and rep["n_docs"] == N_DOCS and rep["n_queries"] == 12
-    assert rep["dim"] == DIM and rep["fde_dimension"] == 1280 and rep["backend"] == "exact"
+    assert rep["dim"] == DIM and rep["fde_dimension"] == 1280 and rep["backend"] == "auto"
     assert [r["candidates"] for r in rep["runs"]] == [100, 200]
     for r in rep["runs"]:
         assert RUN_KEYS <= set(r), RUN_KEYS - set(r)

@@ -172,7 +172,7 @@ def test_index_from_encoded_equals_direct_index(encoded):
     for kwargs in ({}, {"reencode": True}):
         built = index_from_encoded(out, **kwargs)
         assert built.ids == ids and len(built) == len(direct)
-        np.testing.assert_array_equal(built.backend.vectors, direct.backend.vectors)
+        np.testing.assert_array_equal(built.backend.inner.vectors, direct.backend.inner.vectors)
         assert_same(built.search(queries, k=5, candidates=10), direct.search(queries, k=5, candidates=10))
         assert_same(built.search_exact(queries, k=5), direct.search_exact(queries, k=5))
 
