@@ -357,8 +357,9 @@ class MuveraIndex:
             dicts with ``tokens``, ``lengths``, ``ids``, ``metadata``), added as they arrive so
             that memory stays bounded by a batch. While the backend or the codec still needs
             training, the first batches are gathered until they hold :attr:`STREAM_TRAIN_DOCS`
-            documents (or the stream ends), train, and are added as one block -- exactly what one
-            ``add`` of the same documents does.
+            documents (or the stream ends; a codec with a fixed size such as ``residual:2:k=1024``
+            needs fewer: its ``stream_training_tokens()``), train, and are then added -- exactly
+            what one ``add`` of the same documents does.
         ids : sequence of int or str, optional
             One per document, unique, not already live, of the index's id kind. Default:
             consecutive ints after the largest int id used so far (int-id indexes only).
@@ -461,7 +462,9 @@ class MuveraIndex:
                 if training() or pending:
                     pending.append((tokens, lens, new_ids, items))
                     pending_ids.update(new_ids)
-                    if sum(len(p[1]) for p in pending) >= self.STREAM_TRAIN_DOCS:
+                    want_tokens = None if self._backend.needs_training else self._store.codec.stream_training_tokens()
+                    if (sum(len(p[1]) for p in pending) >= self.STREAM_TRAIN_DOCS
+                            or (want_tokens is not None and sum(len(p[0]) for p in pending) >= want_tokens)):
                         flush()
                     continue
                 with self._mutate:

@@ -166,3 +166,28 @@ def test_empty_stream_adds_nothing():
     index = muvera.MuveraIndex(CFG)
     assert index.add(iter([]), progress=False) == []
     assert len(index) == 0
+
+
+def test_stream_fixed_size_codec_trains_on_what_it_uses(monkeypatch):
+    """residual:2:k=16 gathers only its stream_training_tokens(), then trains and adds as it goes."""
+    from muvera.codecs.residual import ResidualCodec
+
+    monkeypatch.setattr(ResidualCodec, "stream_training_tokens", lambda self: 600)
+    docs = _docs(200, seed=12, lo=8, hi=12)
+    seen = []
+
+    def gen():
+        for s in range(0, 200, 20):
+            seen.append(s)
+            yield docs[s: s + 20]
+
+    index = muvera.MuveraIndex(CFG, token_codec="residual:2:k=16")
+    it = index.add(gen(), progress=False)
+    assert len(it) == 200 and not index.store.codec.needs_training
+    one = muvera.MuveraIndex(CFG, token_codec="residual:2:k=16")
+    m = 20  # the gathered batches: the first ones holding >= 600 tokens
+    while sum(len(d) for d in docs[:m]) < 600:
+        m += 20
+    one.train(docs[:m])
+    one.add(docs)
+    _same(one, index)

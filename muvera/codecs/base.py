@@ -74,6 +74,11 @@ class TokenCodec(abc.ABC):
         """Whether :meth:`train` must run before :meth:`encode`."""
         return False
 
+    def stream_training_tokens(self) -> Optional[int]:
+        """Tokens a stream gathers before training this codec (None: the index's
+        ``STREAM_TRAIN_DOCS`` documents), so a long build holds no more than training uses."""
+        return None
+
     def train(self, tokens: np.ndarray) -> None:  # noqa: B027 (optional hook)
         """Learn the codec's state from a sample of tokens (a no-op for stateless codecs)."""
 

@@ -172,6 +172,15 @@ class ResidualCodec(TokenCodec):
         """Tokens :meth:`train` needs at least."""
         return max(MIN_TRAIN_TOKENS, self.requested_centroids or 0)
 
+    def stream_training_tokens(self) -> Optional[int]:
+        """With a fixed centroid count, training reads at most ``SAMPLE_PER_CENTROID * k`` tokens
+        for k-means and ``LEVEL_SAMPLE`` held-out ones (an eighth of what it is given): gather that
+        many. PLAID's count grows with the sample, so it keeps the index's document rule."""
+        if not self.requested_centroids:
+            return None
+        return max(8 * LEVEL_SAMPLE, SAMPLE_PER_CENTROID * self.requested_centroids + LEVEL_SAMPLE,
+                   self.min_training_tokens())
+
     # -- training ------------------------------------------------------------------------------
     def train(self, tokens: np.ndarray) -> None:
         """Learn centroids (faiss k-means on a sample) and per-dimension levels.
