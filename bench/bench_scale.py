@@ -178,12 +178,14 @@ def run_size(args: argparse.Namespace, n_docs: int) -> Dict[str, Any]:
             row["backend"] = active
             report["settings"].append(row)
             print(json.dumps(row), flush=True)
-    best = dict(report["settings"][-1])
-    row = evaluate(index, qtok, qoff, gt_rows, gt_scores, candidates=best["candidates"],
-                   params=best["params"], rescore=50)
-    row["backend"] = active
-    report["settings"].append(row)
-    print(json.dumps(row), flush=True)
+    # Two tiers: rerank on the codes, then rescore the best `rescore` from the float16 exact tier.
+    for c in args.candidates:
+        for rs in args.rescore:
+            params = {"nprobe": args.nprobe[0]} if is_ivf else None
+            row = evaluate(index, qtok, qoff, gt_rows, gt_scores, candidates=c, params=params, rescore=rs)
+            row["backend"] = active
+            report["settings"].append(row)
+            print(json.dumps(row), flush=True)
     for spec in args.backends:
         if n_docs > args.backends_max_docs:
             continue
@@ -191,6 +193,13 @@ def run_size(args: argparse.Namespace, n_docs: int) -> Dict[str, Any]:
         t = time.perf_counter()
         index = muvera.MuveraIndex.load(work / "index", mmap=False, backend=spec, num_threads=2)
         rebuild = time.perf_counter() - t
+        if spec == "exact" and args.dump_fdes:  # inputs of bench/ann_candidates.py
+            dump = Path(args.dump_fdes)
+            dump.mkdir(parents=True, exist_ok=True)
+            np.save(dump / "doc_fdes.npy", index.backend.inner.vectors if hasattr(index.backend, "inner")
+                    else index.backend.vectors)
+            np.save(dump / "query_fdes.npy", index.encode_packed_queries(qtok, qoff))
+            np.save(dump / "gt.npy", gt_rows[:, :10])
         for c in args.candidates:
             nprobes = args.nprobe if "IVF" in spec else [None]
             for npb in nprobes:
@@ -255,6 +264,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--candidates", type=int, nargs="+", default=[100, 200, 400])
     ap.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--rescore", type=int, nargs="*", default=[30],
+                    help="two-tier settings: rescore this many from the exact tier (at the first nprobe)")
     ap.add_argument("--backends", nargs="*", default=[], help="other backends, rebuilt from the saved codes")
     ap.add_argument("--backends-max-docs", type=int, default=100_000)
     ap.add_argument("--warp-docs", type=int, default=0, help="run WARP vs ours on the first N documents")
@@ -262,6 +273,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--warp-timeout", type=float, default=3600)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the index directories")
+    ap.add_argument("--dump-fdes", default=None,
+                    help="with --backends exact: write doc/query FDEs and ground truth for ann_candidates.py")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--one-size", type=int, default=None, help=argparse.SUPPRESS)

@@ -31,6 +31,7 @@ __all__ = ["MuveraIndex", "ball_carve", "FORMAT_NAME", "FORMAT_VERSION"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_TAU = 0.7  # the paper's ball-carving threshold
+_DECODE_ROWS = 2048  # documents decoded at once when FDEs are re-encoded from compressed codes
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -649,10 +650,16 @@ class MuveraIndex:
                 target.add(source.reconstruct(r))  # type: ignore[union-attr]
             elif codec.stores_tokens:
                 target.add(self._encoder.encode_spans(codes, off[r], lens[r], is_document=True))
-            else:  # decode this chunk's rows only: the whole store is never decoded at once
-                idx = np.repeat(off[r] - _offsets_of(lens[r])[:-1], lens[r]) + np.arange(int(lens[r].sum()))
-                target.add(self._encoder.encode_spans(codec.fde_source(codes[idx]), _offsets_of(lens[r])[:-1],
-                                                      lens[r], is_document=True))
+            else:  # decode a few thousand rows at a time: the float32 tokens of a whole chunk
+                # (40,000 documents train an IVF) would cost more than its FDEs
+                fdes = np.empty((len(r), self._config.output_dimension), dtype=np.float32)
+                for a in range(0, len(r), _DECODE_ROWS):
+                    rr = r[a: a + _DECODE_ROWS]
+                    idx = np.repeat(off[rr] - _offsets_of(lens[rr])[:-1], lens[rr]) + np.arange(int(lens[rr].sum()))
+                    fdes[a: a + len(rr)] = self._encoder.encode_spans(
+                        codec.fde_source(codes[idx]), _offsets_of(lens[rr])[:-1], lens[rr], is_document=True)
+                target.add(fdes)
+                del fdes
 
     def metadata(self, ids: Any) -> List[Optional[Dict[str, Any]]]:
         """The metadata dicts of live ids (one id or a sequence); None where none was given.

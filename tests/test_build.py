@@ -256,6 +256,7 @@ def test_auto_on_an_empty_index(tmp_path):
         muvera.MuveraIndex(CFG, backend="auto:fast")
 
 
+@pytest.mark.skipif(bool(os.environ.get("MUVERA_ASAN")), reason="sanitizer shadow memory inflates RSS")
 def test_build_peak_memory_is_bounded(tmp_path):
     """A corpus about four times a set RSS budget builds within it (the exact tier on disk)."""
     script = textwrap.dedent(f"""

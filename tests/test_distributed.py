@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -108,12 +109,27 @@ def test_encode_dataset_equals_single_process(encoded):
 
     m = json.loads((out / "manifest.json").read_text())
     assert m["config"] == CONFIG.to_dict() and m["num_rows"] == 70
-    assert [s["rows"] for s in m["shards"]] == [25, 25, 20]
-    names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(["manifest.json"] + [f"{kind}-{i:05d}.{ext}" for i in range(3) for kind, ext in
-                                                (("fdes", "npy"), ("tokens", "npy"),
-                                                 ("lengths", "npy"), ("ids", "json"))])
+    assert [s["rows"] for s in m["shards"]] == [25, 25, 20]  # workers wrote shards of shard_rows
+    listed = sorted(f["name"] for s in m["shards"] for f in s["files"].values())
+    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json"] + listed)
+    assert len(listed) == 12 and all(re.fullmatch(r"(fdes|tokens|lengths)-\d+\.npy|ids-\d+\.json", n)
+                                     for n in listed)
     assert all(len(f["sha256"]) == 64 for s in m["shards"] for f in s["files"].values())
+
+
+def test_workers_writing_equals_driver_writing(encoded, ray_session, tmp_path):
+    """The default (each worker writes its shards) and the driver-written output hold the same
+    documents, FDEs and tokens; the driver-written one in shards of shard_rows too."""
+    out, docs, ids = encoded
+    ds = ray.data.from_items([{"id": i, "tokens": d} for i, d in zip(ids, docs)])
+    driver = encode_dataset(ds, CONFIG, tmp_path / "driver", shard_rows=25, batch_size=16, num_workers=2,
+                            write_in_workers=False)
+    for a, b in zip(load_encoded(out), load_encoded(driver)):
+        if isinstance(a, list):
+            assert a == b
+        else:
+            np.testing.assert_array_equal(a, b)
+    assert [s["rows"] for s in json.loads((driver / "manifest.json").read_text())["shards"]] == [25, 25, 20]
 
 
 def test_encode_refuses_to_overwrite_and_detects_corruption(encoded, ray_session, tmp_path):
@@ -129,10 +145,11 @@ def test_encode_refuses_to_overwrite_and_detects_corruption(encoded, ray_session
     copy.mkdir()
     for p in out.iterdir():
         (copy / p.name).write_bytes(p.read_bytes())
-    blob = bytearray((copy / "fdes-00001.npy").read_bytes())
+    name = json.loads((out / "manifest.json").read_text())["shards"][1]["files"]["fdes"]["name"]
+    blob = bytearray((copy / name).read_bytes())
     blob[-1] ^= 0xFF
-    (copy / "fdes-00001.npy").write_bytes(bytes(blob))
-    with pytest.raises(ValueError, match="fdes-00001.npy: SHA-256"):
+    (copy / name).write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=f"{name}: SHA-256"):
         load_encoded(copy)
 
 

@@ -136,16 +136,20 @@ class _EncodeWorker:
     """
 
     def __init__(self, config: Dict[str, Any], tokens_column: str, id_column: str,
-                 num_threads: int) -> None:
+                 num_threads: int, output_dir: Optional[str] = None) -> None:
         self._config = FDEConfig.from_dict(config)
         self._encoder = FDEEncoder(self._config, num_threads=num_threads)  # once per actor
         self._tokens_column = tokens_column
         self._id_column = id_column
+        self._root = None if output_dir is None else Path(output_dir)
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         payload = np.empty(1, dtype=object)
         try:
-            payload[0] = pickle.dumps(self._encode(batch), protocol=5)
+            item = self._encode(batch)
+            if self._root is not None:  # write the shard here; only its entry goes to the driver
+                item = ("written", item[1], _write_shard(self._root, _shard_number(), *item[1:]) if item[1] else None)
+            payload[0] = pickle.dumps(item, protocol=5)
         except (ValueError, TypeError, KeyError, OSError) as exc:
             # Bad input: hand the error to the driver as data, which re-raises it with its own
             # type (Ray would wrap it in a UserCodeException and retry a deterministic failure).
@@ -277,14 +281,37 @@ class _ShardWriter:
                lengths: np.ndarray) -> None:
         names = [f"fdes-{i:05d}.npy", f"tokens-{i:05d}.npy", f"lengths-{i:05d}.npy", f"ids-{i:05d}.json"]
         self.written += [self._root / n for n in names]  # before writing: discard() must see them
-        files = {
-            "fdes": _write_atomic(self._root / f"fdes-{i:05d}.npy", _npy_writer(fdes)),
-            "tokens": _write_atomic(self._root / f"tokens-{i:05d}.npy", _npy_writer(tokens)),
-            "lengths": _write_atomic(self._root / f"lengths-{i:05d}.npy", _npy_writer(lengths)),
-            "ids": _write_atomic(self._root / f"ids-{i:05d}.json",
-                                 lambda f: f.write(json.dumps(ids).encode("utf-8"))),
-        }
-        self.shards.append({"index": i, "rows": len(ids), "tokens": int(lengths.sum()), "files": files})
+        self.shards.append({"index": i, **_write_shard(self._root, i, ids, fdes, tokens, lengths)})
+
+    def add_written(self, ids: List[Any], entry: Optional[Dict[str, Any]]) -> None:
+        """Record a shard a worker wrote (in arrival order, which is the input order)."""
+        for x in ids:
+            if x in self.seen:
+                raise ValueError(f"ids: duplicate document id {x!r} in the dataset")
+            self.seen.add(x)
+        if entry is None:
+            return
+        self.written += [self._root / f["name"] for f in entry["files"].values()]
+        self.shards.append({"index": self._count, **entry})
+        self._count += 1
+
+
+def _shard_number() -> int:
+    """A shard file number no other worker picks (workers cannot count globally; the manifest
+    gives the order)."""
+    return 10**15 + secrets.randbelow(9 * 10**15)
+
+
+def _write_shard(root: Path, i: int, ids: List[Any], fdes: np.ndarray, tokens: np.ndarray,
+                 lengths: np.ndarray) -> Dict[str, Any]:
+    """Write one shard's four files (each atomically); returns its manifest entry (no index)."""
+    files = {
+        "fdes": _write_atomic(root / f"fdes-{i:05d}.npy", _npy_writer(fdes)),
+        "tokens": _write_atomic(root / f"tokens-{i:05d}.npy", _npy_writer(tokens.astype(np.float16, copy=False))),
+        "lengths": _write_atomic(root / f"lengths-{i:05d}.npy", _npy_writer(lengths.astype(np.int64, copy=False))),
+        "ids": _write_atomic(root / f"ids-{i:05d}.json", lambda f: f.write(json.dumps(ids).encode("utf-8"))),
+    }
+    return {"rows": len(ids), "tokens": int(lengths.sum()), "files": files}
 
 
 def _prepare_dir(root: Path, overwrite: bool) -> None:
@@ -327,7 +354,8 @@ def _preserve_order(dataset: Any) -> Iterator[None]:
 def encode_dataset(dataset: Any, config: FDEConfig, output_dir: PathLike, *, shard_rows: int = 10_000,
                    tokens_column: str = "tokens", id_column: str = "id", batch_size: int = 256,
                    num_workers: Optional[int] = None, worker_threads: int = 1,
-                   preserve_order: bool = True, overwrite: bool = False) -> Path:
+                   preserve_order: bool = True, overwrite: bool = False,
+                   write_in_workers: bool = True) -> Path:
     """Encode documents on a pool of Ray actors and write them as sharded files.
 
     Parameters
@@ -366,6 +394,14 @@ def encode_dataset(dataset: Any, config: FDEConfig, output_dir: PathLike, *, sha
         they finish, which can be faster when batch costs vary.
     overwrite : bool, default False
         Replace existing shards in ``output_dir`` (the old manifest is removed first).
+    write_in_workers : bool, default True
+        Each worker writes the shards of the batches it encodes straight into ``output_dir``
+        (which must then be on storage every worker can write: local disk on one machine, a
+        shared file system on a cluster) and sends the driver only the shard's ids and file
+        entries; the driver checks ids and writes the manifest. With a Dataset input a worker's
+        batch is ``shard_rows`` documents (``batch_size`` is not used). False: workers send
+        FDEs and tokens to the driver, which writes every shard (``output_dir`` need only exist
+        on the driver).
 
     Returns
     -------
@@ -383,8 +419,7 @@ def encode_dataset(dataset: Any, config: FDEConfig, output_dir: PathLike, *, sha
 
     Notes
     -----
-    Workers return one pickled payload per batch; the driver writes the shards, so the output
-    directory only has to exist on the driver. The FDEs are computed from the float16-rounded
+    By default the workers write the shards (no FDE or token passes through the driver). The FDEs are computed from the float16-rounded
     tokens and equal ``FDEEncoder(config).encode_documents(tokens_f16, lengths=lengths)`` bit for
     bit. Call ``ray.init(...)`` first to pick a cluster; otherwise Ray starts a local one.
     """
@@ -429,10 +464,13 @@ def encode_dataset(dataset: Any, config: FDEConfig, output_dir: PathLike, *, sha
 
     _prepare_dir(root, overwrite)
     writer = _ShardWriter(root, shard_rows, config.output_dimension, config.dimension)
+    if write_in_workers and not isinstance(dataset, (list, tuple)):
+        batch_size = shard_rows  # one worker batch = one shard
     encoded = ds.map_batches(
         _EncodeWorker, batch_size=batch_size, batch_format="numpy", compute=compute,
         fn_constructor_kwargs={"config": config.to_dict(), "tokens_column": tokens_column,
-                               "id_column": id_column, "num_threads": worker_threads},
+                               "id_column": id_column, "num_threads": worker_threads,
+                               "output_dir": str(root) if write_in_workers else None},
         num_cpus=worker_threads)
     order = _preserve_order(encoded) if preserve_order else contextlib.nullcontext()
     try:
@@ -442,10 +480,18 @@ def encode_dataset(dataset: Any, config: FDEConfig, output_dir: PathLike, *, sha
                     item = pickle.loads(blob)  # produced by our own workers
                     if item[0] == "error":
                         raise _ERRORS.get(item[1], ValueError)(item[2])
-                    writer.add(*item[1:])
+                    if item[0] == "written":
+                        writer.add_written(item[1], item[2])
+                    else:
+                        writer.add(*item[1:])
         writer.close()
     except BaseException:
         writer.discard()  # shards without a manifest are useless: leave the directory clean
+        if write_in_workers:  # and what workers wrote that the driver never heard of
+            for p in root.iterdir():
+                if _SHARD_FILE.match(p.name) or _TMP_MARK in p.name:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
         raise
 
     manifest = {
