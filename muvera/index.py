@@ -628,7 +628,9 @@ class MuveraIndex:
                 store = TokenStore.from_arrays(self._store.tokens, self._store.offsets, self._store.codec)
                 store.compact(keep)
                 exact = None
-                if self._exact is not None:
+                if self._exact is not None and self._exact.is_spilled:
+                    exact = self._exact.compacted_spill(keep)
+                elif self._exact is not None:
                     exact = TokenStore.from_arrays(self._exact.tokens, self._exact.offsets, self._exact.codec)
                     exact.compact(keep)
             with self._rw.write():

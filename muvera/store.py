@@ -89,6 +89,7 @@ class _Spilled:
         self._tail = tuple(tail)
         self._dtype = np.dtype(dtype)
         self._row_bytes = int(np.prod(self._tail, dtype=np.int64)) * self._dtype.itemsize
+        self.directory = Path(os.fspath(directory))
         self._file = tempfile.TemporaryFile(dir=os.fspath(directory), prefix=".muvera-spill-")
         self._n = 0
         self._map: Optional[np.ndarray] = None
@@ -361,6 +362,27 @@ class TokenStore:
         return self._codes.is_memmap
 
     # -- mutation ------------------------------------------------------------------------------
+    @property
+    def is_spilled(self) -> bool:
+        """True when the codes live in a spill file (:meth:`spilled`)."""
+        return isinstance(self._codes, _Spilled)
+
+    def compacted_spill(self, keep: np.ndarray) -> "TokenStore":
+        """A new spilled store (same directory) holding the rows where ``keep``, copied a few
+        thousand rows at a time: compacting never reads the whole tier into memory."""
+        if not isinstance(self._codes, _Spilled):
+            raise ValueError("compacted_spill: the store is not spilled")
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (len(self),):
+            raise ValueError(f"keep: expected {len(self)} flags, got shape {keep.shape}")
+        out = TokenStore.spilled(self._dim, self._codec, self._codes.directory)
+        rows, off, lens, codes = np.flatnonzero(keep), self.offsets, self.lengths, self.tokens
+        for a in range(0, len(rows), 4096):
+            r = rows[a: a + 4096]
+            idx = np.repeat(off[r] - _offsets_of(lens[r])[:-1], lens[r]) + np.arange(int(lens[r].sum()))
+            out.append_codes(codes[idx], lens[r])
+        return out
+
     def reserve(self, num_tokens: int, num_documents: int) -> None:
         """Make room for this many code rows and documents in all (no effect on a spilled or
         larger buffer): a build of known size then never holds two copies while growing."""

@@ -199,6 +199,11 @@ def test_spilled_exact_tier_stays_out_of_ram(tmp_path):
     assert index.exact_tier.is_memory_mapped
     np.testing.assert_array_equal(index.exact_tier.tokens, np.concatenate(docs).astype(np.float16))
     assert index.nbytes < index.store.nbytes + index.backend.nbytes + 10_000
+    index.remove([1, 7, 30])
+    assert index.compact() == 3
+    kept = [d for i, d in enumerate(docs) if i not in (1, 7, 30)]
+    assert index.exact_tier.is_spilled
+    np.testing.assert_array_equal(index.exact_tier.tokens, np.concatenate(kept).astype(np.float16))
     with pytest.raises(ValueError, match="exact_spill_dir"):
         muvera.MuveraIndex(CFG, exact_spill_dir=tmp_path)
     with pytest.raises(ValueError, match="not a directory"):
