@@ -292,3 +292,15 @@ def test_build_peak_memory_is_bounded(tmp_path):
     # = 70 MB, the IVF-PQ index ~3 MB, one shard in flight.
     print("peak above base MB", peak_mb - base_mb)
     assert peak_mb - base_mb < 400, (base_mb, peak_mb)
+
+
+def test_auto_without_faiss_stays_exact(monkeypatch, caplog):
+    from muvera.backends import auto
+
+    monkeypatch.setattr(auto, "_faiss_available", lambda: False)
+    monkeypatch.setattr(auto, "_WARNED", False)
+    index = muvera.MuveraIndex(CFG)
+    index._backend = AutoBackend(CFG.output_dimension, pq_at=10, ivf_at=20)
+    with caplog.at_level("WARNING", logger="muvera"):
+        index.add(_docs(30, seed=13))
+    assert index.backend.active == "exact" and "faiss is not installed" in caplog.text

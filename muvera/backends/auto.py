@@ -12,7 +12,8 @@ documents            active backend                        why
                                                            lists: sublinear
 ===================  ====================================  =========================================
 
-The exact Chamfer rerank of the candidates is the refine step of all three. When an ``add`` would
+The exact Chamfer rerank of the candidates is the refine step of all three. Without faiss
+installed (it is the ``search`` extra) ``auto`` stays on the exact scan and logs a warning once. When an ``add`` would
 cross a threshold, :meth:`AutoBackend.replacement` hands the index an empty backend of the next
 kind; the index refills it from its stored tokens (the FDEs are a pure function of them; the
 first chunk trains the quantizers) and swaps it in, once per threshold. ``index.backend.active``
@@ -22,6 +23,7 @@ says which one is in use.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
@@ -39,6 +41,16 @@ PQ_AT = 2_000
 #: Documents from which IVF + 4-bit PQ fast-scan replaces the flat scan.
 IVF_AT = 50_000
 _STATE = "backend.auto.json"
+_WARNED = False
+log = logging.getLogger("muvera")
+
+
+def _faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
 _PHASES = ("exact", "pq", "ivf")
 
 
@@ -178,6 +190,13 @@ class AutoBackend(Backend):
     def replacement(self, n_after: int) -> Optional["AutoBackend"]:
         want = phase_for(n_after, self._pq_at, self._ivf_at)
         if _PHASES.index(want) <= _PHASES.index(self._phase):
+            return None
+        if not _faiss_available():  # the exact scan needs only NumPy: stay on it, say so once
+            global _WARNED
+            if not _WARNED:
+                _WARNED = True
+                log.warning("backend 'auto': faiss is not installed, so the exact FDE scan stays in use at %d "
+                            "documents (linear in the corpus); pip install \"muvera-toolkit[search]\"", n_after)
             return None
         dim = self._dim if self._dim is not None else self._inner.dimension
         return AutoBackend(dim, pq_at=self._pq_at, ivf_at=self._ivf_at, nprobe=self._nprobe, nlist=self._nlist,
