@@ -123,13 +123,17 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
         [{"id": i, "tokens": tokens[offsets[i]: offsets[i + 1]]} for i in range(args.docs)],
         override_num_blocks=max(8, 4 * cpus)).materialize()  # timed runs read from the object store
     for w in workers:
-        tmp = Path(tempfile.mkdtemp(prefix="muvera-bench-enc-"))
-        try:
-            t = time.perf_counter()
-            encode_dataset(ds, config, tmp, shard_rows=5000, batch_size=256, num_workers=w)
-            out["encode_docs_per_s"][f"encode_dataset, {w} worker(s)"] = args.docs / (time.perf_counter() - t)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        for in_workers in (True, False):
+            tmp = Path(tempfile.mkdtemp(prefix="muvera-bench-enc-"))
+            try:
+                t = time.perf_counter()
+                encode_dataset(ds, config, tmp, shard_rows=5000, batch_size=256, num_workers=w,
+                               write_in_workers=in_workers)
+                who = "workers write shards" if in_workers else "driver writes shards"
+                out["encode_docs_per_s"][f"encode_dataset, {w} worker(s), {who}"] = (
+                    args.docs / (time.perf_counter() - t))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     del ds
 
     # ---- search -------------------------------------------------------------------------------

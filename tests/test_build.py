@@ -283,8 +283,9 @@ def test_build_peak_memory_is_bounded(tmp_path):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(len(idx), base // 1024, peak // 1024)
     """)
+    # A fresh interpreter outside the checkout (whose muvera/ folder would shadow the install).
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "src")], capture_output=True, text=True,
-                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
+                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"}, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     n, base_mb, peak_mb = map(int, out.stdout.split())
     assert n == 32_000
