@@ -287,7 +287,8 @@ def build_index(source: Union[PathLike, TokenShards], path: PathLike, config: Op
         raise TypeError(f"config: expected an FDEConfig, got {type(config).__name__}")
     if config.dimension != shards.dimension:
         raise ValueError(f"config: dimension {config.dimension}, but the shards hold {shards.dimension}-d tokens")
-    if checkpoint_seconds is not None and not (isinstance(checkpoint_seconds, (int, float)) and checkpoint_seconds >= 0):
+    if checkpoint_seconds is not None and (isinstance(checkpoint_seconds, bool) or not isinstance(
+            checkpoint_seconds, (int, float)) or not checkpoint_seconds >= 0):
         raise ValueError(f"checkpoint_seconds: expected a non-negative number or None, got {checkpoint_seconds!r}")
     target = Path(os.fspath(path)).absolute()
     options = {"config": config.to_dict(), "backend": backend, "token_codec": token_codec,
@@ -345,7 +346,8 @@ def build_index(source: Union[PathLike, TokenShards], path: PathLike, config: Op
             try:
                 index.add((shards.batch(j) for j in group), progress=False)
             except (ValueError, TypeError) as exc:
-                raise type(exc)(f"source: shard {shards.shards[group[0]].name}"
+                kind = TypeError if isinstance(exc, TypeError) else ValueError
+                raise kind(f"source: shard {shards.shards[group[0]].name}"
                                 f"{'..' + shards.shards[group[-1]].name if len(group) > 1 else ''}: {exc}") from exc
             i = group[-1] + 1
             done_docs += sum(shards.shards[j].documents for j in group)

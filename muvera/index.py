@@ -146,6 +146,12 @@ def ball_carve(tokens: np.ndarray, offsets: np.ndarray, tau: float) -> Tuple[np.
     return np.ascontiguousarray(carved, dtype=np.float32), _offsets_of(lens)
 
 
+def _same_kind(exc: BaseException) -> type:
+    """ValueError or TypeError, whichever ``exc`` is: a re-raise with more context must not call
+    a subclass's constructor with one string (UnicodeDecodeError takes five arguments)."""
+    return TypeError if isinstance(exc, TypeError) else ValueError
+
+
 def _codec_spec(token_dtype: Any, token_codec: Any) -> str:
     if token_dtype is not None and not isinstance(token_dtype, str):
         token_dtype = np.dtype(token_dtype).name
@@ -244,6 +250,8 @@ class MuveraIndex:
                              "tier serves compressed codecs such as 'int8'")
         # The exact tier: float16 tokens beside the codes (memory-mapped once saved and loaded),
         # read only to rescore the best candidates (search(..., rescore=N)).
+        if exact_spill_dir is not None and not isinstance(exact_spill_dir, (str, os.PathLike)):
+            raise TypeError(f"exact_spill_dir: expected a directory path, got {type(exact_spill_dir).__name__}")
         self._exact: Optional[TokenStore] = None
         if keep_exact:
             self._exact = (TokenStore(config.dimension, "float16") if exact_spill_dir is None
@@ -485,10 +493,10 @@ class MuveraIndex:
             try:
                 flush()  # the valid batches before the failing one are added
             except (ValueError, TypeError) as exc2:
-                raise type(exc)(f"{exc} [stream: batch {j} failed; the earlier gathered batches could not "
-                                f"be added either: {exc2}; {kept} documents were added]") from exc
-            raise type(exc)(f"{exc} [stream: batch {j} failed; the {len(added)} documents before it "
-                            f"were added]") from exc
+                raise _same_kind(exc)(f"{exc} [stream: batch {j} failed; the earlier gathered batches could "
+                                      f"not be added either: {exc2}; {kept} documents were added]") from exc
+            raise _same_kind(exc)(f"{exc} [stream: batch {j} failed; the {len(added)} documents before it "
+                                  f"were added]") from exc
         finally:
             bar.close()
         return added

@@ -44,8 +44,10 @@ class Batch:
 
 
 def _is_lengths(x: Any) -> bool:
-    arr = np.asarray(x) if not _is_torch(x) else None
-    return arr is not None and arr.ndim == 1 and arr.dtype.kind in "iu"
+    if _is_torch(x):
+        return x.dim() == 1 and not x.is_floating_point() and not x.is_complex()
+    arr = np.asarray(x)
+    return arr.ndim == 1 and arr.dtype.kind in "iu"
 
 
 def as_batch(item: Any, position: int) -> Batch:

@@ -191,3 +191,16 @@ def test_stream_fixed_size_codec_trains_on_what_it_uses(monkeypatch):
     one.train(docs[:m])
     one.add(docs)
     _same(one, index)
+
+
+def test_stream_torch_pairs_and_error_kinds():
+    torch = pytest.importorskip("torch")
+    docs = _docs(12, seed=14)
+    lens = torch.tensor([len(d) for d in docs])
+    index = muvera.MuveraIndex(CFG)
+    index.add(iter([(torch.from_numpy(np.concatenate(docs)), lens)]), progress=False)
+    one = muvera.MuveraIndex(CFG)
+    one.add(docs)
+    _same(one, index)
+    with pytest.raises(TypeError, match="exact_spill_dir"):
+        muvera.MuveraIndex(CFG, token_codec="int8", keep_exact=True, exact_spill_dir=3)
