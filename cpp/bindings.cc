@@ -103,6 +103,24 @@ void check_offsets(const py::array_t<int64_t, py::array::c_style | py::array::fo
                           std::to_string(rows) + " token rows");
 }
 
+// Document offsets where a kernel reads only the candidates' spans: each candidate's
+// [off[j], off[j + 1]) is checked, so the cost follows the candidates, not the corpus (a full
+// check when every document is read). Candidates were range-checked by the caller.
+void check_doc_spans(const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& off, int64_t rows,
+                     const int64_t* cand, int64_t count, const std::string& what) {
+  if (cand == nullptr) return check_offsets(off, rows, what);
+  if (off.ndim() != 1 || off.shape(0) < 1) throw py::value_error(what + ": expected a 1-D array of n + 1 offsets");
+  const int64_t* o = off.data();
+  if (o[0] != 0) throw py::value_error(what + ": must start at 0");
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t j = cand[i];
+    if (j < 0) continue;
+    if (o[j] < 0 || o[j + 1] < o[j] || o[j + 1] > rows)
+      throw py::value_error(what + ": the span of document " + std::to_string(j) + " is not within the " +
+                            std::to_string(rows) + " token rows (offsets must not decrease)");
+  }
+}
+
 struct ChamferArgs {
   muvera::QueryBatchView q;
   muvera::TokenStoreView s;
@@ -135,7 +153,7 @@ ChamferArgs chamfer_args(const F32Array& qtok, const I64Array& qoff, const py::a
   if (qtok.ndim() != 2 || qtok.shape(1) != d)
     throw py::value_error("queries: expected a 2-D array with " + std::to_string(d) + " columns (the stored tokens' dimension)");
   check_offsets(qoff, qtok.shape(0), "query_offsets");
-  check_offsets(doff, dtok.shape(0), "doc_offsets");
+  if (doff.ndim() != 1 || doff.shape(0) < 1) throw py::value_error("doc_offsets: expected a 1-D array of n + 1 offsets");
   a.q = muvera::QueryBatchView{qtok.data(), qoff.data(), qoff.shape(0) - 1};
   a.s = muvera::TokenStoreView{dtok.data(), dtype, d, doff.data(), doff.shape(0) - 1};
   const int64_t n_docs = a.s.n_docs;
@@ -149,8 +167,10 @@ ChamferArgs chamfer_args(const F32Array& qtok, const I64Array& qoff, const py::a
         throw py::value_error("candidates: entry " + std::to_string(p[i]) + " is not a document row (or -1)");
     a.cand = p;
     a.C = c.shape(1);
+    check_doc_spans(doff, dtok.shape(0), p, c.size(), "doc_offsets");
   } else {
     a.C = n_docs;
+    check_offsets(doff, dtok.shape(0), "doc_offsets");
   }
   if (alive) {
     const U8Array& m = *alive;
@@ -196,7 +216,7 @@ ResidualArgs residual_args(const F32Array& qtok, const I64Array& qoff, const U8A
   // The Chamfer checks on offsets, candidates and flags, with the codes seen as float32 rows of d.
   ResidualArgs a;
   check_offsets(qoff, qtok.shape(0), "query_offsets");
-  check_offsets(doff, codes.shape(0), "doc_offsets");
+  if (doff.ndim() != 1 || doff.shape(0) < 1) throw py::value_error("doc_offsets: expected a 1-D array of n + 1 offsets");
   const int64_t n_docs = doff.shape(0) - 1;
   a.c.q = muvera::QueryBatchView{qtok.data(), qoff.data(), qoff.shape(0) - 1};
   a.c.s = muvera::TokenStoreView{codes.data(), muvera::kFloat32, d, doff.data(), n_docs};
@@ -210,8 +230,10 @@ ResidualArgs residual_args(const F32Array& qtok, const I64Array& qoff, const U8A
         throw py::value_error("candidates: entry " + std::to_string(p[i]) + " is not a document row (or -1)");
     a.c.cand = p;
     a.c.C = c.shape(1);
+    check_doc_spans(doff, codes.shape(0), p, c.size(), "doc_offsets");
   } else {
     a.c.C = n_docs;
+    check_offsets(doff, codes.shape(0), "doc_offsets");
   }
   if (alive) {
     if (alive->ndim() != 1 || alive->shape(0) != n_docs)

@@ -40,8 +40,16 @@ void chamfer_scores(const QueryBatchView& q, const TokenStoreView& s, const int6
     for (int64_t r = 0; r < n; ++r)
       for (int t = 0; t < d; ++t) dst[static_cast<int64_t>(t) * nq_pad[i] + r] = src[r * d + t];
   }
+  // Scratch for the longest document read: over the candidates only, so the cost follows them.
   int64_t max_len = 0;
-  for (int64_t j = 0; j < s.n_docs; ++j) max_len = std::max(max_len, s.offsets[j + 1] - s.offsets[j]);
+  if (candidates != nullptr) {
+    for (int64_t x = 0; x < nq * C; ++x) {
+      const int64_t j = candidates[x];
+      if (j >= 0) max_len = std::max(max_len, s.offsets[j + 1] - s.offsets[j]);
+    }
+  } else {
+    for (int64_t j = 0; j < s.n_docs; ++j) max_len = std::max(max_len, s.offsets[j + 1] - s.offsets[j]);
+  }
   const int threads = std::max(1, num_threads);
   std::vector<std::vector<float>> scratch(threads);
   if (s.dtype == kFloat16 || s.dtype == kInt8Scaled)

@@ -79,8 +79,11 @@ class IdMap:
         self._alive = _Growable((), np.uint8)
         self._to_row: Dict[IdLike, int] = {}
         self._next_id = 0
-        # int ids: (dense id -> row table, None) or (sorted ids, their rows); rebuilt after changes
-        self._sorted: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
+        # int ids: a dense id -> live row table (-1: none), kept in step with every change while
+        # the ids are compact (max id < 4 n + 4096); None once they are not (dict lookups then).
+        self._table: Optional[_Growable] = _Growable((), np.int64) if kind != "str" else None
+        # The alive flags as little-endian packed bits (faiss's IDSelectorBitmap), kept in step.
+        self._packed = _Growable((), np.uint8)
 
     @staticmethod
     def _new_ids_buffer(kind: Optional[str], data: Optional[np.ndarray] = None) -> _Growable:
@@ -126,6 +129,30 @@ class IdMap:
     def nbytes(self) -> int:
         return self._ids.nbytes + self._alive.nbytes
 
+    @property
+    def alive_bool(self) -> np.ndarray:
+        """``(num_rows,)`` bool view of :attr:`alive` (no copy). Do not write to it."""
+        return self._alive.view.view(bool)
+
+    @property
+    def alive_packed(self) -> np.ndarray:
+        """:attr:`alive` as little-endian packed bits (``ceil(num_rows / 8)`` bytes), kept in
+        step with every change. Do not write to it."""
+        return self._packed.view
+
+    def _set_packed(self, rows: np.ndarray, value: bool) -> None:
+        need = (self.num_rows + 7) // 8
+        if need > len(self._packed):
+            self._packed.extend(np.zeros(need - len(self._packed), dtype=np.uint8))
+        if not len(rows):
+            return
+        bits = np.left_shift(np.uint8(1), (rows & 7).astype(np.uint8))
+        packed = self._packed.writable()
+        if value:
+            np.bitwise_or.at(packed, rows >> 3, bits)
+        else:
+            np.bitwise_and.at(packed, rows >> 3, ~bits)
+
     def live_ids(self) -> List[IdLike]:
         """Live ids in row order."""
         return self._ids.view[np.flatnonzero(self._alive.view)].tolist()
@@ -165,14 +192,32 @@ class IdMap:
             arr[:] = ids
         else:
             arr = np.asarray(ids, dtype=np.int64).reshape(len(ids))
-        self._sorted = None
         self._ids.extend(arr)
         self._alive.extend(np.ones(len(ids), dtype=np.uint8))
         for row, x in enumerate(ids, start):
             self._to_row[x] = row
+        rows = np.arange(start, start + len(ids), dtype=np.int64)
+        self._set_packed(rows, True)
         if self._kind == "int" and ids:
             self._next_id = max(self._next_id, int(arr.max()) + 1)
-        return np.arange(start, start + len(ids), dtype=np.int64)
+            self._table_set(arr, rows)
+        elif self._kind == "str":
+            self._table = None
+        return rows
+
+    def _table_set(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        """Point the dense table's ``ids`` at ``rows`` (growing it), or drop it when the ids
+        stop being compact. Costs O(len(ids)) plus amortised growth."""
+        if self._table is None or not len(ids):
+            return
+        top = int(ids.max()) + 1
+        if top > 4 * len(self._to_row) + 4096:
+            self._table = None  # sparse ids: dict lookups from now on
+            return
+        have = len(self._table)
+        if top > have:
+            self._table.extend(np.full(top - have, -1, dtype=np.int64))
+        self._table.writable()[ids] = rows
 
     def rows_of(self, ids: Iterable[IdLike], *, missing: str = "raise") -> np.ndarray:
         """Rows of live ids. ``missing="raise"``: KeyError for unknown ids; ``"ignore"``: skip."""
@@ -192,27 +237,38 @@ class IdMap:
     def remove(self, ids: List[IdLike]) -> int:
         """Tombstone live ids (all or none: KeyError if any is missing); returns how many."""
         rows = self.rows_of(ids)
-        self._sorted = None
         self._alive.writable()[rows] = 0
+        self._set_packed(rows, False)
         for x in ids:
             del self._to_row[x]
+        if self._table is not None and self._kind == "int":
+            self._table.writable()[np.asarray(ids, dtype=np.int64)] = -1
         return len(rows)
 
     def allowed(self, filter_ids: Optional[Iterable[Any]]) -> np.ndarray:
         """The allowed-rows bitmap (bool): live rows, restricted to ``filter_ids`` when given
         (unknown, removed or other-kind ids in the filter are ignored)."""
-        alive = self._alive.view.astype(bool)
         if filter_ids is None:
-            return alive
+            return self._alive.view.astype(bool)
+        mask = np.zeros(self.num_rows, dtype=bool)
+        mask[self.live_rows(filter_ids)] = True
+        return mask
+
+    def live_rows(self, filter_ids: Iterable[Any]) -> np.ndarray:
+        """Sorted, unique live rows of ``filter_ids`` (unknown, removed or other-kind ids are
+        ignored). O(len(filter_ids)): never touches the per-row arrays."""
         raw = filter_ids.tolist() if isinstance(filter_ids, np.ndarray) and filter_ids.dtype == object else filter_ids
         if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
             raise TypeError(f"filter_ids: expected a sequence of ids, got {type(filter_ids).__name__}")
-        mask = np.zeros(len(alive), dtype=bool)
-        if self._kind == "int":
+        if self._kind == "int" and self._table is not None:
             arr = raw if isinstance(raw, np.ndarray) else np.asarray(list(raw) if not isinstance(raw, list) else raw)
             if arr.ndim == 1 and (arr.size == 0 or arr.dtype.kind in "iu"):
-                mask[self._rows_of_int_array(arr)] = True  # vectorised: sorted ids, searchsorted
-                return mask
+                table = self._table.view
+                if arr.dtype.kind == "u":
+                    arr = arr[arr <= _INT64_MAX]
+                q = arr.astype(np.int64, copy=False)
+                got = table[q[(q >= 0) & (q < len(table))]]
+                return np.unique(got[got >= 0])
             raw = arr.tolist()
         to_row = self._to_row
         rows = []
@@ -227,43 +283,25 @@ class IdMap:
                     continue  # an id no index can hold matches nothing
             if r is not None:
                 rows.append(r)
-        mask[np.asarray(rows, dtype=np.int64)] = True
-        return mask
-
-    def _rows_of_int_array(self, arr: np.ndarray) -> np.ndarray:
-        """Live rows of the int ids in ``arr`` (absent ones skipped), through a table built once
-        per change of the map: dense (id -> row) when ids are compact, else sorted ids."""
-        if self._sorted is None:
-            live = np.flatnonzero(self._alive.view)
-            ids = self._ids.view[live].astype(np.int64)
-            top = int(ids.max()) + 1 if len(ids) else 0
-            if top <= 4 * len(ids) + 4096:
-                table = np.full(top, -1, dtype=np.int64)
-                table[ids] = live
-                self._sorted = (table, None)
-            else:
-                order = np.argsort(ids, kind="stable")
-                self._sorted = (ids[order], live[order])
-        first, rows = self._sorted
-        q = arr[(arr >= 0) & (arr <= _INT64_MAX)].astype(np.int64, copy=False) if arr.size else arr.astype(np.int64)
-        if rows is None:  # dense table
-            got = first[q[q < len(first)]]
-            return got[got >= 0]
-        if len(first) == 0:
-            return np.zeros(0, dtype=np.int64)
-        q = np.sort(q)  # sorted needles: searchsorted walks the table once
-        pos = np.minimum(np.searchsorted(first, q), len(first) - 1)
-        return rows[pos[first[pos] == q]]
+        return np.unique(np.asarray(rows, dtype=np.int64))
 
     def compact(self) -> np.ndarray:
         """Drop tombstoned rows; returns the ``keep`` mask (bool, old rows) that was applied."""
         keep = self._alive.view.astype(bool)
-        self._sorted = None
         ids = self._ids.view[keep]
         self._ids = self._new_ids_buffer(self._kind, np.ascontiguousarray(ids))
         self._alive = _Growable((), np.uint8, np.ones(len(ids), dtype=np.uint8))
         self._to_row = {x: i for i, x in enumerate(ids.tolist())}
+        self._rebuild_table()
+        self._packed = _Growable((), np.uint8, np.packbits(self._alive.view.view(bool), bitorder="little"))
         return keep
+
+    def _rebuild_table(self) -> None:
+        """The dense id -> row table from scratch (after compact or load)."""
+        self._table = None if self._kind == "str" else _Growable((), np.int64)
+        if self._kind == "int":
+            live = np.flatnonzero(self._alive.view)
+            self._table_set(self._ids.view[live].astype(np.int64), live)
 
     # -- results -------------------------------------------------------------------------------
     def ids_of(self, rows: np.ndarray) -> np.ndarray:
@@ -344,7 +382,8 @@ class IdMap:
         m._to_row = {x: int(r) for x, r in zip(arr[live].tolist(), live.tolist())}
         if len(m._to_row) != len(live):
             raise ValueError("manifest.json: duplicate live ids")
-        m._sorted = None
+        m._rebuild_table()
+        m._packed = _Growable((), np.uint8, np.packbits(m._alive.view.view(bool), bitorder="little"))
         m._next_id = int(next_id)
         if kind == "int" and len(live):
             m._next_id = max(m._next_id, int(arr[live].max()) + 1)

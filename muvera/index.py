@@ -16,7 +16,7 @@ import numpy as np
 
 from . import index_format
 from ._validate import MAX_THREADS, positive_int
-from .backends import Backend, make_backend
+from .backends import AllowedRows, Backend, make_backend
 from .config import FDEConfig
 from .encoder import FDEEncoder
 from .idmap import IdLike, IdMap, id_list, normalise_id
@@ -770,23 +770,21 @@ class MuveraIndex:
             threads = 1 if shared else self._num_threads
             k = self._result_width(k)
             allowed = self._allowed(filter_ids, where, where_params)
-            n_allowed = self._ids.num_rows if allowed is None else int(np.count_nonzero(allowed))
+            n_allowed = self._ids.num_rows if allowed is None else allowed.count
             if n_allowed == 0:
                 return self._empty_result(len(qoff) - 1, k)
             nq = len(qoff) - 1
             if allowed is None and c >= n_allowed:
-                cand, mask = None, None  # rerank every document: exact
+                cand = None  # rerank every document: exact
             elif c >= n_allowed:  # rerank every eligible document (listed: cheaper than a mask scan)
-                cand, mask = np.broadcast_to(np.flatnonzero(allowed), (nq, n_allowed)), None
+                cand = np.broadcast_to(allowed.rows, (nq, n_allowed))  # type: ignore[union-attr]
             else:
                 cand, _ = self._backend.search(qfde, c, params=params, allowed=allowed)
-                mask = None
             if rescore is None:
-                return self._rerank(qtok, qoff, k, cand, mask, threads)
+                return self._rerank(qtok, qoff, k, cand, None, threads)
             # Two tiers: the best `rescore` on the codes, then exact float16 Chamfer over those.
             width = self._result_width(rescore)
-            top, _ = self._store.rerank(qtok, qoff, width, cand, None if mask is None else mask.view(np.uint8),
-                                        threads)
+            top, _ = self._store.rerank(qtok, qoff, width, cand, None, threads)
             rows, scores = self._exact.rerank(qtok, qoff, k, top, None, threads)  # type: ignore[union-attr]
             return self._ids.ids_of(rows), scores
 
@@ -809,9 +807,13 @@ class MuveraIndex:
         with SEARCH_GATE.enter() as shared, self._rw.read():
             k = self._result_width(k)
             allowed = self._allowed(filter_ids, where, where_params)
-            if allowed is not None and not allowed.any() or self._ids.num_rows == 0:
+            if allowed is not None and allowed.count == 0 or self._ids.num_rows == 0:
                 return self._empty_result(len(qoff) - 1, k)
-            return self._rerank(qtok, qoff, k, None, allowed, 1 if shared else self._num_threads)
+            threads = 1 if shared else self._num_threads
+            if allowed is not None and allowed.has_rows:  # a filter: score its rows only
+                cand = np.ascontiguousarray(np.broadcast_to(allowed.rows, (len(qoff) - 1, allowed.count)))
+                return self._rerank(qtok, qoff, k, cand, None, threads)
+            return self._rerank(qtok, qoff, k, None, None if allowed is None else allowed.bitmap, threads)
 
     def _pack_queries(self, queries: Any, lengths: Any, offsets: Any,
                       mask: Any) -> Tuple[np.ndarray, np.ndarray]:
@@ -825,14 +827,24 @@ class MuveraIndex:
         return min(k, max(1, len(self._ids)))
 
     def _allowed(self, filter_ids: Optional[Iterable[IdLike]], where: Optional[str] = None,
-                 where_params: Sequence[Any] = ()) -> Optional[np.ndarray]:
-        """The allowed-rows bitmap, or None when every row is allowed (no tombstones, no filter)."""
-        if filter_ids is None and where is None and self.num_deleted == 0:
-            return None
-        allowed = self._ids.allowed(filter_ids)
+                 where_params: Sequence[Any] = ()) -> Optional[AllowedRows]:
+        """The rows a search may return, or None when every row is allowed (no tombstones, no
+        filter). A filter gives its rows (O(filter) to find, never a per-row pass); tombstones
+        alone give the live bitmap the id map keeps in step (no copy, no count)."""
+        ids = self._ids
+        n = ids.num_rows
+        if filter_ids is None and where is None:
+            if self.num_deleted == 0:
+                return None
+            return AllowedRows(n, bitmap=ids.alive_bool, count=len(ids), packed=ids.alive_packed)
+        rows = None if filter_ids is None else ids.live_rows(filter_ids)
         if where is not None:
-            allowed &= self._meta.where(where, where_params, len(allowed))
-        return allowed
+            match = self._meta.where_rows(where, where_params, n)
+            if rows is None:
+                rows = match[ids.alive_bool[match]] if len(match) else match
+            else:
+                rows = np.intersect1d(rows, match, assume_unique=True)
+        return AllowedRows(n, rows=rows)
 
     def _empty_result(self, nq: int, k: int) -> Tuple[np.ndarray, np.ndarray]:
         return (self._ids.ids_of(np.full((nq, k), -1, dtype=np.int64)),

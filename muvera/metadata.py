@@ -110,23 +110,28 @@ class MetadataStore:
     def where(self, clause: str, params: Sequence[Any], num_rows: int) -> np.ndarray:
         """Bool mask of the rows whose metadata satisfies ``clause`` (parameters bound, never
         formatted into the SQL; the clause can only read)."""
+        mask = np.zeros(num_rows, dtype=bool)
+        mask[self.where_rows(clause, params, num_rows)] = True
+        return mask
+
+    def where_rows(self, clause: str, params: Sequence[Any], num_rows: int) -> np.ndarray:
+        """Sorted rows (below ``num_rows``) whose metadata satisfies ``clause``: O(matches)."""
         if not isinstance(clause, str) or not clause.strip():
             raise TypeError(f"where: expected an SQL condition string, got {clause!r}")
         if isinstance(params, (str, bytes)) or not isinstance(params, Sequence):
             raise TypeError(f"where_params: expected a tuple of values, got {type(params).__name__}")
-        mask = np.zeros(num_rows, dtype=bool)
         with self._lock:
             self._db.set_authorizer(_read_only_authorizer)
             try:
-                rows = self._db.execute(f"SELECT _row FROM meta WHERE ({clause})", tuple(params)).fetchall()
+                rows = self._db.execute(f"SELECT _row FROM meta WHERE ({clause}) ORDER BY _row",
+                                        tuple(params)).fetchall()
             except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError) as exc:
                 known = ", ".join(self._columns) or "none yet"
                 raise ValueError(f"where: {exc} (columns: {known})") from None
             finally:
                 self._db.set_authorizer(None)
         r = np.fromiter((x for (x,) in rows), dtype=np.int64)
-        mask[r[(r >= 0) & (r < num_rows)]] = True
-        return mask
+        return np.unique(r[(r >= 0) & (r < num_rows)])
 
     @property
     def columns(self) -> List[str]:

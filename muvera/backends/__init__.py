@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional
 
-from .base import Backend, Entries, as_allowed, topk
+from .base import AllowedRows, Backend, Entries, as_allowed, as_allowed_rows, topk
 from .exact import ExactBackend
 from .faiss_backend import FaissBackend, check_factory
 from .auto import AutoBackend
 
 __all__ = ["Backend", "AutoBackend", "ExactBackend", "FaissBackend", "make_backend", "register_backend",
-           "registered_backends", "topk", "as_allowed", "check_factory", "Entries"]
+           "registered_backends", "topk", "as_allowed", "as_allowed_rows", "AllowedRows", "check_factory", "Entries"]
 
 #: kind -> builder(options after "kind:", dimension) -> Backend
 _REGISTRY: Dict[str, Callable[[str, Optional[int]], Backend]] = {}

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["Backend", "topk", "as_allowed", "as_queries", "Entries"]
+__all__ = ["Backend", "topk", "as_allowed", "as_queries", "Entries", "AllowedRows"]
 
 #: ``{file name: {"bytes": int, "sha256": str}}`` -- what ``save`` returns and ``load`` receives.
 Entries = Dict[str, Dict[str, Any]]
@@ -52,14 +52,93 @@ def as_queries(queries: Any, dimension: Optional[int]) -> np.ndarray:
     return q
 
 
+class AllowedRows:
+    """The rows a search may return, in the form the caller has: a sorted row list (a filter)
+    or a bitmap (tombstones). The other form, the count and faiss's packed bits are made on
+    demand, once, so a search restricted to a few rows never touches a per-row array.
+
+    Parameters
+    ----------
+    ntotal : int
+        Rows in the index (the bitmap's length).
+    rows : (m,) int64, optional
+        Sorted, unique allowed rows.
+    bitmap : (ntotal,) bool, optional
+        One flag per row (a view is kept, not copied).
+    count : int, optional
+        Allowed rows, when the caller knows it without counting.
+    """
+
+    __slots__ = ("ntotal", "_rows", "_bitmap", "_count", "_packed")
+
+    def __init__(self, ntotal: int, *, rows: Optional[np.ndarray] = None, bitmap: Optional[np.ndarray] = None,
+                 count: Optional[int] = None, packed: Optional[np.ndarray] = None):
+        if (rows is None) == (bitmap is None):
+            raise ValueError("AllowedRows: give rows or bitmap")
+        self.ntotal = int(ntotal)
+        self._rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self._bitmap = bitmap
+        self._count = len(self._rows) if self._rows is not None else count
+        self._packed = packed
+
+    @property
+    def count(self) -> int:
+        """How many rows are allowed."""
+        if self._count is None:
+            self._count = int(np.count_nonzero(self._bitmap))
+        return self._count
+
+    @property
+    def has_rows(self) -> bool:
+        """True when the row list is at hand (no per-row pass needed to list them)."""
+        return self._rows is not None
+
+    @property
+    def rows(self) -> np.ndarray:
+        """Sorted allowed rows (int64)."""
+        if self._rows is None:
+            self._rows = np.flatnonzero(self._bitmap)
+        return self._rows
+
+    @property
+    def bitmap(self) -> np.ndarray:
+        """``(ntotal,)`` bool flags."""
+        if self._bitmap is None:
+            mask = np.zeros(self.ntotal, dtype=bool)
+            mask[self._rows] = True
+            self._bitmap = mask
+        return self._bitmap
+
+    @property
+    def packed(self) -> np.ndarray:
+        """The bitmap as little-endian packed bits (faiss's ``IDSelectorBitmap``)."""
+        if self._packed is None:
+            self._packed = np.packbits(self.bitmap, bitorder="little")
+        return self._packed
+
+
 def as_allowed(allowed: Any, ntotal: int) -> Optional[np.ndarray]:
-    """Normalise an allowed-rows bitmap: None (every row) or a ``(ntotal,)`` bool array."""
+    """Normalise an allowed-rows bitmap: None (every row) or a ``(ntotal,)`` bool array
+    (an :class:`AllowedRows` gives its bitmap)."""
     if allowed is None:
         return None
+    if isinstance(allowed, AllowedRows):
+        if allowed.ntotal != ntotal:
+            raise ValueError(f"allowed: expected rows of a {ntotal}-row index, got {allowed.ntotal}")
+        return allowed.bitmap
     arr = np.asarray(allowed)
     if arr.shape != (ntotal,) or arr.dtype.kind not in "bu":
         raise ValueError(f"allowed: expected a ({ntotal},) bool/uint8 bitmap, got {arr.dtype} {arr.shape}")
     return arr.astype(bool, copy=False)
+
+
+def as_allowed_rows(allowed: Any, ntotal: int) -> Optional[AllowedRows]:
+    """``allowed`` (None, a bitmap or an :class:`AllowedRows`) as an :class:`AllowedRows`."""
+    if allowed is None or isinstance(allowed, AllowedRows):
+        if allowed is not None and allowed.ntotal != ntotal:
+            raise ValueError(f"allowed: expected rows of a {ntotal}-row index, got {allowed.ntotal}")
+        return allowed
+    return AllowedRows(ntotal, bitmap=as_allowed(allowed, ntotal))
 
 
 class Backend(abc.ABC):

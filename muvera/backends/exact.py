@@ -10,7 +10,7 @@ import numpy as np
 from ..durable import write_npy
 from ..store import _Growable
 from .._validate import positive_int
-from .base import Backend, Entries, as_allowed, as_queries, topk
+from .base import Backend, Entries, as_allowed_rows, as_queries, topk
 
 __all__ = ["ExactBackend"]
 
@@ -95,20 +95,20 @@ class ExactBackend(Backend):
         queries = as_queries(queries, self._dim)
         base = self.vectors  # snapshot: a concurrent add never changes this view
         n = len(base)
-        mask = as_allowed(allowed, n)
+        allow = as_allowed_rows(allowed, n)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         if n == 0:
             return rows, scores
-        subset = None
-        if mask is not None:
-            n_allowed = int(np.count_nonzero(mask))
-            if n_allowed == 0:
+        subset, mask = None, None
+        if allow is not None:
+            if allow.count == 0:
                 return rows, scores
-            if _GATHER_FRACTION * n_allowed <= n:
-                subset = np.flatnonzero(mask)
+            if _GATHER_FRACTION * allow.count <= n:
+                subset = allow.rows
                 base = base[subset]  # a restrictive filter: gathering its rows beats a full scan
-                mask = None
+            else:
+                mask = allow.bitmap
         step = max(1, _CHUNK_FLOATS // len(base))
         for i in range(0, len(queries), step):
             s = queries[i: i + step] @ base.T

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..durable import write_via_path
 from .._validate import positive_int
-from .base import Backend, Entries, as_allowed, as_queries, topk
+from .base import Backend, Entries, as_allowed_rows, as_queries, topk
 
 __all__ = ["FaissBackend", "check_factory"]
 
@@ -365,25 +365,26 @@ class FaissBackend(Backend):
         n = self.ntotal
         rows = np.full((len(queries), k), -1, dtype=np.int64)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        mask = as_allowed(allowed, n)
+        allow = as_allowed_rows(allowed, n)
         if n == 0:
             return rows, scores
-        if mask is None:
+        if allow is None:
             try:
                 return self._raw_search(queries, k, self._params_object(values, None))
             except RuntimeError as exc:
                 raise ValueError(f"backend: faiss index {self._factory!r} could not search: "
                                  f"{_faiss_message(exc)}") from None
-        n_allowed = int(np.count_nonzero(mask))
+        n_allowed = allow.count
         if n_allowed == 0:
             return rows, scores
         want = min(k, n_allowed)
         if self.can_reconstruct and n_allowed <= max(_BRUTE_FORCE_ROWS, n // _BRUTE_FORCE_FRACTION):
-            return self._scan_allowed(queries, k, mask)
+            return self._scan_allowed(queries, k, allow.rows)
+        mask = allow.bitmap
         pending = np.arange(len(queries))
         if self._selector_ok:
             faiss = _faiss()
-            bits = np.packbits(mask, bitorder="little")
+            bits = allow.packed
             sel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
             try:
                 r, s = self._raw_search(queries, k, self._params_object(values, sel))
@@ -403,10 +404,9 @@ class FaissBackend(Backend):
             rows[pending], scores[pending] = r, s
         return rows, scores
 
-    def _scan_allowed(self, queries: np.ndarray, k: int, mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Exact inner products with the stored (decoded) vectors of the allowed rows only: for
-        restrictive filters a graph or list search would wander the whole index to find them."""
-        rows = np.flatnonzero(mask)
+    def _scan_allowed(self, queries: np.ndarray, k: int, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Exact inner products with the stored (decoded) vectors of the allowed ``rows`` only:
+        for restrictive filters a graph or list search would wander the whole index to find them."""
         out_r = np.full((len(queries), k), -1, dtype=np.int64)
         out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
         step = max(1, (1 << 24) // max(1, len(rows)))
