@@ -223,9 +223,9 @@ def test_auto_is_the_default_and_upgrades_as_the_corpus_grows(tmp_path):
     index.add(docs[:650])
     assert index.backend.active == "exact"
     index.add(docs[650:800])  # crosses 700: refilled from the store into flat PQ fast-scan
-    assert index.backend.active == "faiss:PQ160x4fs" and index.backend.ntotal == 800
+    assert index.backend.active == "faiss:PQ160x4fs,Refine(SQ8)" and index.backend.ntotal == 800
     index.add(iter([docs[800:1100], docs[1100:]]), progress=False)  # crosses 1200 inside a stream
-    assert index.backend.active == "faiss:IVF8,PQ160x4fs" and index.backend.ntotal == 1500
+    assert index.backend.active == "faiss:IVF8,PQ160x4fs,Refine(SQ8)" and index.backend.ntotal == 1500
     assert index.backend.inner.nprobe == 4
     ids, _ = index.search(docs[:20], k=1, candidates=50)
     assert np.mean(ids[:, 0] == np.arange(20)) >= 0.9
@@ -240,12 +240,12 @@ def test_auto_is_the_default_and_upgrades_as_the_corpus_grows(tmp_path):
     for x, y in zip(index.search(docs[:5], k=3), back.search(docs[:5], k=3)):
         np.testing.assert_array_equal(x, y)
     index.remove([0, 1, 2])
-    assert index.compact() == 3 and index.backend.active == "faiss:IVF8,PQ160x4fs"
+    assert index.compact() == 3 and index.backend.active == "faiss:IVF8,PQ160x4fs,Refine(SQ8)"
     # a load into "auto" from another backend picks the phase for the corpus size
     flat = muvera.MuveraIndex(CFG, backend="exact")
     flat.add(_docs(2100, seed=12))
     flat.save(tmp_path / "flat")
-    assert muvera.MuveraIndex.load(tmp_path / "flat", backend="auto").backend.active == "faiss:PQ160x4fs"
+    assert muvera.MuveraIndex.load(tmp_path / "flat", backend="auto").backend.active == "faiss:PQ160x4fs,Refine(SQ8)"
 
 
 def test_auto_on_an_empty_index(tmp_path):
@@ -257,8 +257,22 @@ def test_auto_on_an_empty_index(tmp_path):
     assert back.backend.active == "exact" and len(back) == 0
     back.add(_docs(5))
     assert len(back) == 5
-    with pytest.raises(ValueError, match="takes no options"):
+    with pytest.raises(ValueError, match="takes one option, refine="):
         muvera.MuveraIndex(CFG, backend="auto:fast")
+    with pytest.raises(ValueError, match="refine: expected one of"):
+        muvera.MuveraIndex(CFG, backend="auto:refine=PQ8")
+
+
+def test_auto_refine_option_round_trips(tmp_path):
+    docs = _docs(900, seed=5)
+    index = muvera.MuveraIndex(CFG, backend="auto:refine=none")
+    index._backend._pq_at = 700  # a small crossing for the test
+    index.add(docs)
+    assert index.backend.name == "auto:refine=none" and index.backend.active == "faiss:PQ160x4fs"
+    index.save(tmp_path / "n")
+    back = muvera.MuveraIndex.load(tmp_path / "n")
+    assert back.backend.name == "auto:refine=none" and back.backend.active == "faiss:PQ160x4fs"
+    assert muvera.MuveraIndex(CFG).backend.refine == "SQ8"
 
 
 @pytest.mark.skipif(bool(os.environ.get("MUVERA_ASAN")), reason="sanitizer shadow memory inflates RSS")

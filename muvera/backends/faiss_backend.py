@@ -18,11 +18,14 @@ from ..durable import write_via_path
 from .._validate import positive_int
 from .base import Backend, Entries, as_allowed_rows, as_queries, topk
 
-__all__ = ["FaissBackend", "check_factory"]
+__all__ = ["FaissBackend", "check_factory", "DEFAULT_K_FACTOR"]
 
 _FILE = "backend.faiss"
 _MAX_COUNT = 1 << 22       # nlist, M, PCA dims...: far above any useful setting
 _MAX_EF = 1 << 16
+_MAX_K_FACTOR = 1 << 10
+#: Refine stages re-score this many times ``k`` base candidates by default (bench/refine_candidates.py).
+DEFAULT_K_FACTOR = 4
 # Filters allowing at most max(4096 rows, 1% of the index) are scanned exactly on the decoded
 # vectors of those rows (when the index can decode them): graph and list searches slow down
 # sharply when few rows qualify (bench/bench_filters.py).
@@ -146,6 +149,7 @@ class FaissBackend(Backend):
         self._dim: Optional[int] = None
         self._index: Any = None
         self._selector_ok = True
+        self._k_factor = DEFAULT_K_FACTOR
         if dimension is not None:
             self._dim = int(dimension)
             self._index = self._build(self._dim)
@@ -203,7 +207,7 @@ class FaissBackend(Backend):
 
     @property
     def can_reconstruct(self) -> bool:
-        return self._index is not None and not self._is_ivf()
+        return self._index is not None and (self._refine() is not None or not self._is_ivf())
 
     @property
     def lossless(self) -> bool:
@@ -221,10 +225,14 @@ class FaissBackend(Backend):
         faiss = _faiss()
         idx = faiss.downcast_index(self._index)
         n, d = self.ntotal, self._dim or 0
+        total = 0
+        if hasattr(idx, "refine_index") and hasattr(idx, "base_index"):  # refine codes, then the base
+            total += n * int(faiss.downcast_index(idx.refine_index).sa_code_size())
+            idx = faiss.downcast_index(idx.base_index)
         try:
-            total = n * int(idx.sa_code_size())
+            total += n * int(idx.sa_code_size())
         except RuntimeError:
-            total = n * d * 4
+            total += n * d * 4
         if hasattr(idx, "hnsw"):
             total += int(idx.hnsw.neighbors.size()) * 4 + int(idx.hnsw.levels.size()) * 4
         if hasattr(idx, "invlists"):
@@ -261,6 +269,27 @@ class FaissBackend(Backend):
         if idx is None or not hasattr(idx, "hnsw"):
             raise ValueError(f"params: efSearch needs an HNSW index; {self._factory!r} is not one")
         return idx.hnsw
+
+    def _refine(self) -> Any:
+        """The faiss ``IndexRefine`` wrapper when the factory ends in a refine stage, else None."""
+        if self._index is None:
+            return None
+        idx = _faiss().downcast_index(self._index)
+        return idx if hasattr(idx, "refine_index") and hasattr(idx, "base_index") else None
+
+    @property
+    def k_factor(self) -> int:
+        """Refine stages: the base index returns ``k_factor * k`` rows, re-scored by the finer
+        codes down to ``k`` (ValueError without a refine stage)."""
+        if self._refine() is None:
+            raise ValueError(f"params: k_factor needs a refine stage; {self._factory!r} has none")
+        return self._k_factor
+
+    @k_factor.setter
+    def k_factor(self, value: int) -> None:
+        if self._refine() is None:
+            raise ValueError(f"params: k_factor needs a refine stage; {self._factory!r} has none")
+        self._k_factor = _bounded_int(value, "k_factor", _MAX_K_FACTOR)
 
     def _is_ivf(self) -> bool:
         try:
@@ -319,19 +348,40 @@ class FaissBackend(Backend):
         p = dict(params)
         ef = p.pop("efSearch", p.pop("ef_search", None))
         nprobe = p.pop("nprobe", None)
+        k_factor = p.pop("k_factor", None)
         if p:
-            raise ValueError(f"params: unknown search parameters {sorted(map(str, p))} (use efSearch or nprobe)")
+            raise ValueError(f"params: unknown search parameters {sorted(map(str, p))} "
+                             "(use efSearch, nprobe or k_factor)")
         if ef is not None and nprobe is not None:
             raise ValueError("params: give efSearch (HNSW) or nprobe (IVF), not both")
+        out: Dict[str, int] = {}
+        if k_factor is not None:
+            if self._refine() is None:
+                raise ValueError(f"params: k_factor needs a refine stage (',Refine(SQ8)'); {self._factory!r} has none")
+            out["k_factor"] = _bounded_int(k_factor, "k_factor", _MAX_K_FACTOR)
         if ef is not None:
             self._hnsw()
-            return {"efSearch": _bounded_int(ef, "efSearch", _MAX_EF)}
+            out["efSearch"] = _bounded_int(ef, "efSearch", _MAX_EF)
         if nprobe is not None:
             ivf = self._ivf()
-            return {"nprobe": _bounded_int(nprobe, "nprobe", int(ivf.nlist))}
-        return {}
+            out["nprobe"] = _bounded_int(nprobe, "nprobe", int(ivf.nlist))
+        return out
 
     def _params_object(self, values: Dict[str, int], sel: Any) -> Any:
+        refine = self._refine()
+        if refine is None:
+            return self._base_params(values, sel)
+        # A refine wrapper takes the selector and nprobe/efSearch through its base's parameters.
+        faiss = _faiss()
+        base = self._base_params(values, sel)
+        kf = values.get("k_factor", self._k_factor)
+        rp = faiss.IndexRefineSearchParameters(k_factor=float(kf))
+        if base is not None:
+            rp.base_index_params = base
+            rp._keep = base  # the swig object must outlive the search
+        return rp
+
+    def _base_params(self, values: Dict[str, int], sel: Any) -> Any:
         faiss = _faiss()
         if "efSearch" in values:
             return faiss.SearchParametersHNSW(efSearch=values["efSearch"], **({"sel": sel} if sel else {}))
@@ -449,7 +499,9 @@ class FaissBackend(Backend):
         if not self.can_reconstruct:
             raise NotImplementedError(f"{self.name}: IVF indexes keep no direct map; cannot reconstruct")
         r = np.ascontiguousarray(rows, dtype=np.int64)
-        return np.asarray(self._index.reconstruct_batch(r), dtype=np.float32)
+        refine = self._refine()
+        source = refine.refine_index if refine is not None else self._index  # the finer codes
+        return np.asarray(source.reconstruct_batch(r), dtype=np.float32)
 
     def reset(self) -> None:
         if self._index is not None:
@@ -457,6 +509,7 @@ class FaissBackend(Backend):
 
     def empty_copy(self) -> "FaissBackend":
         copy = FaissBackend(self._factory, train_size=self._train_size, seed=self._seed)
+        copy._k_factor = self._k_factor
         if self._index is not None:
             copy._dim = self._dim
             fresh = self._build(self._dim)
@@ -497,10 +550,10 @@ def _widened(values: Dict[str, int], fetch: int, backend: FaissBackend, nprobe_f
     search may probe ``nprobe_factor`` times more lists."""
     if hasattr(_faiss().downcast_index(backend.index), "hnsw"):
         ef = values.get("efSearch", backend.ef_search)
-        return {"efSearch": max(ef, min(fetch, _MAX_EF))}
+        return {**values, "efSearch": max(ef, min(fetch, _MAX_EF))}
     if nprobe_factor > 1 and backend._is_ivf():
         ivf = backend._ivf()
-        return {"nprobe": min(int(ivf.nlist), nprobe_factor * values.get("nprobe", int(ivf.nprobe)))}
+        return {**values, "nprobe": min(int(ivf.nlist), nprobe_factor * values.get("nprobe", int(ivf.nprobe)))}
     return values
 
 
