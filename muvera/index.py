@@ -26,6 +26,7 @@ from .stream import as_batch, is_stream
 from .index_format import FORMAT_NAME, FORMAT_VERSION
 from ._threads import SEARCH_GATE
 from .store import TokenStore, _offsets_of, pack_tokens
+from .tune import TuneResult, check_tuned
 
 __all__ = ["MuveraIndex", "ball_carve", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -260,6 +261,7 @@ class MuveraIndex:
             raise ValueError("exact_spill_dir: only used with keep_exact=True")
         self._meta = MetadataStore()
         self._build_state: Optional[Dict[str, Any]] = None  # muvera.build_index's record (resume)
+        self._tuned: Optional[Dict[str, Any]] = None  # tune()'s chosen search setting
         self._rw = _RWLock()
         self._mutate = threading.Lock()  # one writer at a time (add/remove/compact)
         self._save_lock = threading.Lock()
@@ -694,7 +696,7 @@ class MuveraIndex:
             return codes.copy() if self._store.codec.stores_tokens else self._store.codec.decode(codes)
 
     # -- search --------------------------------------------------------------------------------
-    def search(self, queries: Any, k: int = 10, candidates: int = 100, *, ball_carving: Any = None,
+    def search(self, queries: Any, k: int = 10, candidates: Optional[int] = None, *, ball_carving: Any = None,
                filter_ids: Optional[Iterable[IdLike]] = None, params: Optional[Dict[str, Any]] = None,
                rescore: Optional[int] = None, where: Optional[str] = None, where_params: Sequence[Any] = (),
                lengths: Any = None, offsets: Any = None, mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -704,9 +706,10 @@ class MuveraIndex:
         ----------
         queries : any batch form (list of (n_i, d) arrays, packed + lengths/offsets, padded + mask)
         k : int, default 10
-        candidates : int, default 100
-            Documents reranked per query (>= k). When it covers every eligible document the
-            backend is skipped and the result equals :meth:`search_exact`.
+        candidates : int, optional
+            Documents reranked per query (>= k). Default: the setting :meth:`tune` stored, else
+            ``max(DEFAULT_CANDIDATES, k)``. When it covers every eligible document the backend
+            is skipped and the result equals :meth:`search_exact`.
         ball_carving : None, True or float
             Carve the rerank query (:func:`ball_carve`) with threshold ``tau`` (True: 0.7). The
             FDE stage always uses the original query.
@@ -714,7 +717,9 @@ class MuveraIndex:
             Only these documents may be returned (unknown or removed ids are ignored). The
             filter reaches the backend as an allowed-rows bitmap: nothing is re-encoded.
         params : dict, optional
-            Backend search parameters, e.g. ``{"efSearch": 128}`` (HNSW), ``{"nprobe": 16}`` (IVF).
+            Backend search parameters, e.g. ``{"efSearch": 128}`` (HNSW), ``{"nprobe": 16}`` (IVF),
+            ``{"k_factor": 8}`` (refine stages, ``auto``'s PQ and IVF phases). Default: those
+            :meth:`tune` stored for the active backend, else the backend's own.
         where, where_params : str, sequence, optional
             Only documents whose metadata satisfies the SQL condition ``where`` (e.g.
             ``"year >= ? AND lang = ?"``) with its ``?`` placeholders bound to ``where_params``
@@ -723,7 +728,7 @@ class MuveraIndex:
         rescore : int, optional
             With ``keep_exact=True``: rerank the candidates on the compressed codes, then rescore
             the best ``rescore`` (>= k) from the float16 exact tier; the returned scores are then
-            Chamfer over the float16 tokens.
+            Chamfer over the float16 tokens. Default: :meth:`tune`'s setting, else none.
         lengths, offsets, mask : optional
             Item boundaries for packed / padded queries.
 
@@ -737,6 +742,7 @@ class MuveraIndex:
             Chamfer scores (of the carved query when carving); ``-inf`` padding.
         """
         k = positive_int(k, "k")
+        candidates, params, rescore = self._search_defaults(k, candidates, params, rescore)
         c = positive_int(candidates, "candidates")
         if c < k:
             raise ValueError(f"candidates: expected >= k ({k}), got {c}")
@@ -753,6 +759,96 @@ class MuveraIndex:
         return self.search_packed(qtok, qoff, qfde, k, c, tau=tau, filter_ids=filter_ids, params=params,
                                   rescore=rescore, where=where, where_params=where_params)
 
+    #: Candidates reranked per query when neither the caller nor :meth:`tune` sets them.
+    DEFAULT_CANDIDATES = 100
+
+    def _search_defaults(self, k: int, candidates: Optional[int], params: Optional[Dict[str, Any]],
+                         rescore: Optional[int]) -> Tuple[int, Optional[Dict[str, Any]], Optional[int]]:
+        """Fill unset search arguments: the tuned setting (its params and rescore only while the
+        backend it was tuned on is active), else the defaults; explicit arguments win."""
+        t = self._tuned
+        if candidates is None:
+            base = t["candidates"] if t is not None else self.DEFAULT_CANDIDATES
+            candidates = max(base, k)  # only k given: the candidates follow it
+        if t is not None and t["backend"] == getattr(self._backend, "active", self._backend.name):
+            if params is None and t["params"]:
+                params = dict(t["params"])
+            if rescore is None and t["rescore"] is not None and self._exact is not None:
+                rescore = max(t["rescore"], k)
+        return candidates, params, rescore
+
+    @property
+    def tuned(self) -> Optional[Dict[str, Any]]:
+        """The search setting :meth:`tune` stored (``candidates``, ``params``, ``rescore``, the
+        recall and p50 it measured, the target, the backend it was tuned on), or None. Set to
+        None to forget it."""
+        return None if self._tuned is None else dict(self._tuned)
+
+    @tuned.setter
+    def tuned(self, value: Optional[Dict[str, Any]]) -> None:
+        if value is not None:
+            raise ValueError("tuned: only None (forget the tuned setting) can be assigned; use tune()")
+        self._tuned = None
+
+    def tune(self, queries: Any = None, *, target_recall: float = 0.95, k: int = 10, num_queries: int = 64,
+             seed: int = 0, lengths: Any = None, offsets: Any = None, mask: Any = None,
+             max_settings: int = 200, verbose: bool = True, plot: Optional[PathLike] = None) -> "TuneResult":
+        """Find and store the fastest search setting whose recall@k against exact Chamfer meets
+        ``target_recall`` on a query sample; :meth:`search` then uses it by default (explicit
+        arguments still win) and :meth:`save` keeps it.
+
+        Tried: FDE ``candidates`` (20 ... 3200), IVF ``nprobe`` (once ``auto`` or a faiss IVF
+        index is active), the refine stage's ``k_factor``, and the exact-tier ``rescore`` depth
+        (``keep_exact=True``). For each setting, recall@k against the brute-force Chamfer top-k
+        (the exact tier's when kept) and the median per-query latency on one thread.
+
+        Parameters
+        ----------
+        queries : any batch form, optional
+            Your own queries (a sample of ``num_queries`` is used). Default: pseudo-queries drawn
+            from the indexed documents (:func:`muvera.tune.pseudo_queries`), which usually
+            overstate recall: give real queries when you have them.
+        target_recall : float, default 0.95
+        k : int, default 10
+        num_queries : int, default 64
+        seed : int, default 0
+            Seeds the query sample.
+        lengths, offsets, mask : optional
+            Item boundaries for packed / padded ``queries``.
+        max_settings : int, default 200
+            Stop after measuring this many settings.
+        verbose : bool, default True
+            Print the table of settings.
+        plot : path, optional
+            Draw the recall-latency curve (log-scaled latency) to this PNG.
+
+        Returns
+        -------
+        TuneResult
+            Every setting measured, the chosen one, and whether the target was met (when it was
+            not, the best-recall setting is stored and the table says so).
+
+        Raises
+        ------
+        ValueError
+            A target outside (0, 1], a non-positive k / num_queries, an empty index, bad queries.
+        """
+        from .tune import tune_index  # noqa: PLC0415
+
+        result = tune_index(self, queries, target_recall=target_recall, k=k, num_queries=num_queries, seed=seed,
+                            lengths=lengths, offsets=offsets, mask=mask, max_settings=max_settings)
+        ch = result.chosen
+        with self._mutate:
+            self._tuned = {"candidates": ch["candidates"], "params": dict(ch["params"]), "rescore": ch["rescore"],
+                           "k": result.k, "target_recall": result.target_recall, "recall": ch["recall"],
+                           "p50_ms": ch["p50_ms"], "met": result.met, "backend": result.backend,
+                           "queries": result.queries}
+        if verbose:
+            print(result.table())
+        if plot is not None:
+            result.plot(plot)
+        return result
+
     def encode_packed_queries(self, qtok: np.ndarray, qoff: np.ndarray) -> np.ndarray:
         """FDEs of packed, checked float32 queries (what :meth:`search` does first)."""
         return self._encoder.encode_spans(qtok, qoff[:-1], np.diff(qoff), is_document=False)
@@ -764,29 +860,60 @@ class MuveraIndex:
         """:meth:`search` on already checked input: packed float32 query tokens and offsets and
         their FDEs (a :class:`~muvera.distributed.ShardedIndex` encodes queries once for every
         shard). Arguments are not validated again."""
+        return self._search_rows(qtok, qoff, qfde, k, c, tau=tau, filter_ids=filter_ids, params=params,
+                                 rescore=rescore, where=where, where_params=where_params, to_ids=True)
+
+    def _search_rows(self, qtok: np.ndarray, qoff: np.ndarray, qfde: np.ndarray, k: int, c: int, *,
+                     tau: Optional[float] = None, filter_ids: Optional[Iterable[IdLike]] = None,
+                     params: Optional[Dict[str, Any]] = None, rescore: Optional[int] = None,
+                     where: Optional[str] = None, where_params: Sequence[Any] = (),
+                     to_ids: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+        """:meth:`search_packed` returning store rows (``-1`` padding), or ids with ``to_ids``
+        (mapped under the same read lock as the search)."""
+        with SEARCH_GATE.enter() as shared, self._rw.read():
+            rows, scores = self._search_rows_unlocked(qtok, qoff, qfde, k, c, tau, filter_ids, params, rescore,
+                                                      where, where_params, 1 if shared else self._num_threads)
+            return (self._ids.ids_of(rows) if to_ids else rows), scores
+
+    def _search_rows_unlocked(self, qtok: np.ndarray, qoff: np.ndarray, qfde: np.ndarray, k: int, c: int,
+                              tau: Optional[float], filter_ids: Optional[Iterable[IdLike]],
+                              params: Optional[Dict[str, Any]], rescore: Optional[int], where: Optional[str],
+                              where_params: Sequence[Any], threads: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The search itself; the caller holds the search gate and the read lock."""
         if tau is not None:
             qtok, qoff = ball_carve(qtok, qoff, tau)
+        k = self._result_width(k)
+        allowed = self._allowed(filter_ids, where, where_params)
+        n_allowed = self._ids.num_rows if allowed is None else allowed.count
+        if n_allowed == 0:
+            return self._empty_rows(len(qoff) - 1, k)
+        nq = len(qoff) - 1
+        if allowed is None and c >= n_allowed:
+            cand = None  # rerank every document: exact
+        elif c >= n_allowed:  # rerank every eligible document (listed: cheaper than a mask scan)
+            cand = np.broadcast_to(allowed.rows, (nq, n_allowed))  # type: ignore[union-attr]
+        else:
+            cand, _ = self._backend.search(qfde, c, params=params, allowed=allowed)
+        if rescore is None:
+            return self._store.rerank(qtok, qoff, k, cand, None, threads)
+        # Two tiers: the best `rescore` on the codes, then exact float16 Chamfer over those.
+        width = self._result_width(rescore)
+        top, _ = self._store.rerank(qtok, qoff, width, cand, None, threads)
+        return self._exact.rerank(qtok, qoff, k, top, None, threads)  # type: ignore[union-attr]
+
+    def _exact_rows(self, qtok: np.ndarray, qoff: np.ndarray, k: int) -> np.ndarray:
+        """Rows of the exact Chamfer top-``k`` over every live document, on the exact tier when
+        the index keeps one (else on the store): the ground truth :meth:`tune` measures against."""
         with SEARCH_GATE.enter() as shared, self._rw.read():
-            threads = 1 if shared else self._num_threads
-            k = self._result_width(k)
-            allowed = self._allowed(filter_ids, where, where_params)
-            n_allowed = self._ids.num_rows if allowed is None else allowed.count
-            if n_allowed == 0:
-                return self._empty_result(len(qoff) - 1, k)
-            nq = len(qoff) - 1
-            if allowed is None and c >= n_allowed:
-                cand = None  # rerank every document: exact
-            elif c >= n_allowed:  # rerank every eligible document (listed: cheaper than a mask scan)
-                cand = np.broadcast_to(allowed.rows, (nq, n_allowed))  # type: ignore[union-attr]
-            else:
-                cand, _ = self._backend.search(qfde, c, params=params, allowed=allowed)
-            if rescore is None:
-                return self._rerank(qtok, qoff, k, cand, None, threads)
-            # Two tiers: the best `rescore` on the codes, then exact float16 Chamfer over those.
-            width = self._result_width(rescore)
-            top, _ = self._store.rerank(qtok, qoff, width, cand, None, threads)
-            rows, scores = self._exact.rerank(qtok, qoff, k, top, None, threads)  # type: ignore[union-attr]
-            return self._ids.ids_of(rows), scores
+            allowed = self._allowed(None)
+            tier = self._exact if self._exact is not None else self._store
+            rows, _ = tier.rerank(qtok, qoff, self._result_width(k), None,
+                                  None if allowed is None else allowed.bitmap.view(np.uint8),
+                                  1 if shared else self._num_threads)
+            return rows
+
+    def _empty_rows(self, nq: int, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        return np.full((nq, k), -1, dtype=np.int64), np.full((nq, k), -np.inf, dtype=np.float32)
 
     def search_exact(self, queries: Any, k: int = 10, *, filter_ids: Optional[Iterable[IdLike]] = None,
                      where: Optional[str] = None, where_params: Sequence[Any] = (), lengths: Any = None,
@@ -906,6 +1033,7 @@ class MuveraIndex:
                     "backend": {"spec": self._backend.name, "ntotal": self._backend.ntotal,
                                 "files": sorted(b_files)},
                     **({"build": self._build_state} if self._build_state is not None else {}),
+                    **({"tuned": self._tuned} if self._tuned is not None else {}),
                     "files": files}
 
         with self._save_lock, self._rw.read():
@@ -974,6 +1102,7 @@ class MuveraIndex:
         if "metadata.sqlite" in f.files:
             index._meta = MetadataStore.load(f.root)
         index._build_state = f.build
+        index._tuned = check_tuned(f.tuned)
         if f.exact_fields is not None:  # always memory-mapped: only the codes need to be in RAM
             index._exact = TokenStore.load(f.root, f.exact_fields, f.files, config.dimension, n, True,
                                            prefix="exact_")

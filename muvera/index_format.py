@@ -256,6 +256,7 @@ class IndexFiles:
     muvera_version: str
     exact_fields: Optional[Dict[str, Any]] = None  # the float16 exact tier, when kept
     build: Optional[Dict[str, Any]] = None  # muvera.build_index's progress record, when built by it
+    tuned: Optional[Dict[str, Any]] = None  # MuveraIndex.tune's chosen search setting
 
 
 def _field(m: Dict[str, Any], key: str, kind: Any) -> Any:
@@ -304,8 +305,11 @@ def read_index(path: Any, verify: bool = True) -> IndexFiles:
     build = m.get("build")
     if build is not None and not isinstance(build, dict):
         raise ValueError("manifest.json: build must be an object or null")
+    tuned = m.get("tuned")
+    if tuned is not None and not isinstance(tuned, dict):
+        raise ValueError("manifest.json: tuned must be an object or null")
     return IndexFiles(root, 2, _field(m, "config", dict), model, _field(m, "num_rows", int), ids, None,
-                      tokens, spec, entries, files, str(m.get("muvera_version", "")), exact, build)
+                      tokens, spec, entries, files, str(m.get("muvera_version", "")), exact, build, tuned)
 
 
 def _read_v1(root: Path, m: Dict[str, Any], files: Dict[str, Any]) -> IndexFiles:

@@ -278,7 +278,7 @@ class Retriever:
             bar.close()
         return new_ids
 
-    def search(self, query: Union[str, Sequence[str]], k: int = 10, candidates: int = 100, *,
+    def search(self, query: Union[str, Sequence[str]], k: int = 10, candidates: Optional[int] = None, *,
                where: Optional[str] = None, where_params: Sequence[Any] = (),
                filter_ids: Optional[Sequence[Any]] = None) -> Union[List[Hit], List[List[Hit]]]:
         """The best ``k`` documents for a question (or for each of a list of questions).
@@ -287,8 +287,9 @@ class Retriever:
         ----------
         query : str or list of str
         k : int, default 10
-        candidates : int, default 100
-            FDE candidates reranked with exact Chamfer (>= k).
+        candidates : int, optional
+            FDE candidates reranked with exact Chamfer (>= k); default as
+            :meth:`muvera.MuveraIndex.search` (the tuned setting, else ``max(100, k)``).
         where, where_params, filter_ids
             As :meth:`muvera.MuveraIndex.search` (metadata SQL condition with bound values).
 
@@ -301,9 +302,10 @@ class Retriever:
         single = isinstance(query, str)
         queries = _texts([query] if single else query, "query")
         k = positive_int(k, "k")
-        candidates = positive_int(candidates, "candidates")
-        if candidates < k:
-            raise ValueError(f"candidates: expected >= k ({k}), got {candidates}")
+        if candidates is not None:
+            candidates = positive_int(candidates, "candidates")
+            if candidates < k:
+                raise ValueError(f"candidates: expected >= k ({k}), got {candidates}")
         if len(self._index) == 0:
             return [] if single else [[] for _ in queries]
         vecs = self._model.encode_queries(queries)

@@ -506,7 +506,7 @@ class ShardedIndex:
             groups.setdefault(shard_of(x, self._num_shards), []).append(x)
         return groups
 
-    def search(self, queries: Any, k: int = 10, candidates: int = 100, *, ball_carving: Any = None,
+    def search(self, queries: Any, k: int = 10, candidates: Optional[int] = None, *, ball_carving: Any = None,
                filter_ids: Optional[Iterable[Hashable]] = None, params: Optional[Dict[str, Any]] = None,
                lengths: Any = None, offsets: Any = None,
                mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -524,7 +524,7 @@ class ShardedIndex:
         from ..index import _tau_of  # noqa: PLC0415
 
         k = positive_int(k, "k")
-        c = positive_int(candidates, "candidates")
+        c = positive_int(max(100, k) if candidates is None else candidates, "candidates")
         if c < k:
             raise ValueError(f"candidates: expected >= k ({k}), got {c}")
         tau = _tau_of(ball_carving)
