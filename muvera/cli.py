@@ -159,7 +159,7 @@ def cmd_import(args) -> int:
 def cmd_search(args) -> int:
     from .index import MuveraIndex
 
-    if args.candidates < args.k:
+    if args.candidates is not None and args.candidates < args.k:
         raise ValueError(f"--candidates: expected >= -k ({args.k}), got {args.candidates}")
     if args.rescore is not None and args.rescore < args.k:
         raise ValueError(f"--rescore: expected >= -k ({args.k}), got {args.rescore}")
@@ -194,6 +194,44 @@ def cmd_search(args) -> int:
                 print(f"{rank:>4}  {hit['id']}  {hit['score']:.4f}  {label}".rstrip())
         else:
             print(json.dumps({"query": q, "results": results}))
+    return 0
+
+
+def _target(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def cmd_tune(args) -> int:
+    from .index import MuveraIndex
+
+    if not 0 < args.target_recall <= 1:
+        raise ValueError(f"--target-recall: expected a number in (0, 1], got {args.target_recall}")
+    index = MuveraIndex.load(args.index)
+    queries = None
+    if args.queries:
+        path = Path(args.queries)
+        try:
+            texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--queries: cannot read {path}: {exc}") from None
+        if not texts:
+            raise ValueError(f"--queries: {path} holds no queries (one per line)")
+        spec = args.model or index.model or "default"
+        model = _load_model(spec)
+        if model.dim != index.config.dimension:
+            raise ValueError(f"--model: {spec!r} gives {model.dim}-d tokens but the index holds "
+                             f"{index.config.dimension}-d ones")
+        queries = model.encode_queries(texts)
+    index.tune(queries, target_recall=args.target_recall, k=args.k, num_queries=args.num_queries,
+               plot=args.plot, verbose=True)
+    index.save(args.index)
+    print(f"saved the tuned setting in {args.index}: `muvera search` and MuveraIndex.search use it by default")
     return 0
 
 
@@ -265,14 +303,27 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp, dataset=False)
     sp.add_argument("--query", "-q", action="append", help="a query (repeatable); default: one per stdin line")
     sp.add_argument("-k", type=_positive, default=10, help="results per query")
-    sp.add_argument("--candidates", type=_positive, default=100,
-                    help="FDE candidates reranked with exact Chamfer (>= k; MuveraIndex.search's default)")
+    sp.add_argument("--candidates", type=_positive, default=None,
+                    help="FDE candidates reranked with exact Chamfer (>= k; default: the setting `muvera tune` "
+                         "saved, else max(100, k))")
     sp.add_argument("--rescore", type=_positive, default=None,
                     help="rerank on the codes, then rescore the best N from the exact tier (an index built "
                          "with --keep-exact)")
     sp.add_argument("--format", choices=("json", "text"), default="json",
                     help="json: one JSON line per query; text: ranked ids, scores and titles")
     sp.set_defaults(fn=cmd_search)
+
+    sp = sub.add_parser("tune", help="find the fastest search setting meeting a recall target against exact "
+                        "Chamfer and save it in the index (search uses it by default)", formatter_class=fmt)
+    sp.add_argument("index", help="index directory")
+    sp.add_argument("--target-recall", type=_target, default=0.95, help="recall@k against exact Chamfer to meet")
+    sp.add_argument("-k", type=_positive, default=10, help="the k of recall@k")
+    sp.add_argument("--queries", help="a text file of queries, one per line, encoded with the index's model "
+                    "(default: pseudo-queries drawn from the indexed documents, usually optimistic)")
+    sp.add_argument("--model", default=None, help="the model for --queries (default: the one recorded in the index)")
+    sp.add_argument("--num-queries", type=_positive, default=64, help="queries sampled")
+    sp.add_argument("--plot", help="draw the recall-latency curve (log-scaled latency) to this PNG")
+    sp.set_defaults(fn=cmd_tune)
 
     sp = sub.add_parser("export", help="write a saved index to Parquet (id, fde, tokens, metadata; the FDE config "
                         "in the schema metadata)", formatter_class=fmt)
