@@ -247,7 +247,7 @@ def cmd_bench(args) -> int:
     rep = run_bench(_dataset(args.dataset), model=_load_model(args.model), preset=args.preset, backend=args.backend,
                     candidates=cands, pca=args.pca, max_queries=args.max_queries, cache_root=args.cache,
                     progress=not args.quiet, ignore_identical_ids=not args.keep_identical_ids,
-                    token_codec=args.token_codec, rescore=args.rescore)
+                    token_codec=args.token_codec, rescore=args.rescore, tune=not args.no_tune)
     print(format_report(rep))
     if args.json:
         write_json(rep, args.json)
@@ -359,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-queries", type=_positive, default=None, help="evaluate only the first N judged queries")
     sp.add_argument("--json", help="write the report as JSON")
     sp.add_argument("--plot", help="draw recall vs latency to this PNG")
+    sp.add_argument("--no-tune", action="store_true",
+                    help="skip tuning the index (recall@10 >= 0.95 on pseudo-queries) and its tuned run")
     sp.add_argument("--quiet", action="store_true", help="no progress bars")
     sp.add_argument("--keep-identical-ids", action="store_true",
                     help="count hits whose id equals the query's id (BEIR drops them by default: on ArguAna "

@@ -44,12 +44,14 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
               candidates: Sequence[int] = (100, 200, 500, 1000), pca: Optional[int] = None,
               max_queries: Optional[int] = None, cache_root: Optional[os.PathLike] = None,
               latency_queries: int = 100, progress: bool = True, ignore_identical_ids: bool = True,
-              token_codec: str = "float16", rescore: Optional[int] = None,
-              log=print) -> Dict[str, Any]:
+              token_codec: str = "float16", rescore: Optional[int] = None, tune: bool = True,
+              target_recall: float = 0.95, log=print) -> Dict[str, Any]:
     """Run the benchmark and return the report (see module docstring); ``log`` prints progress.
 
     ``ignore_identical_ids`` follows BEIR: a hit whose id equals the query's id is not counted
-    (ArguAna's and Quora's queries are documents of their corpus).
+    (ArguAna's and Quora's queries are documents of their corpus). With ``tune`` the index is
+    tuned (:meth:`~muvera.MuveraIndex.tune`, ``target_recall`` at k = 10) on pseudo-queries drawn
+    from the corpus -- never on the judged queries -- and a run with the tuned defaults is added.
     """
     threadpool_limits = require("threadpoolctl", "eval", "run_bench").threadpool_limits
 
@@ -145,7 +147,31 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
             "qps": qps, "bytes_per_doc": bytes_per_doc, "token_codec": index.store.codec.name,
             "token_bytes_per_token": token_bytes, "rescore": rescore,
         })
+    tuned, tuned_run = None, None
+    if tune:
+        if progress:
+            log(f"tuning for recall@10 >= {target_recall} on pseudo-queries drawn from the corpus...")
+        result = index.tune(target_recall=target_recall, k=10, verbose=False)
+        tuned = index.tuned
+        tuned["tune_s"] = result.seconds
+        found, scores = index.search(qtok, k=k_eval, offsets=qoff)  # the tuned defaults (candidates >= k)
+        metrics = evaluate(data.qrels, run_of(found, scores))
+        index.num_threads = 1
+        with threadpool_limits(1):
+            lat = per_query_latency_ms(lambda q: index.search([q], k=10), qtok, qoff[: lat_n + 1])
+        index.num_threads = None
+        tuned_run = {
+            "candidates": int(max(tuned["candidates"], k_eval)), "params": dict(tuned["params"]),
+            "ndcg@10": metrics["ndcg@10"], "recall@100": metrics["recall@100"], "mrr@10": metrics["mrr@10"],
+            "fde_ndcg@10": fde_metrics["ndcg@10"], "fde_recall@100": fde_metrics["recall@100"],
+            "exact_ndcg@10": exact_metrics["ndcg@10"], "exact_recall@100": exact_metrics["recall@100"],
+            "recall@10_vs_exact": recall_against(found, exact_ids, 10),
+            "latency_ms_p50": float(np.median(lat)), "latency_ms_p95": float(np.percentile(lat, 95)),
+            "qps": float("nan"), "bytes_per_doc": bytes_per_doc, "token_codec": index.store.codec.name,
+            "token_bytes_per_token": token_bytes, "rescore": tuned["rescore"],
+        }
     return {
+        "tuned": tuned, "tuned_run": tuned_run, "active_backend": getattr(index.backend, "active", index.backend.name),
         "dataset": data.name, "n_docs": n_docs, "n_queries": nq, "dim": dim, "pca": pca, "preset": preset,
         "backend": backend, "fde_dimension": config.output_dimension, "build_s": build_s, "embed_s": embed_s,
         "ignore_identical_ids": bool(ignore_identical_ids), "token_codec": index.store.codec.name,
@@ -174,6 +200,17 @@ def format_report(rep: Dict[str, Any]) -> str:
         lines.append(f"{r['candidates']:10d} {r['ndcg@10']:8.4f} {r['recall@100']:7.4f} {r['mrr@10']:7.4f} "
                      f"{r['recall@10_vs_exact']:13.3f} {r['latency_ms_p50']:8.2f} {r['latency_ms_p95']:8.2f} "
                      f"{r['qps']:8.1f} {r['bytes_per_doc']:10.0f}")
+    t, r = rep.get("tuned"), rep.get("tuned_run")
+    if t and r:
+        params = "".join(f", {a}={b}" for a, b in sorted(t["params"].items()))
+        params += f", rescore={t['rescore']}" if t["rescore"] else ""
+        verdict = "met" if t["met"] else "NOT met"
+        lines += ["", f"tuned setting ({rep.get('active_backend', rep['backend'])}): candidates={t['candidates']}"
+                  f"{params} -- recall@10 {t['recall']:.3f} vs target {t['target_recall']} on {t['queries']} "
+                  f"queries ({verdict}, {t.get('tune_s', 0):.1f} s); searched with it (candidates >= k = 100):",
+                  f"{'tuned':>10s} {r['ndcg@10']:8.4f} {r['recall@100']:7.4f} {r['mrr@10']:7.4f} "
+                  f"{r['recall@10_vs_exact']:13.3f} {r['latency_ms_p50']:8.2f} {r['latency_ms_p95']:8.2f} "
+                  f"{'':>8s} {r['bytes_per_doc']:10.0f}"]
     return "\n".join(lines)
 
 
