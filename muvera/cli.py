@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-k", type=_positive, default=10, help="results per query")
     sp.add_argument("--candidates", type=_positive, default=None,
                     help="FDE candidates reranked with exact Chamfer (>= k; default: the setting `muvera tune` "
-                         "saved, else max(100, k))")
+                         "saved, else max(200, k))")
     sp.add_argument("--rescore", type=_positive, default=None,
                     help="rerank on the codes, then rescore the best N from the exact tier (an index built "
                          "with --keep-exact)")

@@ -163,6 +163,9 @@ class IdMap:
         if ids is None:
             if self._kind == "str":
                 raise TypeError("ids: this index holds str ids; give one id per document")
+            if self._next_id + n - 1 > _INT64_MAX:
+                raise ValueError(f"ids: the default ids would run past 2**63 - 1 (the next is {self._next_id}); "
+                                 "give ids explicitly")
             return list(range(self._next_id, self._next_id + n))
         new = id_list(ids, "ids", single_ok=False)
         if len(new) != n:

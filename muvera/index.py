@@ -260,6 +260,7 @@ class MuveraIndex:
         elif exact_spill_dir is not None:
             raise ValueError("exact_spill_dir: only used with keep_exact=True")
         self._meta = MetadataStore()
+        self._compactions = 0  # renumberings so far: a `where` result from before one is stale
         self._build_state: Optional[Dict[str, Any]] = None  # muvera.build_index's record (resume)
         self._tuned: Optional[Dict[str, Any]] = None  # tune()'s chosen search setting
         self._rw = _RWLock()
@@ -402,10 +403,10 @@ class MuveraIndex:
         items = None if metadata is None else MetadataStore.check(metadata, len(lens))
         with self._mutate:
             new_ids = self._ids.check_new(ids, len(lens))
+            if items is not None:
+                self._meta.check_columns(items)
             with self._rw.write():
-                rows = self._add_packed(tokens, lens, new_ids)
-                if items is not None:
-                    self._meta.add(rows, items)
+                self._add_batch(tokens, lens, new_ids, items)
         return new_ids
 
     #: Documents gathered from a stream to train an untrained backend or codec before adding.
@@ -438,10 +439,10 @@ class MuveraIndex:
                     self._train_on(batches)
             for tokens, lens, new_ids, items in batches:
                 with self._mutate:
+                    if items is not None:
+                        self._meta.check_columns(items)
                     with self._rw.write():
-                        rows = self._add_packed(tokens, lens, new_ids)
-                        if items is not None:
-                            self._meta.add(rows, items)
+                        self._add_batch(tokens, lens, new_ids, items)
                 added.extend(new_ids)
                 bar.update(len(new_ids))
 
@@ -480,10 +481,10 @@ class MuveraIndex:
                     continue
                 with self._mutate:
                     self._ids.check_new(new_ids, n)
+                    if items is not None:
+                        self._meta.check_columns(items)
                     with self._rw.write():
-                        rows = self._add_packed(tokens, lens, new_ids)
-                        if items is not None:
-                            self._meta.add(rows, items)
+                        self._add_batch(tokens, lens, new_ids, items)
                 added.extend(new_ids)
                 bar.update(n)
             flush()
@@ -503,37 +504,72 @@ class MuveraIndex:
             bar.close()
         return added
 
-    def _add_packed(self, tokens: np.ndarray, lens: np.ndarray, new_ids: List[IdLike]) -> np.ndarray:
-        """Add checked, packed tokens (caller holds the write lock). FDEs are encoded and handed
-        to the backend in its preferred chunks: the float32 FDEs of a large batch (40 KB per
-        document at 10240 d) never exist all at once. Only the first chunk can fail (training)."""
+    def _add_batch(self, tokens: np.ndarray, lens: np.ndarray, new_ids: List[IdLike],
+                   items: Optional[List[Dict[str, Any]]]) -> np.ndarray:
+        """Add one checked batch to every part -- backend, token store, exact tier, metadata,
+        ids -- all or nothing: after any error (a full disk under the spilled exact tier, a
+        refused metadata key, memory) each part is put back as it was. Caller holds the write
+        lock and has checked the ids and the metadata keys."""
+        n0 = self._ids.num_rows
+        backend0, codec = self._backend, self._store.codec
+        spare = backend0.empty_copy() if backend0.needs_training else None  # untrained, empty
+        codec_trained_now = codec.needs_training
+        try:
+            rows = self._add_packed(tokens, lens)
+            if items is not None:
+                self._meta.add(rows, items)
+            self._ids.append(new_ids)
+            return rows
+        except BaseException:
+            self._roll_back(n0, backend0, spare)
+            if codec_trained_now and not codec.needs_training:
+                codec.untrain()  # the index is left as it was: untrained, empty
+            raise
+
+    def _roll_back(self, n0: int, backend0: Backend, spare: Optional[Backend]) -> None:
+        """Put every part back to its first ``n0`` rows (see :meth:`_add_batch`)."""
+        self._store.truncate(n0)
+        if self._exact is not None:
+            self._exact.truncate(n0)
+        self._meta.truncate(n0)
+        if spare is not None:  # the backend was untrained: forget this add's training too
+            self._backend = spare
+            return
+        self._backend = backend0  # a size crossing's replacement is dropped with the rows
+        if backend0.ntotal > n0:
+            try:
+                backend0.truncate(n0)
+            except NotImplementedError:  # e.g. HNSW: rebuilt from the stored tokens
+                fresh = backend0.empty_copy()
+                self._fill_backend(fresh, np.arange(n0, dtype=np.int64), None)
+                self._backend = fresh
+
+    def _add_packed(self, tokens: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """Add checked, packed tokens to the backend, the token store and the exact tier;
+        returns their rows (:meth:`_add_batch` adds the ids and rolls back on errors). FDEs are
+        encoded and handed to the backend in its preferred chunks: the float32 FDEs of a large
+        batch (40 KB per document at 10240 d) never exist all at once."""
         exact = None
         if self._exact is not None:  # checked before anything changes: float16 must hold the values
             with np.errstate(over="ignore", invalid="ignore"):
                 exact = tokens.astype(np.float16)
             if not np.isfinite(exact).all():
                 raise ValueError("documents: values beyond the float16 range (keep_exact stores float16 tokens)")
-        self._grow_backend(len(lens))
         codec = self._store.codec
-        trained_now = codec.needs_training
-        try:
-            if trained_now:  # the first add trains the codec (centroids, levels) on its own tokens
-                codec.train(tokens)
-            codes = codec.encode(tokens)
-            source = codec.fde_source(codes)  # float codecs: the tokens themselves
-            starts = _offsets_of(lens)[:-1]
-            chunk = self._backend.add_chunk
-            for s in range(0, len(lens), chunk):
-                e = min(len(lens), s + chunk)
-                self._backend.add(self._encoder.encode_spans(source, starts[s:e], lens[s:e], is_document=True))
-        except BaseException:
-            if trained_now:
-                codec.untrain()  # the index is left as it was: untrained, empty
-            raise
-        self._store.append_codes(codes, lens)
+        if codec.needs_training:  # the first add trains the codec (centroids, levels) on its own tokens
+            codec.train(tokens)
+        codes = codec.encode(tokens)
+        self._grow_backend(len(lens))
+        source = codec.fde_source(codes)  # float codecs: the tokens themselves
+        starts = _offsets_of(lens)[:-1]
+        chunk = self._backend.add_chunk
+        for s in range(0, len(lens), chunk):
+            e = min(len(lens), s + chunk)
+            self._backend.add(self._encoder.encode_spans(source, starts[s:e], lens[s:e], is_document=True))
+        rows = self._store.append_codes(codes, lens)
         if exact is not None:
             self._exact.append_codes(exact, lens)  # type: ignore[union-attr]
-        return self._ids.append(new_ids)
+        return rows
 
     def _train_on(self, batches: List[Tuple[np.ndarray, np.ndarray, Any, Any]]) -> None:
         """Train the codec and the backend on packed batches exactly as one ``add`` of their
@@ -647,6 +683,7 @@ class MuveraIndex:
                 self._store, self._backend, self._exact = store, backend, exact
                 self._meta.compact(keep)
                 self._ids.compact()
+                self._compactions += 1
             return dropped
 
     def _fill_backend(self, target: Backend, rows: np.ndarray, source: Optional[Backend]) -> None:
@@ -760,7 +797,7 @@ class MuveraIndex:
                                   rescore=rescore, where=where, where_params=where_params)
 
     #: Candidates reranked per query when neither the caller nor :meth:`tune` sets them.
-    DEFAULT_CANDIDATES = 100
+    DEFAULT_CANDIDATES = 200
 
     def _search_defaults(self, k: int, candidates: Optional[int], params: Optional[Dict[str, Any]],
                          rescore: Optional[int]) -> Tuple[int, Optional[Dict[str, Any]], Optional[int]]:
@@ -870,20 +907,23 @@ class MuveraIndex:
                      to_ids: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """:meth:`search_packed` returning store rows (``-1`` padding), or ids with ``to_ids``
         (mapped under the same read lock as the search)."""
+        pre = self._where_first(where, where_params)
         with SEARCH_GATE.enter() as shared, self._rw.read():
             rows, scores = self._search_rows_unlocked(qtok, qoff, qfde, k, c, tau, filter_ids, params, rescore,
-                                                      where, where_params, 1 if shared else self._num_threads)
+                                                      where, where_params, 1 if shared else self._num_threads,
+                                                      pre)
             return (self._ids.ids_of(rows) if to_ids else rows), scores
 
     def _search_rows_unlocked(self, qtok: np.ndarray, qoff: np.ndarray, qfde: np.ndarray, k: int, c: int,
                               tau: Optional[float], filter_ids: Optional[Iterable[IdLike]],
                               params: Optional[Dict[str, Any]], rescore: Optional[int], where: Optional[str],
-                              where_params: Sequence[Any], threads: int) -> Tuple[np.ndarray, np.ndarray]:
+                              where_params: Sequence[Any], threads: int,
+                              pre: Optional[Tuple[int, int, np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray]:
         """The search itself; the caller holds the search gate and the read lock."""
         if tau is not None:
             qtok, qoff = ball_carve(qtok, qoff, tau)
         k = self._result_width(k)
-        allowed = self._allowed(filter_ids, where, where_params)
+        allowed = self._allowed(filter_ids, where, where_params, pre)
         n_allowed = self._ids.num_rows if allowed is None else allowed.count
         if n_allowed == 0:
             return self._empty_rows(len(qoff) - 1, k)
@@ -931,9 +971,10 @@ class MuveraIndex:
                             filter_ids: Optional[Iterable[IdLike]] = None, where: Optional[str] = None,
                             where_params: Sequence[Any] = ()) -> Tuple[np.ndarray, np.ndarray]:
         """:meth:`search_exact` on packed, checked float32 queries."""
+        pre = self._where_first(where, where_params)
         with SEARCH_GATE.enter() as shared, self._rw.read():
             k = self._result_width(k)
-            allowed = self._allowed(filter_ids, where, where_params)
+            allowed = self._allowed(filter_ids, where, where_params, pre)
             if allowed is not None and allowed.count == 0 or self._ids.num_rows == 0:
                 return self._empty_result(len(qoff) - 1, k)
             threads = 1 if shared else self._num_threads
@@ -953,8 +994,18 @@ class MuveraIndex:
         allocates more than the index can fill."""
         return min(k, max(1, len(self._ids)))
 
+    def _where_first(self, where: Optional[str], where_params: Sequence[Any]) -> Optional[Tuple[int, int, np.ndarray]]:
+        """Evaluate a metadata condition before the index lock is taken, so that a slow one
+        never holds the lock (a writer would queue behind it, and every reader behind the
+        writer). Only rows committed before it started count: (compactions, rows, matches)."""
+        if where is None:
+            return None
+        gen, n = self._compactions, self._ids.num_rows
+        return gen, n, self._meta.where_rows(where, where_params, n)
+
     def _allowed(self, filter_ids: Optional[Iterable[IdLike]], where: Optional[str] = None,
-                 where_params: Sequence[Any] = ()) -> Optional[AllowedRows]:
+                 where_params: Sequence[Any] = (),
+                 pre: Optional[Tuple[int, int, np.ndarray]] = None) -> Optional[AllowedRows]:
         """The rows a search may return, or None when every row is allowed (no tombstones, no
         filter). A filter gives its rows (O(filter) to find, never a per-row pass); tombstones
         alone give the live bitmap the id map keeps in step (no copy, no count)."""
@@ -966,7 +1017,10 @@ class MuveraIndex:
             return AllowedRows(n, bitmap=ids.alive_bool, count=len(ids), packed=ids.alive_packed)
         rows = None if filter_ids is None else ids.live_rows(filter_ids)
         if where is not None:
-            match = self._meta.where_rows(where, where_params, n)
+            if pre is not None and pre[0] == self._compactions:
+                match = pre[2]  # rows added since are left out: the search ran before them
+            else:
+                match = self._meta.where_rows(where, where_params, n)
             if rows is None:
                 rows = match[ids.alive_bool[match]] if len(match) else match
             else:

@@ -12,8 +12,10 @@ import json
 import re
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
+from urllib.parse import quote
 
 import numpy as np
 
@@ -27,6 +29,20 @@ _RESERVED = {"_row", "_json"}
 _SCALARS = (str, int, float, bool, type(None))
 
 
+def _case_clashes(items: List[Dict[str, Any]], columns: List[str]) -> None:
+    """ValueError when two column keys (identifier keys of ``items``, and ``columns``) differ
+    only in case."""
+    seen = {c.lower(): c for c in columns}
+    for i, m in enumerate(items):
+        for key in m:
+            if not _IDENT.match(key):
+                continue
+            other = seen.setdefault(key.lower(), key)
+            if other != key:
+                raise ValueError(f"metadata[{i}]: key {key!r} differs only in case from {other!r}; metadata "
+                                 "columns are compared case-insensitively (as SQLite does), so use one spelling")
+
+
 def _read_only_authorizer(action: int, *args: Any) -> int:
     """Allow only reading: a WHERE clause can never write, attach or change the database."""
     allowed = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
@@ -35,6 +51,10 @@ def _read_only_authorizer(action: int, *args: Any) -> int:
 
 class MetadataStore:
     """Row -> metadata dict, in an in-memory SQLite database (saved to ``metadata.sqlite``)."""
+
+    #: Seconds one ``where`` condition may run before it is stopped with a ValueError (a
+    #: runaway clause, such as a self-join, then costs only its own call). Set it on the class.
+    WHERE_TIME_LIMIT = 5.0
 
     def __init__(self) -> None:
         self._db = sqlite3.connect(":memory:", check_same_thread=False)
@@ -54,14 +74,26 @@ class MetadataStore:
         for i, m in enumerate(items):
             if not isinstance(m, dict):
                 raise TypeError(f"metadata[{i}]: expected a dict, got {type(m).__name__}")
-            bad = [k for k in m if not isinstance(k, str) or k in _RESERVED]
+            bad = [k for k in m if not isinstance(k, str) or k.lower() in _RESERVED]
             if bad:
-                raise ValueError(f"metadata[{i}]: keys must be strings other than {sorted(_RESERVED)}, got {bad[:3]}")
+                raise ValueError(f"metadata[{i}]: keys must be strings other than {sorted(_RESERVED)} "
+                                 f"(in any case), got {bad[:3]}")
             try:
                 json.dumps(m, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"metadata[{i}]: not JSON-serialisable ({exc})") from None
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise ValueError(f"metadata[{i}]: not JSON-serialisable ({type(exc).__name__}: {exc})") from None
+        _case_clashes(items, [])
         return items
+
+    def check_columns(self, items: List[Dict[str, Any]]) -> None:
+        """Refuse keys that differ only in case from a column already stored (SQLite column
+        names ignore case, so they would be the same column): ValueError, nothing changed."""
+        _case_clashes(items, self._columns)
+
+    def truncate(self, num_rows: int) -> None:
+        """Drop the metadata of rows ``num_rows`` and above (the rollback of a failed add)."""
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM meta WHERE _row >= ?", (int(num_rows),))
 
     # -- changes -------------------------------------------------------------------------------
     def add(self, rows: np.ndarray, items: List[Dict[str, Any]]) -> None:
@@ -120,15 +152,26 @@ class MetadataStore:
             raise TypeError(f"where: expected an SQL condition string, got {clause!r}")
         if isinstance(params, (str, bytes)) or not isinstance(params, Sequence):
             raise TypeError(f"where_params: expected a tuple of values, got {type(params).__name__}")
+        # NumPy scalars would bind as BLOBs (equal to no number): pass Python numbers.
+        bound = tuple(p.item() if isinstance(p, np.generic) else p for p in params)
+        limit = float(self.WHERE_TIME_LIMIT)
         with self._lock:
+            deadline = time.monotonic() + limit
             self._db.set_authorizer(_read_only_authorizer)
+            self._db.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
             try:
-                rows = self._db.execute(f"SELECT _row FROM meta WHERE ({clause}) ORDER BY _row",
-                                        tuple(params)).fetchall()
+                rows = self._db.execute(f"SELECT _row FROM meta WHERE ({clause}) ORDER BY _row", bound).fetchall()
+            except sqlite3.OperationalError as exc:
+                if time.monotonic() > deadline and "interrupt" in str(exc):
+                    raise ValueError(f"where: the condition ran past the {limit:g} s limit and was stopped "
+                                     "(MetadataStore.WHERE_TIME_LIMIT); simplify it or raise the limit") from None
+                known = ", ".join(self._columns) or "none yet"
+                raise ValueError(f"where: {exc} (columns: {known})") from None
             except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError) as exc:
                 known = ", ".join(self._columns) or "none yet"
                 raise ValueError(f"where: {exc} (columns: {known})") from None
             finally:
+                self._db.set_progress_handler(None, 0)
                 self._db.set_authorizer(None)
         r = np.fromiter((x for (x,) in rows), dtype=np.int64)
         return np.unique(r[(r >= 0) & (r < num_rows)])
@@ -154,7 +197,8 @@ class MetadataStore:
     def load(cls, directory: Path) -> "MetadataStore":
         """Read ``metadata.sqlite`` into memory (the saved file is never written)."""
         store = cls()
-        src = sqlite3.connect(f"file:{Path(directory) / _FILE}?mode=ro", uri=True)
+        # Quoted: '#', '?' and '%' in a path are URI syntax, not part of the name.
+        src = sqlite3.connect(f"file:{quote(str(Path(directory).resolve() / _FILE))}?mode=ro", uri=True)
         try:
             src.backup(store._db)
         except sqlite3.Error as exc:

@@ -289,7 +289,7 @@ class Retriever:
         k : int, default 10
         candidates : int, optional
             FDE candidates reranked with exact Chamfer (>= k); default as
-            :meth:`muvera.MuveraIndex.search` (the tuned setting, else ``max(100, k)``).
+            :meth:`muvera.MuveraIndex.search` (the tuned setting, else ``max(200, k)``).
         where, where_params, filter_ids
             As :meth:`muvera.MuveraIndex.search` (metadata SQL condition with bound values).
 

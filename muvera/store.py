@@ -72,6 +72,10 @@ class _Growable:
         self._buf[self._n: self._n + m] = values
         self._n += m
 
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` rows (the rollback of a failed append)."""
+        self._n = min(self._n, int(n))
+
     def writable(self) -> np.ndarray:
         """A writeable view of the used part (copies a read-only buffer into memory once)."""
         self._reserve(self._n)
@@ -121,6 +125,12 @@ class _Spilled:
         self._file.seek(self._n * self._row_bytes)
         self._file.write(memoryview(arr).cast("B"))
         self._n += len(arr)
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` rows (the rollback of a failed append); later appends overwrite."""
+        if int(n) < self._n:
+            self._n = int(n)
+            self._map = None
 
     def writable(self) -> np.ndarray:
         raise ValueError("a spilled buffer is append-only")
@@ -419,6 +429,14 @@ class TokenStore:
         self._codes.extend(codes)
         self._offsets.extend(base + np.cumsum(lens))
         return np.arange(start, start + len(lens), dtype=np.int64)
+
+    def truncate(self, num_documents: int) -> None:
+        """Keep the first ``num_documents`` rows (the rollback of a failed add)."""
+        n = int(num_documents)
+        if n >= len(self):
+            return
+        self._codes.truncate(int(self._offsets.view[n]))
+        self._offsets.truncate(n + 1)
 
     def compact(self, keep: np.ndarray) -> np.ndarray:
         """Keep only rows where ``keep`` (bool, one per row) is true; returns ``mapping``

@@ -312,7 +312,7 @@ def test_version_and_help_show_defaults(capsys):
 
     api_default = inspect.signature(muvera.MuveraIndex.search).parameters["candidates"].default
     assert api_default is None and "(default: None)" in out  # the CLI and the API agree: tuned, else
-    assert f"max({muvera.MuveraIndex.DEFAULT_CANDIDATES}, k)" in " ".join(out.split())  # max(100, k)
+    assert f"max({muvera.MuveraIndex.DEFAULT_CANDIDATES}, k)" in " ".join(out.split())  # max(200, k)
 
 
 def test_bench_follows_beir_identical_ids_convention(tmp_path, fake, capsys):

@@ -253,6 +253,9 @@ class AutoBackend(Backend):
     def reset(self) -> None:
         self._inner.reset()
 
+    def truncate(self, n: int) -> None:
+        self._inner.truncate(n)
+
     def empty_copy(self) -> "AutoBackend":
         copy = AutoBackend(self._dim, pq_at=self._pq_at, ivf_at=self._ivf_at, nprobe=self._nprobe,
                            nlist=self._nlist, phase=self._phase, refine=self._refine)

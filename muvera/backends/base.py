@@ -242,6 +242,11 @@ class Backend(abc.ABC):
     def reset(self) -> None:
         """Remove every vector (training is kept)."""
 
+    def truncate(self, n: int) -> None:
+        """Drop the vectors of rows ``n`` and above: the rollback of an add that failed part way.
+        Backends that cannot raise NotImplementedError; the index then rebuilds them."""
+        raise NotImplementedError(f"{self.name}: cannot drop trailing rows")
+
     @abc.abstractmethod
     def empty_copy(self) -> "Backend":
         """A new, empty backend of the same kind (keeping any training), for rebuilds."""

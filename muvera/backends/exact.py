@@ -88,6 +88,10 @@ class ExactBackend(Backend):
             self._vecs = _Growable((self._dim,), np.float32)
         self._vecs.extend(arr)
 
+    def truncate(self, n: int) -> None:
+        if self._vecs is not None:
+            self._vecs.truncate(n)
+
     def search(self, queries: np.ndarray, k: int, *, params: Optional[Mapping[str, Any]] = None,
                allowed: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         self.check_params(params)

@@ -507,6 +507,20 @@ class FaissBackend(Backend):
         if self._index is not None:
             self._index.reset()
 
+    def truncate(self, n: int) -> None:
+        if self._index is None or self._index.ntotal <= n:
+            return
+        faiss = _faiss()
+        refine = self._refine()
+        parts = [refine.base_index, refine.refine_index] if refine is not None else [self._index]
+        try:
+            for part in parts:  # rows are numbered in add order: dropping the tail keeps the rest
+                part.remove_ids(faiss.IDSelectorRange(int(n), int(part.ntotal)))
+        except RuntimeError as exc:  # HNSW and others: no removal
+            raise NotImplementedError(f"{self.name}: cannot drop trailing rows ({_faiss_message(exc)})") from None
+        if refine is not None:
+            refine.ntotal = int(n)
+
     def empty_copy(self) -> "FaissBackend":
         copy = FaissBackend(self._factory, train_size=self._train_size, seed=self._seed)
         copy._k_factor = self._k_factor

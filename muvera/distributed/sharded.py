@@ -521,10 +521,10 @@ class ShardedIndex:
         RuntimeError
             A shard is unavailable.
         """
-        from ..index import _tau_of  # noqa: PLC0415
+        from ..index import MuveraIndex, _tau_of  # noqa: PLC0415
 
         k = positive_int(k, "k")
-        c = positive_int(max(100, k) if candidates is None else candidates, "candidates")
+        c = positive_int(max(MuveraIndex.DEFAULT_CANDIDATES, k) if candidates is None else candidates, "candidates")
         if c < k:
             raise ValueError(f"candidates: expected >= k ({k}), got {c}")
         tau = _tau_of(ball_carving)

@@ -1,0 +1,219 @@
+"""Every change all or nothing: a failed add leaves every part of the index (ids, token store,
+exact tier, backend, metadata) as it was, and the next add, search, save and load work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import muvera
+from muvera import FDEConfig, MuveraIndex
+
+CFG = FDEConfig(dimension=16, num_repetitions=4, num_simhash_projections=3)
+
+
+def _docs(n, seed=0, tokens=6):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((tokens, 16)).astype(np.float32) for _ in range(n)]
+
+
+def _parts(index):
+    """Rows held by each part: all equal in a consistent index."""
+    out = {"ids": index._ids.num_rows, "store": len(index._store), "backend": index.backend.ntotal}
+    if index._exact is not None:
+        out["exact"] = len(index._exact)
+    return out
+
+
+def _assert_consistent(index, n):
+    assert set(_parts(index).values()) == {n}, _parts(index)
+
+
+def test_spilled_exact_tier_on_a_full_disk_rolls_back_every_part(tmp_path):
+    """The issue's reproduction: the spill file capped with RLIMIT_FSIZE, batches added until
+    OSError; then the parts agree, the next add, rescore search, save and load work."""
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        import numpy as np
+        import muvera
+        cfg = muvera.FDEConfig(dimension=16, num_repetitions=4, num_simhash_projections=3)
+        index = muvera.MuveraIndex(cfg, backend="exact", token_codec="int8", keep_exact=True,
+                                   exact_spill_dir={str(tmp_path)!r})
+        rng = np.random.default_rng(0)
+        batch = lambda: [rng.standard_normal((40, 16)).astype(np.float32) for _ in range(5)]
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG as an OSError, not a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))
+        failed = False
+        for _ in range(20):
+            try:
+                index.add(batch())
+            except OSError:
+                failed = True
+                break
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        assert failed, "the capped spill file never filled"
+        n = len(index)
+        parts = {{"ids": index._ids.num_rows, "store": len(index._store), "exact": len(index._exact),
+                 "backend": index.backend.ntotal}}
+        assert set(parts.values()) == {{n}}, parts
+        index.add(batch())
+        q = [rng.standard_normal((8, 16)).astype(np.float32)]
+        ids, _ = index.search(q, k=3, rescore=5)
+        assert (ids >= 0).all()
+        index.save({str(tmp_path / "idx")!r})
+        back = muvera.MuveraIndex.load({str(tmp_path / "idx")!r})
+        assert np.array_equal(back.search(q, k=3, rescore=5)[0], ids)
+        print("ok", n)
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("ok")
+
+
+def test_default_id_past_int64_is_refused_before_any_part_grows():
+    index = MuveraIndex(CFG, backend="exact")
+    index.add(_docs(1), ids=[2**63 - 1])
+    with pytest.raises(ValueError, match="2\\*\\*63 - 1"):
+        index.add(_docs(1, seed=1))
+    _assert_consistent(index, 1)
+    ids, _ = index.search([_docs(1)[0]], k=1)
+    assert ids[0, 0] == 2**63 - 1
+    index.add(_docs(1, seed=2), ids=[5])  # explicit ids still go in
+    _assert_consistent(index, 2)
+
+
+@pytest.mark.parametrize("first, second", [
+    ({"year": 1}, {"Year": 2}),
+    ({"lang": "en"}, {"LANG": "de"}),
+])
+def test_metadata_keys_differing_in_case_are_refused_and_nothing_changes(first, second):
+    index = MuveraIndex(CFG, backend="exact")
+    index.add(_docs(2), metadata=[first, first])
+    with pytest.raises(ValueError, match="differs only in case"):
+        index.add(_docs(1, seed=1), ids=[7], metadata=[second])
+    _assert_consistent(index, 2)
+    assert 7 not in index
+    index.add(_docs(1, seed=1), ids=[7], metadata=[first])  # the same id goes in afterwards
+    assert index.metadata([7]) == [first]
+
+
+@pytest.mark.parametrize("meta", [{"a": 1, "A": 2}, {"_ROW": 1}, {"_Json": "x"}])
+def test_metadata_case_clashes_within_one_batch_are_refused(meta):
+    index = MuveraIndex(CFG, backend="exact")
+    with pytest.raises(ValueError, match="metadata\\[0\\]"):
+        index.add(_docs(1), metadata=[meta])
+    assert len(index) == 0 and _parts(index)["store"] == 0
+
+
+@pytest.mark.parametrize("backend", ["exact", "faiss:Flat", "faiss:HNSW16", "auto:refine=SQ8"])
+def test_a_failure_after_the_backend_grew_rolls_everything_back(monkeypatch, backend):
+    """An error after the backend took the new FDEs (here: the token store refusing the
+    append) takes them out again: truncated where the backend can, rebuilt where it cannot."""
+    index = MuveraIndex(CFG, backend=backend)
+    docs = _docs(60)
+    index.add(docs[:50], metadata=[{"i": i} for i in range(50)])
+    q = [docs[3][:4]]
+    before = index.search(q, k=5, candidates=20)
+
+    def boom(*a, **k):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(index._store, "append_codes", boom)
+    with pytest.raises(MemoryError):
+        index.add(docs[50:], metadata=[{"i": i} for i in range(50, 60)])
+    monkeypatch.undo()
+    _assert_consistent(index, 50)
+    assert index.metadata([0])[0] == {"i": 0} and len(index.search(q, k=60, where="i >= 50")[0][0]) >= 1
+    assert (index.search(q, k=60, where="i >= 50")[0] == -1).all()
+    after = index.search(q, k=5, candidates=20)
+    np.testing.assert_array_equal(after[0], before[0])
+    index.add(docs[50:])
+    _assert_consistent(index, 60)
+
+
+def test_a_failed_first_add_leaves_an_untrained_backend(monkeypatch):
+    """The crossing's training belongs to the add: an add that fails leaves no training behind."""
+    index = MuveraIndex(CFG, backend="faiss:PQ8x4fs")
+    assert index.backend.needs_training
+    docs = _docs(300)
+    monkeypatch.setattr(index._store, "append_codes", lambda *a, **k: (_ for _ in ()).throw(OSError("disk")))
+    with pytest.raises(OSError):
+        index.add(docs)
+    monkeypatch.undo()
+    assert index.backend.needs_training and len(index) == 0
+    index.add(docs)
+    _assert_consistent(index, 300)
+
+
+def test_a_crossing_that_fails_keeps_the_old_backend(monkeypatch):
+    index = MuveraIndex(CFG, backend="auto")
+    docs = _docs(2100, tokens=4)
+    index.add(docs[:1990])
+    old = index.backend.active
+    monkeypatch.setattr(index._store, "append_codes", lambda *a, **k: (_ for _ in ()).throw(OSError("disk")))
+    with pytest.raises(OSError):
+        index.add(docs[1990:])
+    monkeypatch.undo()
+    assert index.backend.active == old == "exact"
+    _assert_consistent(index, 1990)
+    index.add(docs[1990:])
+    assert index.backend.active.startswith("faiss:PQ")
+    _assert_consistent(index, 2100)
+
+
+def test_where_params_take_numpy_scalars():
+    index = MuveraIndex(CFG, backend="exact")
+    index.add(_docs(4), metadata=[{"year": 2000 + i, "score": 0.5 * i, "ok": i % 2 == 0} for i in range(4)])
+    q = [_docs(1)[0]]
+    for value in (np.int64(2001), np.int32(2001), np.uint16(2001)):
+        ids, _ = index.search(q, k=4, where="year = ?", where_params=(value,))
+        assert ids[0].tolist().count(1) == 1 and (ids[0] >= 0).sum() == 1
+    ids, _ = index.search(q, k=4, where="score = ?", where_params=(np.float32(1.0),))
+    assert (ids[0] >= 0).sum() == 1
+    ids, _ = index.search(q, k=4, where="ok = ?", where_params=(np.bool_(True),))
+    assert (ids[0] >= 0).sum() == 2
+
+
+def test_a_runaway_where_is_stopped_and_holds_no_lock(monkeypatch):
+    import threading
+    import time
+
+    from muvera.metadata import MetadataStore
+
+    monkeypatch.setattr(MetadataStore, "WHERE_TIME_LIMIT", 1.0)
+    index = MuveraIndex(CFG, backend="exact")
+    index.add(_docs(300, tokens=2), metadata=[{"y": i} for i in range(300)])
+    q = [_docs(1)[0]]
+    errors = []
+
+    def runaway():
+        try:
+            index.search(q, k=3, where="(SELECT count(*) FROM meta a, meta b, meta c, meta d) > 0")
+        except ValueError as exc:
+            errors.append(str(exc))
+
+    t = threading.Thread(target=runaway)
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(0.1)
+    ids, _ = index.search(q, k=3)  # the index lock is not held by the runaway condition
+    searched = time.monotonic() - t0
+    t.join(10)
+    assert searched < 0.9 and (ids >= 0).all()
+    assert errors and "WHERE_TIME_LIMIT" in errors[0] and "1 s" in errors[0]
+
+
+@pytest.mark.parametrize("name", ["h#tag", "what?x=1", "per%20cent", "all#?%"])
+def test_index_paths_with_uri_characters_round_trip(tmp_path, name):
+    index = MuveraIndex(CFG, backend="exact")
+    index.add(_docs(3), metadata=[{"k": i} for i in range(3)])
+    path = tmp_path / name / "idx"
+    index.save(path)
+    back = MuveraIndex.load(path)
+    assert back.metadata([0, 2]) == [{"k": 0}, {"k": 2}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no stray file beside it
+    assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["idx"]
