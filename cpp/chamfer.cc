@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <limits>
 #include <system_error>
@@ -54,6 +55,14 @@ void chamfer_scores(const QueryBatchView& q, const TokenStoreView& s, const int6
   std::vector<std::vector<float>> scratch(threads);
   if (s.dtype == kFloat16 || s.dtype == kInt8Scaled)
     for (auto& v : scratch) v.resize(static_cast<size_t>(std::max<int64_t>(max_len * d, 1)));
+  // The short-query layout's buffer, 64-byte aligned (sized for the widest query of the batch).
+  const int widest = *std::max_element(nq_pad.begin(), nq_pad.end());
+  const int64_t aux_floats = chamfer_aux_floats(d, widest) + 16;
+  std::vector<std::vector<float>> aux(threads, std::vector<float>(static_cast<size_t>(aux_floats)));
+  auto aligned = [](std::vector<float>& v) {
+    const uintptr_t p = reinterpret_cast<uintptr_t>(v.data());
+    return reinterpret_cast<float*>((p + 63) & ~static_cast<uintptr_t>(63));
+  };
 
   const int64_t chunks = (C + kDocsPerTask - 1) / kDocsPerTask;
   const int64_t row_bytes = store_row_bytes(s.dtype, d);
@@ -63,6 +72,7 @@ void chamfer_scores(const QueryBatchView& q, const TokenStoreView& s, const int6
     const int64_t c1 = std::min(C, c0 + kDocsPerTask);
     const int n = static_cast<int>(q.offsets[i + 1] - q.offsets[i]);
     float* buf = scratch[tid].empty() ? nullptr : scratch[tid].data();
+    float* extra = aligned(aux[tid]);
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t doc = candidates != nullptr ? candidates[i * C + c] : c;
       float& out = scores[i * C + c];
@@ -71,7 +81,8 @@ void chamfer_scores(const QueryBatchView& q, const TokenStoreView& s, const int6
         continue;
       }
       const int64_t begin = s.offsets[doc], m = s.offsets[doc + 1] - begin;
-      out = kernels.chamfer_doc(qt.data() + qt_offset[i], n, nq_pad[i], d, base + begin * row_bytes, s.dtype, m, buf);
+      out = kernels.chamfer_doc(qt.data() + qt_offset[i], n, nq_pad[i], d, base + begin * row_bytes, s.dtype, m, buf,
+                                extra);
     }
   });
 }

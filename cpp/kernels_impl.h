@@ -388,8 +388,82 @@ void maxsim_groups(const float* qt, int nq_pad, int d, const float* doc, int64_t
   for (; j0 < m; ++j0) maxsim_tile<GC, 1>(qt, nq_pad, d, doc, j0, g0, mx);
 }
 
+// ---- Short queries: document tokens in the lanes ----------------------------------------------
+// A query of 4 tokens fills 4 of 16 query lanes; here kLanes document tokens share a vector and
+// each query token is a broadcast. Per (query, document) token pair the dot product runs over
+// t ascending with the same multiply-adds as maxsim_tile, so both layouts give identical scores.
+constexpr int kDocBlocks = kLanes == 16 ? 4 : 2;  // document blocks per pass
+constexpr int kQueryTile = 4;  // query tokens per pass: I * B independent accumulators hide FMA latency
+static_assert(kDocBlocks <= kMaxDocBlocks, "aux is sized for kMaxDocBlocks");
+
+// Folds one pass of I query tokens (from i0) against B transposed blocks into mxv (one vector
+// of running maxima per query token); `pen` is -inf on lanes past the document's end, else 0.
+template <int I, int B>
+inline void doc_lanes_tile(const float* qt, int nq_pad, int d, const float* xt, int i0, const vf* pen, vf* mxv) {
+  vf a[I][B];
+  for (int i = 0; i < I; ++i)
+    for (int b = 0; b < B; ++b) a[i][b] = vf{};
+  for (int t = 0; t < d; ++t) {
+    vf x[B];
+    for (int b = 0; b < B; ++b) x[b] = load_vf(xt + (static_cast<int64_t>(b) * d + t) * kLanes);
+    const float* qrow = qt + static_cast<int64_t>(t) * nq_pad + i0;
+    for (int i = 0; i < I; ++i)
+      for (int b = 0; b < B; ++b) a[i][b] += qrow[i] * x[b];
+  }
+  for (int i = 0; i < I; ++i)
+    for (int b = 0; b < B; ++b) {
+      const vf v = a[i][b] + pen[b];
+      mxv[i0 + i] = v > mxv[i0 + i] ? v : mxv[i0 + i];
+    }
+}
+
+template <int B>
+inline void doc_lanes_pass(const float* qt, int nq, int nq_pad, int d, const float* xt, const vf* pen, vf* mxv) {
+  int i0 = 0;
+  for (; i0 + kQueryTile <= nq; i0 += kQueryTile) doc_lanes_tile<kQueryTile, B>(qt, nq_pad, d, xt, i0, pen, mxv);
+  if (i0 + 2 <= nq) {
+    doc_lanes_tile<2, B>(qt, nq_pad, d, xt, i0, pen, mxv);
+    i0 += 2;
+  }
+  if (i0 < nq) doc_lanes_tile<1, B>(qt, nq_pad, d, xt, i0, pen, mxv);
+}
+
+// aux: kDocBlocks * d * kLanes floats (the transposed blocks), then nq * kLanes (maxima), 64-byte aligned.
+float chamfer_doc_lanes(const float* qt, int nq, int nq_pad, int d, const float* rows, int64_t m, float* aux) {
+  float* xt = aux;
+  vf* mxv = reinterpret_cast<vf*>(aux + static_cast<int64_t>(kMaxDocBlocks) * d * kMaxLanes);
+  const vf neg_inf = vf{} - __builtin_inff();
+  for (int i = 0; i < nq; ++i) mxv[i] = neg_inf;
+  vi lane;
+  for (int l = 0; l < kLanes; ++l) lane[l] = l;
+  constexpr int64_t kSpan = static_cast<int64_t>(kDocBlocks) * kLanes;
+  for (int64_t j0 = 0; j0 < m; j0 += kSpan) {
+    const int64_t left = m - j0;
+    const int blocks = left >= kSpan ? kDocBlocks : static_cast<int>((left + kLanes - 1) / kLanes);
+    vf pen[kDocBlocks];
+    for (int b = 0; b < blocks; ++b) {
+      const int64_t nb = std::min<int64_t>(kLanes, left - static_cast<int64_t>(b) * kLanes);
+      transpose_block(rows + (j0 + static_cast<int64_t>(b) * kLanes) * d, nb, d, xt + static_cast<int64_t>(b) * d * kLanes);
+      const vi past = lane >= static_cast<int32_t>(nb);  // -1 on lanes past the end
+      pen[b] = past ? neg_inf : vf{};
+    }
+    if (blocks == kDocBlocks) {
+      doc_lanes_pass<kDocBlocks>(qt, nq, nq_pad, d, xt, pen, mxv);
+    } else {
+      for (int b = 0; b < blocks; ++b) doc_lanes_pass<1>(qt, nq, nq_pad, d, xt + static_cast<int64_t>(b) * d * kLanes, pen + b, mxv);
+    }
+  }
+  float total = 0.0f;
+  for (int i = 0; i < nq; ++i) {
+    float best = mxv[i][0];
+    for (int l = 1; l < kLanes; ++l) best = mxv[i][l] > best ? mxv[i][l] : best;
+    total += best;
+  }
+  return total;
+}
+
 float chamfer_doc(const float* qt, int nq, int nq_pad, int d, const void* doc, int dtype, int64_t m,
-                  float* scratch) {
+                  float* scratch, float* aux) {
   if (m <= 0 || nq <= 0) return 0.0f;
   const float* rows = static_cast<const float*>(doc);
   if (dtype == kFloat16) {
@@ -399,7 +473,12 @@ float chamfer_doc(const float* qt, int nq, int nq_pad, int d, const void* doc, i
     int8_rows_to_floats(static_cast<const uint8_t*>(doc), m, d, scratch);
     rows = scratch;
   }
-  const int groups = nq_pad / kLanes;
+  // Vector passes: query lanes need ceil(nq / L) per document token, document lanes need nq
+  // per L document tokens (plus a transpose): the cheaper layout wins.
+  const int64_t query_lanes = static_cast<int64_t>((nq + kLanes - 1) / kLanes) * m;
+  const int64_t doc_lanes = static_cast<int64_t>(nq) * ((m + kLanes - 1) / kLanes) + (m + kLanes - 1) / kLanes;
+  if (aux != nullptr && 5 * doc_lanes < 4 * query_lanes) return chamfer_doc_lanes(qt, nq, nq_pad, d, rows, m, aux);
+  const int groups = (nq + kLanes - 1) / kLanes;  // lanes past nq are zero: skip whole empty groups
   const vf neg_inf = vf{} - __builtin_inff();
   float total = 0.0f;
   int g0 = 0;
