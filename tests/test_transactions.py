@@ -217,3 +217,29 @@ def test_index_paths_with_uri_characters_round_trip(tmp_path, name):
     assert back.metadata([0, 2]) == [{"k": 0}, {"k": 2}]
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no stray file beside it
     assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["idx"]
+
+
+@pytest.mark.parametrize("case", ["residual", "auto"])
+def test_huge_finite_values_give_a_value_error_not_an_abort(case):
+    """faiss throws inside OpenMP on overflowing distances, which terminates the process: the
+    values are bounded before any training. Run in a subprocess, where an abort would show."""
+    script = textwrap.dedent(f"""
+        import numpy as np, muvera
+        cfg = muvera.FDEConfig(dimension=16, num_repetitions=4, num_simhash_projections=3)
+        rng = np.random.default_rng(0)
+        if {case!r} == "residual":
+            index = muvera.MuveraIndex(cfg, backend="exact", token_codec="residual:2")
+            docs = [rng.standard_normal((600, 16)).astype(np.float32) * 1e19]
+        else:
+            index = muvera.MuveraIndex(cfg, backend="auto", token_codec="float32")
+            docs = [rng.standard_normal((4, 16)).astype(np.float32) for _ in range(2100)]
+            docs[5] = docs[5] * 1e20
+        try:
+            index.add(docs)
+        except ValueError as exc:
+            assert len(index) == 0
+            print("refused:", exc)
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "refused:" in res.stdout and ("scale the token" in res.stdout)

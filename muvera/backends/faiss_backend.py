@@ -41,6 +41,23 @@ def _faiss():
     return faiss
 
 
+#: Largest squared vector norm handed to faiss: its float32 distances (|x|^2 + |c|^2 - 2 x.c)
+#: must stay finite, or k-means aborts the whole process from inside OpenMP.
+MAX_SQUARED_NORM = 1e36
+
+
+def _check_magnitude(vectors: np.ndarray) -> None:
+    """ValueError for vectors too large for faiss's float32 arithmetic (checked before training
+    and adding: a faiss exception inside a parallel region cannot be caught, it terminates)."""
+    if not len(vectors):
+        return
+    peak = float(np.abs(vectors).max())
+    if peak > 1e15 or (peak > 1e12 and float(np.einsum("ij,ij->i", vectors.astype(np.float64),
+                                                              vectors.astype(np.float64)).max()) > MAX_SQUARED_NORM):
+        raise ValueError(f"documents: FDE values up to {peak:.3g} are too large for the faiss backend (squared norms "
+                         f"must stay below {MAX_SQUARED_NORM:g}); scale the token vectors down (e.g. normalise them)")
+
+
 def _faiss_message(exc: Exception) -> str:
     """faiss's exception text without the C++ signature and source location."""
     lines = str(exc).strip().splitlines()
@@ -314,6 +331,7 @@ class FaissBackend(Backend):
             self._dim = arr.shape[1]
         if self._index.is_trained:
             return
+        _check_magnitude(arr)
         sample = arr
         if len(arr) > self._train_size:
             rng = np.random.default_rng(self._seed)
@@ -331,6 +349,7 @@ class FaissBackend(Backend):
             raise ValueError(f"vectors: expected (n, {self._dim}) float32, got shape {arr.shape}")
         if self._index is None or not self._index.is_trained:
             self.train(arr)
+        _check_magnitude(arr)
         try:
             self._index.add(arr)
         except RuntimeError as exc:

@@ -197,6 +197,7 @@ class ResidualCodec(TokenCodec):
         x = np.asarray(tokens)
         if x.ndim != 2 or x.shape[1] != self.dimension:
             raise ValueError(f"tokens: expected (n, {self.dimension}) token rows to train on, got shape {x.shape}")
+        _check_range(x)  # before k-means: faiss aborts the process on overflowing distances
         need = self.min_training_tokens()
         if len(x) < need:
             raise ValueError(f"token_codec {self.name!r}: training needs at least {need} tokens, got {len(x)}; "
@@ -223,7 +224,10 @@ class ResidualCodec(TokenCodec):
             km = faiss.Kmeans(self.dimension, k, niter=KMEANS_ITERATIONS, seed=KMEANS_SEED,
                               max_points_per_centroid=SAMPLE_PER_CENTROID, verbose=False)
             km.cp.min_points_per_centroid = 1  # small corpora: fewer points per centroid is fine
-            km.train(sample)
+            try:
+                km.train(sample)
+            except RuntimeError as exc:  # faiss errors outside its parallel regions
+                raise ValueError(f"token_codec {self.name!r}: k-means training failed: {exc}") from None
             centroids = km.centroids
         c16 = np.ascontiguousarray(centroids, dtype=np.float16)
         c32 = c16.astype(np.float32)
@@ -248,6 +252,7 @@ class ResidualCodec(TokenCodec):
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         self._require_trained()
         x = np.asarray(tokens, dtype=np.float32)
+        _check_range(x)
         c32 = self._centroids32
         cid = nearest_centroids(c32, x)
         levels = quantise(x - c32[cid], self.lo, self.step, self.nbits)  # type: ignore[arg-type]
@@ -350,6 +355,18 @@ class ResidualCodec(TokenCodec):
 
 
 # -- helpers shared with the tests (plain NumPy) ---------------------------------------------------
+
+#: Largest token value the residual codecs take: their centroids are float16.
+MAX_TOKEN_VALUE = 65504.0
+
+
+def _check_range(x: np.ndarray) -> None:
+    """ValueError for token values the float16 centroids cannot hold (their squared distances
+    would also overflow faiss's float32 k-means, which aborts the process instead of raising)."""
+    if len(x) and float(np.abs(x).max()) > MAX_TOKEN_VALUE:
+        raise ValueError(f"tokens: values up to {float(np.abs(x).max()):.3g}, beyond +-{MAX_TOKEN_VALUE:g} "
+                         "(the residual codecs keep float16 centroids); scale the tokens down (e.g. normalise them)")
+
 
 def nearest_centroids(centroids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     """Nearest centroid (L2, faiss) of each token row, int64, in chunks."""
