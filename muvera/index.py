@@ -131,20 +131,44 @@ def ball_carve(tokens: np.ndarray, offsets: np.ndarray, tau: float) -> Tuple[np.
     out: List[np.ndarray] = []
     lens = np.zeros(len(offsets) - 1, dtype=np.int64)
     for i in range(len(lens)):
-        q = tokens[offsets[i]: offsets[i + 1]]
-        gram = q @ q.T
-        remaining = np.ones(len(q), dtype=bool)
-        clusters = []
-        while remaining.any():
-            seed = int(np.argmax(remaining))
-            members = remaining & (gram[seed] >= tau)
-            members[seed] = True
-            clusters.append(q[members].sum(axis=0))
-            remaining &= ~members
-        out.append(np.asarray(clusters, dtype=np.float32).reshape(len(clusters), tokens.shape[1]))
+        clusters = _carve_one(np.asarray(tokens[offsets[i]: offsets[i + 1]], dtype=np.float32), float(tau))
+        out.append(clusters)
         lens[i] = len(clusters)
     carved = np.concatenate(out, axis=0) if out else np.zeros((0, tokens.shape[1]), np.float32)
     return np.ascontiguousarray(carved, dtype=np.float32), _offsets_of(lens)
+
+
+#: Similarity values held at once while carving one query: memory stays linear in its length.
+_CARVE_BLOCK_FLOATS = 1 << 22
+
+
+def _carve_one(q: np.ndarray, tau: float) -> np.ndarray:
+    """Greedy carving of one query. The seeds are, in order, the first tokens still unclustered,
+    so the similarity rows of the next few unclustered tokens are computed together (one block
+    of at most ``_CARVE_BLOCK_FLOATS`` values, never the n x n Gram matrix), and each becomes a
+    seed only if no earlier seed took it."""
+    n, d = q.shape
+    remaining = np.ones(n, dtype=bool)
+    sums = np.zeros((n, d), dtype=np.float32)  # worst case: every token its own cluster
+    count = 0
+    block = max(1, _CARVE_BLOCK_FLOATS // max(1, n))
+    pos = 0
+    while pos < n:
+        nxt = np.flatnonzero(remaining[pos:])
+        if not len(nxt):
+            break
+        seeds = nxt[:block] + pos
+        sims = q[seeds] @ q.T  # (len(seeds), n)
+        for r, seed in enumerate(seeds.tolist()):
+            if not remaining[seed]:
+                continue  # an earlier seed of this block took it
+            members = remaining & (sims[r] >= tau)
+            members[seed] = True
+            sums[count] = q[members].sum(axis=0)
+            count += 1
+            remaining &= ~members
+        pos = int(seeds[-1]) + 1
+    return sums[:count].copy()
 
 
 def _same_kind(exc: BaseException) -> type:

@@ -243,3 +243,32 @@ def test_huge_finite_values_give_a_value_error_not_an_abort(case):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "refused:" in res.stdout and ("scale the token" in res.stdout)
+
+
+def test_ball_carving_memory_is_linear_in_the_query_length():
+    """A long query is carved in blocks of similarity rows, never the n x n Gram matrix
+    (6,000 tokens: 144 MB as a Gram matrix), and the clusters equal the Gram-matrix greedy's."""
+    import tracemalloc
+
+    from muvera import ball_carve
+
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((6000, 16)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    tracemalloc.start()
+    carved, off = ball_carve(q, np.array([0, len(q)], dtype=np.int64), 0.7)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 40e6, peak
+    small = q[:300]
+    gram = small @ small.T
+    remaining, want = np.ones(300, dtype=bool), []
+    while remaining.any():
+        seed = int(np.argmax(remaining))
+        members = remaining & (gram[seed] >= 0.7)
+        members[seed] = True
+        want.append(small[members].sum(axis=0))
+        remaining &= ~members
+    got, _ = ball_carve(small, np.array([0, 300], dtype=np.int64), 0.7)
+    np.testing.assert_allclose(got, np.array(want), rtol=0, atol=0)
+    assert off[-1] == len(carved) <= len(q)
