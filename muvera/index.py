@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -1143,12 +1144,28 @@ class MuveraIndex:
             Unknown format, a newer format version, a missing, truncated or corrupted file
             (named), an edited manifest, or contents inconsistent with ``manifest.json``.
         """
-        f = index_format.read_index(path, verify)
+        for attempt in range(cls.LOAD_ATTEMPTS):
+            before = index_format.dir_identity(path)
+            try:
+                with index_format.swap_lock(index_format.resolve_index_dir(path), exclusive=False):
+                    f = index_format.read_index(path, verify)
+                    try:
+                        index = cls._from_files(f, mmap, backend, num_threads)
+                    except (KeyError, TypeError, AttributeError) as exc:
+                        raise ValueError(f"manifest.json: malformed ({type(exc).__name__}: {exc})") from None
+            except (ValueError, OSError):
+                # A save in another process swapped the directory while it was read: read again.
+                if attempt + 1 < cls.LOAD_ATTEMPTS and index_format.dir_identity(path) != before:
+                    time.sleep(0.01 * (attempt + 1))
+                    continue
+                raise
+            if index_format.dir_identity(path) == before or attempt + 1 == cls.LOAD_ATTEMPTS:
+                break
         index_format.clean_stale(index_format.resolve_index_dir(path))
-        try:
-            return cls._from_files(f, mmap, backend, num_threads)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"manifest.json: malformed ({type(exc).__name__}: {exc})") from None
+        return index
+
+    #: Reads of an index that a concurrent save keeps replacing, before :meth:`load` gives up.
+    LOAD_ATTEMPTS = 8
 
     @classmethod
     def _from_files(cls, f: "index_format.IndexFiles", mmap: bool, backend: Optional[str],

@@ -15,20 +15,27 @@ Versions
 
 Saving (:func:`save_directory`) writes a temporary sibling ``<name>.tmp-<hex>``, then swaps it in
 through ``<name>.bak``; both carry a marker file naming the index they belong to, and only
-directories with that marker are ever deleted.
+directories with that marker are ever deleted. A save holds a lock on its temporary directory's
+marker while it runs: a temporary whose lock is free belongs to a save that is gone (its
+leftovers are removed), one whose lock is held belongs to a live save in another process (a
+second writer to the same path is refused; its files are never touched). Loads that overlap a
+save's swap retry, so they get the old index or the new one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import socket
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -147,8 +154,78 @@ def _is_index_dir(directory: Path, format_name: str) -> bool:
     return isinstance(head, dict) and head.get("format") == format_name
 
 
-def _write_marker(directory: Path, owner: str) -> None:
-    write_atomic(directory / MARKER, lambda f: f.write(json.dumps({"index": owner}).encode("utf-8")))
+try:  # POSIX: flock locks die with their process, so a crashed save never blocks the next
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover (Windows: no liveness check; leftovers count as stale)
+    _fcntl = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def swap_lock(target: Path, exclusive: bool) -> Iterator[None]:
+    """A lock on ``target``'s parent directory: a save holds it exclusively for its two renames
+    and the removal of the old directory (milliseconds), a load shared while it reads, so a
+    load never reads half an old and half a new index, nor files that are being deleted."""
+    if _fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(os.fspath(target.parent), os.O_RDONLY)
+    except OSError:  # no parent to lock (it is created by the save): nothing to exclude yet
+        yield
+        return
+    try:
+        _fcntl.flock(fd, _fcntl.LOCK_EX if exclusive else _fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _claim(tmp: Path, owner: str) -> Any:
+    """Write ``tmp``'s marker and hold an exclusive lock on it for the save's lifetime; returns
+    the open file (closing it releases the lock)."""
+    f = open(tmp / MARKER, "w+b")  # noqa: SIM115 (held open on purpose)
+    if _fcntl is not None:
+        _fcntl.flock(f.fileno(), _fcntl.LOCK_EX)
+    info = {"index": owner, "pid": os.getpid(), "host": socket.gethostname(), "started_ns": time.time_ns()}
+    f.write(json.dumps(info).encode("utf-8"))
+    f.flush()
+    os.fsync(f.fileno())
+    return f
+
+
+def _live_save(directory: Path) -> Optional[Dict[str, Any]]:
+    """The marker of a save still running in some process (its lock is held), else None."""
+    if _fcntl is None:
+        return None
+    try:
+        with open(directory / MARKER, "rb") as f:
+            try:
+                _fcntl.flock(f.fileno(), _fcntl.LOCK_SH | _fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    info = json.loads(f.read(4096).decode("utf-8"))
+                except (ValueError, UnicodeDecodeError):
+                    info = None
+                return info if isinstance(info, dict) else {}
+            _fcntl.flock(f.fileno(), _fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
+
+
+def _other_saves(target: Path, mine: Optional[Path] = None) -> List[Tuple[Path, Dict[str, Any]]]:
+    """Live saves to ``target`` other than ``mine``: (temporary directory, marker)."""
+    out = []
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return out
+    for p in siblings:
+        if p != mine and p.name.startswith(target.name + ".tmp-") and p.is_dir() and not p.is_symlink():
+            info = _live_save(p)
+            if info is not None:
+                out.append((p, info))
+    return out
 
 
 def resolve_index_dir(path: Any) -> Path:
@@ -160,17 +237,46 @@ def _backup_of(path: Path) -> Path:
     return path.with_name(path.name + ".bak")
 
 
+#: An empty, unmarked temporary is a save killed before its marker was written once it is
+#: this old (younger ones may be a live save between ``mkdir`` and its marker).
+UNMARKED_GRACE_S = 60.0
+
+
 def clean_stale(target: Path) -> None:
-    """Remove ``<name>.tmp-*`` siblings of ``target`` that this library wrote for it (a killed
-    save's leftovers); anything without the marker naming ``target`` is left alone."""
+    """Remove ``<name>.tmp-*`` siblings of ``target`` that this library wrote for it and whose
+    save is gone (a killed save's leftovers); a live save's temporary (its marker locked by
+    another process) and anything without the marker naming ``target`` are left alone, except
+    empty unmarked ones older than :data:`UNMARKED_GRACE_S` (killed before the marker)."""
     try:
         siblings = list(target.parent.iterdir())
     except OSError:
         return
     for p in siblings:
-        if p.name.startswith(target.name + ".tmp-") and p.is_dir() and not p.is_symlink() \
-                and _marker_owner(p) == target.name:
-            shutil.rmtree(p, ignore_errors=True)
+        if not (p.name.startswith(target.name + ".tmp-") and p.is_dir() and not p.is_symlink()):
+            continue
+        if _marker_owner(p) == target.name:
+            if _live_save(p) is None:
+                shutil.rmtree(p, ignore_errors=True)
+        elif not (p / MARKER).exists():
+            try:
+                if time.time() - p.stat().st_mtime > UNMARKED_GRACE_S:
+                    p.rmdir()  # only ever succeeds on an empty directory
+            except OSError:
+                pass
+
+
+def _foreign_files(target: Path) -> List[str]:
+    """Names in an existing index directory that its manifest does not list (a user's own
+    files): a save would delete them with the old directory."""
+    try:
+        doc = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+        listed = set(doc.get("files", {})) if isinstance(doc, dict) else set()
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, AttributeError):
+        return []  # unreadable manifest: nothing to compare against (it is ours by its marker)
+    if not listed:
+        return []
+    ours = listed | {"manifest.json", MARKER}
+    return sorted(p.name for p in target.iterdir() if p.name not in ours)
 
 
 def save_directory(target: Path, format_name: str, write: Callable[[Path], Dict[str, Any]]) -> None:
@@ -195,20 +301,50 @@ def save_directory(target: Path, format_name: str, write: Callable[[Path], Dict[
         if backup.is_symlink() or not backup.is_dir() or _marker_owner(backup) != target.name:
             raise ValueError(f"path: {backup} exists and was not written by muvera for {target.name}; "
                              f"move it away before saving")
+    foreign = _foreign_files(target) if target.is_dir() else []
+    if foreign:
+        raise ValueError(f"path: {target} holds files muvera did not write ({', '.join(foreign[:5])}); saving "
+                         "replaces the whole directory, so move them away first")
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(target)
     tmp = target.with_name(f"{target.name}.tmp-{secrets.token_hex(6)}")
     tmp.mkdir()
+    claim = None
     try:
-        _write_marker(tmp, target.name)
+        claim = _claim(tmp, target.name)
+        _refuse_concurrent(target, tmp)
         body = write(tmp)
         body["format"] = format_name
         write_manifest(tmp, body)
         fsync_dir(tmp)
-        _swap_into_place(tmp, target)
+        _refuse_concurrent(target, tmp)  # the earliest of two overlapping saves wins
+        with swap_lock(target, exclusive=True):
+            _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if claim is not None:
+            claim.close()
+
+
+def _refuse_concurrent(target: Path, tmp: Path) -> None:
+    """ValueError when another live save to ``target`` started before this one (``tmp``)."""
+    mine = _marker_info(tmp)
+    key = (mine.get("started_ns", 0), tmp.name)
+    for other, info in _other_saves(target, tmp):
+        if (info.get("started_ns", 0), other.name) < key:
+            who = f"pid {info.get('pid')} on {info.get('host')}" if info.get("pid") else "another process"
+            raise ValueError(f"path: {target} is being saved by {who} (since before this save began); "
+                             "one writer per index path: wait for it, or save elsewhere")
+
+
+def _marker_info(directory: Path) -> Dict[str, Any]:
+    try:
+        info = json.loads((directory / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _swap_into_place(tmp: Path, target: Path) -> None:
@@ -225,6 +361,16 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
         raise
     fsync_dir(target.parent)
     shutil.rmtree(backup, ignore_errors=True)  # the old target: checked to be an index before
+
+
+def dir_identity(path: Any) -> Optional[Tuple[int, int]]:
+    """(device, inode) of the directory :func:`find_index_dir` picks now, or None: a save's
+    swap changes it, so a load can tell that the files under it changed while it read them."""
+    try:
+        st = find_index_dir(path).stat()
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
 
 
 def find_index_dir(path: Any) -> Path:

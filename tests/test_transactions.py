@@ -272,3 +272,108 @@ def test_ball_carving_memory_is_linear_in_the_query_length():
     got, _ = ball_carve(small, np.array([0, 300], dtype=np.int64), 0.7)
     np.testing.assert_allclose(got, np.array(want), rtol=0, atol=0)
     assert off[-1] == len(carved) <= len(q)
+
+
+def _small_index(n=200, seed=0):
+    index = MuveraIndex(CFG, backend="exact")
+    index.add(_docs(n, seed=seed), metadata=[{"n": n} for _ in range(n)])
+    return index
+
+
+def test_loads_during_another_process_saves_get_the_old_or_the_new_index(tmp_path):
+    """A writer process saves the same path over and over (alternating 200 and 300 documents);
+    every load here meanwhile succeeds and sees one whole version, never a mix or an error."""
+    path = tmp_path / "idx"
+    _small_index().save(path)
+    writer = textwrap.dedent(f"""
+        import numpy as np, muvera, time
+        cfg = muvera.FDEConfig(dimension=16, num_repetitions=4, num_simhash_projections=3)
+        rng = np.random.default_rng(1)
+        versions = []
+        for n in (200, 300):
+            index = muvera.MuveraIndex(cfg, backend="exact")
+            index.add([rng.standard_normal((6, 16)).astype(np.float32) for _ in range(n)],
+                      metadata=[{{"n": n}} for _ in range(n)])
+            versions.append(index)
+        end = time.monotonic() + 4.0
+        i = 0
+        while time.monotonic() < end:
+            versions[i % 2].save({str(path)!r})
+            i += 1
+        print("saves", i)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    loads, seen = 0, set()
+    try:
+        while proc.poll() is None:
+            index = MuveraIndex.load(path)
+            n = len(index)
+            assert index.metadata([0])[0] == {"n": n} and n in (200, 300)
+            seen.add(n)
+            loads += 1
+    finally:
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert loads > 5 and int(out.split()[-1]) > 5
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_a_second_writer_is_refused_and_a_live_save_is_never_cleaned(tmp_path):
+    """A live save's temporary directory (its marker locked by another process) is neither
+    deleted by a save or load here nor overtaken: the second writer gets a clear error. Once
+    the first writer is gone, its leftovers are stale and the next save removes them."""
+    path = tmp_path / "idx"
+    _small_index().save(path)
+    holder = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from muvera import index_format
+        tmp = Path({str(path)!r} + ".tmp-feedbeefcafe")
+        tmp.mkdir()
+        claim = index_format._claim(tmp, "idx")
+        (tmp / "tokens.npy").write_bytes(b"partial")
+        print("claimed", flush=True)
+        sys.stdin.readline()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "claimed"
+        MuveraIndex.load(path)  # loads clean stale temporaries: this one is live
+        with pytest.raises(ValueError, match="is being saved by pid"):
+            _small_index(seed=3).save(path)
+        assert (tmp_path / "idx.tmp-feedbeefcafe" / "tokens.npy").exists()
+        assert len(MuveraIndex.load(path)) == 200  # the refused save changed nothing
+    finally:
+        proc.stdin.write("\n")
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    _small_index(n=250, seed=3).save(path)  # the holder is gone: its leftovers are stale now
+    assert not (tmp_path / "idx.tmp-feedbeefcafe").exists()
+    assert len(MuveraIndex.load(path)) == 250
+
+
+def test_a_users_own_file_in_an_index_directory_is_never_deleted(tmp_path):
+    path = tmp_path / "idx"
+    _small_index().save(path)
+    (path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt"):
+        _small_index(seed=2).save(path)
+    assert (path / "notes.txt").read_text() == "mine"
+    assert len(MuveraIndex.load(path)) == 200
+
+
+def test_an_unmarked_empty_leftover_is_removed_once_old(tmp_path):
+    import os
+
+    from muvera import index_format
+
+    path = tmp_path / "idx"
+    _small_index().save(path)
+    fresh, old = tmp_path / "idx.tmp-000000000001", tmp_path / "idx.tmp-000000000002"
+    fresh.mkdir()
+    old.mkdir()
+    past = os.stat(old).st_mtime - 2 * index_format.UNMARKED_GRACE_S
+    os.utime(old, (past, past))
+    _small_index().save(path)
+    assert fresh.exists() and not old.exists()  # a young one may be a live save before its marker
