@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 import os
 import re
 import time
@@ -31,7 +32,7 @@ import numpy as np
 
 from ._progress import progress as _progress_bar
 from .config import FDEConfig
-from .durable import check_file, file_sha256
+from .durable import check_file, file_sha256, loads_json
 
 __all__ = ["TokenShards", "token_shards", "build_index"]
 
@@ -70,7 +71,7 @@ class TokenShards:
         manifest = root / "manifest.json"
         if manifest.is_file():
             try:
-                fmt = json.loads(manifest.read_text(encoding="utf-8")).get("format")
+                fmt = loads_json(manifest.read_text(encoding="utf-8"), str(manifest)).get("format")
             except (ValueError, UnicodeDecodeError, AttributeError):
                 raise ValueError(f"source: {manifest} is not valid JSON") from None
             if fmt == "muvera-embeddings":
@@ -92,13 +93,17 @@ class TokenShards:
 
     # -- layouts -------------------------------------------------------------------------------
     def _open_cache(self, manifest: Path) -> None:
-        m = json.loads(manifest.read_text(encoding="utf-8"))
+        m = loads_json(manifest.read_text(encoding="utf-8"), str(manifest))
         self.kind = "embedding-cache"
         count, size = m.get("count"), m.get("shard_size")
         if not isinstance(count, int) or not isinstance(size, int) or size <= 0:
             raise ValueError(f"source: {manifest}: bad count/shard_size")
         self.dimension = int(m.get("dim") or 0)
-        by_name = {s["file"]: s for s in m.get("shards", [])}
+        listed = m.get("shards", [])
+        if not isinstance(listed, list) or not all(isinstance(s, dict) and isinstance(s.get("file"), str)
+                                                   for s in listed):
+            raise ValueError(f"source: {manifest}: 'shards' must be a list of objects with a 'file' name")
+        by_name = {s["file"]: s for s in listed}
         self.shards: List[_Shard] = []
         for i in range(-(-count // size)):
             name = f"shard-{i:05d}.npz"
@@ -106,16 +111,23 @@ class TokenShards:
             if entry is None or not (self.root / name).is_file():
                 raise ValueError(f"source: {self.root}: {name} is missing (an incomplete cache: run the "
                                  "encoding again to finish it)")
-            self.shards.append(_Shard(name, int(entry["count"]), int(entry["rows"]),
-                                      lambda name=name, entry=entry: self._read_npz(name, entry)))
+            try:
+                docs, rows = int(entry["count"]), int(entry["rows"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"source: {manifest}: the entry of {name} lacks a valid count/rows "
+                                 f"({type(exc).__name__}: {exc})") from None
+            self.shards.append(_Shard(name, docs, rows, lambda name=name, entry=entry: self._read_npz(name, entry)))
         self.fingerprint = hashlib.sha256(manifest.read_bytes()).hexdigest()
 
     def _read_npz(self, name: str, entry: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray, None]:
         path = self.root / name
-        if self.verify and file_sha256(path) != entry["sha256"]:
+        if self.verify and file_sha256(path) != entry.get("sha256"):
             raise ValueError(f"source: {path}: checksum mismatch (corrupt shard)")
-        with np.load(path, allow_pickle=False) as z:
-            tokens, lengths = z["tokens"], z["lengths"]
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                tokens, lengths = z["tokens"], z["lengths"]
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"source: {path}: unreadable shard ({type(exc).__name__}: {exc})") from None
         self._check(name, tokens, lengths, entry["count"], entry["rows"])
         return tokens, lengths, None
 
@@ -142,9 +154,9 @@ class TokenShards:
             if Path(name).name != name:
                 raise ValueError(f"source: manifest.json: bad shard file name {name!r}")
             paths[key] = check_file(self.root / name, f[key], name, self.verify)
-        tokens = np.load(paths["tokens"], allow_pickle=False)
-        lengths = np.load(paths["lengths"], allow_pickle=False)
-        ids = json.loads(paths["ids"].read_text(encoding="utf-8"))
+        tokens = _load_array(paths["tokens"])
+        lengths = _load_array(paths["lengths"])
+        ids = loads_json(paths["ids"].read_text(encoding="utf-8"), str(paths["ids"]))
         self._check(f["tokens"]["name"], tokens, lengths, s["rows"], s["tokens"])
         if len(ids) != len(lengths):
             raise ValueError(f"source: {f['ids']['name']}: {len(ids)} ids for {len(lengths)} documents")
@@ -163,8 +175,8 @@ class TokenShards:
             lname = name.replace("tokens", "lengths")
             if not (self.root / lname).is_file():
                 raise ValueError(f"source: {self.root / name} has no matching {lname}")
-            tok = np.load(self.root / name, mmap_mode="r", allow_pickle=False)
-            lens = np.load(self.root / lname, allow_pickle=False)
+            tok = _load_array(self.root / name, mmap=True)
+            lens = _load_array(self.root / lname)
             self._check(name, tok, lens, None, None)
             if self.dimension and tok.shape[1] != self.dimension:
                 raise ValueError(f"source: {name}: dimension {tok.shape[1]}, the shards before it have "
@@ -173,16 +185,17 @@ class TokenShards:
             iname = name.replace("tokens", "ids")[: -len(".npy")] + ".json"
             self.shards.append(_Shard(name, len(lens), len(tok),
                                       lambda n=name, ln=lname, i=iname: self._read_npy(n, ln, i)))
-            listing.append([name, (self.root / name).stat().st_size, (self.root / lname).stat().st_size])
+            # Content, not just names and sizes: a same-size rewrite must not resume into a mixed index.
+            listing.append([name, _sampled_digest(self.root / name), file_sha256(self.root / lname)])
         self.fingerprint = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
     def _read_npy(self, name: str, lname: str, iname: str) -> Tuple[np.ndarray, np.ndarray, Optional[List[Any]]]:
-        tokens = np.load(self.root / name, allow_pickle=False)
-        lengths = np.load(self.root / lname, allow_pickle=False)
+        tokens = _load_array(self.root / name)
+        lengths = _load_array(self.root / lname)
         self._check(name, tokens, lengths, None, None)
         ids = None
         if (self.root / iname).is_file():
-            ids = json.loads((self.root / iname).read_text(encoding="utf-8"))
+            ids = loads_json((self.root / iname).read_text(encoding="utf-8"), str(self.root / iname))
             if not isinstance(ids, list) or len(ids) != len(lengths):
                 raise ValueError(f"source: {iname}: expected a list of {len(lengths)} ids")
         return tokens, lengths, ids
@@ -195,9 +208,13 @@ class TokenShards:
             raise ValueError(f"source: {name}: token dimension {tokens.shape[1]}, expected {self.dimension}")
         if lengths.ndim != 1 or lengths.dtype.kind not in "iu":
             raise ValueError(f"source: {name}: lengths must be a 1-D integer array")
-        if int(lengths.sum()) != len(tokens) or (len(lengths) and int(lengths.min()) <= 0):
-            raise ValueError(f"source: {name}: lengths sum to {int(lengths.sum())} (all must be positive), "
-                             f"but the shard holds {len(tokens)} tokens")
+        if len(lengths) and int(lengths.min()) <= 0:
+            at = int(np.argmin(lengths))
+            raise ValueError(f"source: {name}: document {at} has length {int(lengths[at])} (every document needs "
+                             "at least one token)")
+        if int(lengths.sum()) != len(tokens):
+            raise ValueError(f"source: {name}: lengths sum to {int(lengths.sum())}, but the shard holds "
+                             f"{len(tokens)} tokens")
         if (docs is not None and len(lengths) != docs) or (rows is not None and len(tokens) != rows):
             raise ValueError(f"source: {name}: {len(lengths)} documents / {len(tokens)} tokens, the manifest "
                              f"says {docs} / {rows}")
@@ -218,6 +235,27 @@ class TokenShards:
         if ids is not None:
             out["ids"] = ids
         return out
+
+
+def _load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """One ``.npy`` shard file; ValueError naming it (never numpy's bare message)."""
+    from .index_format import load_npy  # noqa: PLC0415
+
+    try:
+        return load_npy(path, mmap)
+    except ValueError as exc:
+        raise ValueError(f"source: {path}: {exc}") from None
+
+
+def _sampled_digest(path: Path, block: int = 1 << 16) -> str:
+    """Modification time, size and SHA-256 of the first, middle and last 64 KiB of a file."""
+    st = path.stat()
+    sha = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    with open(path, "rb") as f:
+        for at in sorted({0, max(0, st.st_size // 2 - block // 2), max(0, st.st_size - block)}):
+            f.seek(at)
+            sha.update(f.read(block))
+    return sha.hexdigest()
 
 
 def token_shards(directory: PathLike, *, verify: bool = True) -> TokenShards:
@@ -344,7 +382,8 @@ def build_index(source: Union[PathLike, TokenShards], path: PathLike, config: Op
                     group.append(group[-1] + 1)
                     n += shards.shards[group[-1]].documents
             try:
-                index.add((shards.batch(j) for j in group), progress=False)
+                # An empty shard (a worker that got no documents) adds nothing; it is not an error.
+                index.add((shards.batch(j) for j in group if shards.shards[j].documents), progress=False)
             except (ValueError, TypeError) as exc:
                 kind = TypeError if isinstance(exc, TypeError) else ValueError
                 raise kind(f"source: shard {shards.shards[group[0]].name}"

@@ -30,6 +30,15 @@ class HashingWriter:
         return self._f.write(data)
 
 
+def loads_json(text: Any, what: str) -> Any:
+    """``json.loads`` whose every failure is a ValueError naming ``what``: a document nested
+    deeper than the parser recurses raises RecursionError, which is not one."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{what}: JSON nested too deeply to read") from None
+
+
 def write_atomic(path: Path, write: Callable[[Any], Any]) -> Dict[str, Any]:
     """Write ``path`` through ``write(file)`` under a temporary name, fsync, rename.
 

@@ -7,6 +7,7 @@ backend, and the exact Chamfer similarity over their stored tokens picks the fin
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 import time
@@ -472,15 +473,22 @@ class MuveraIndex:
                 bar.update(len(new_ids))
 
         bar = _progress_bar(None, "indexing", enabled=show, unit="doc")
-        j = -1
+        j = 0  # the batch being read or added (an error while the stream makes batch j names it)
+        source = iter(stream)
         try:
-            for j, item in enumerate(stream):
+            for j in itertools.count():
+                try:
+                    item = next(source)
+                except StopIteration:
+                    break
                 b = as_batch(item, j)
                 tokens, lens = pack_tokens(b.documents, self._config.dimension, dtype, lengths=b.lengths,
                                            offsets=b.offsets, mask=b.mask, name=f"documents: batch {j}")
                 n = len(lens)
                 if b.ids is not None and all_ids is not None:
                     raise ValueError(f"ids: batch {j} carries ids and ids= was given too; give one")
+                if b.metadata is not None and all_meta is not None:
+                    raise ValueError(f"metadata: batch {j} carries metadata and metadata= was given too; give one")
                 if all_ids is not None:
                     if used + n > len(all_ids):
                         raise ValueError(f"ids: {len(all_ids)} ids given, but the stream holds more documents")

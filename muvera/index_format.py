@@ -33,13 +33,14 @@ import shutil
 import socket
 import stat
 import time
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .durable import check_file, fsync_dir, write_atomic
+from .durable import check_file, fsync_dir, loads_json, write_atomic
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "read_manifest", "write_manifest", "save_directory",
            "resolve_index_dir", "load_npy", "expect", "IndexFiles", "read_index"]
@@ -55,8 +56,9 @@ def load_npy(path: Path, mmap: bool) -> np.ndarray:
     """An ``.npy`` file (no pickles), memory-mapped read-only when ``mmap``; ValueError naming it."""
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{Path(path).name}: unreadable array file: {exc}") from None
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, KeyError, RecursionError,
+            tokenize.TokenError) as exc:  # a damaged header reaches numpy's header parser
+        raise ValueError(f"{Path(path).name}: unreadable array file: {type(exc).__name__}: {exc}") from None
 
 
 def expect(arr: np.ndarray, name: str, dtype: Any, shape: Tuple[int, ...]) -> None:
@@ -104,7 +106,7 @@ def read_manifest(directory: Path, format_name: str, max_version: int,
     with open(path, "rb") as f:
         raw = f.read(max_bytes + 1)
     try:
-        doc = json.loads(raw.decode("utf-8"))
+        doc = loads_json(raw.decode("utf-8"), "manifest.json")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"manifest.json: not valid JSON: {exc}") from None
     except RecursionError:
@@ -148,7 +150,7 @@ def _is_index_dir(directory: Path, format_name: str) -> bool:
         if not path.is_file() or path.stat().st_size > MAX_MANIFEST_BYTES:
             return False
         with open(path, "rb") as f:
-            head = json.loads(f.read(MAX_MANIFEST_BYTES).decode("utf-8"))
+            head = loads_json(f.read(MAX_MANIFEST_BYTES).decode("utf-8"), "manifest.json")
     except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return False
     return isinstance(head, dict) and head.get("format") == format_name
@@ -269,7 +271,7 @@ def _foreign_files(target: Path) -> List[str]:
     """Names in an existing index directory that its manifest does not list (a user's own
     files): a save would delete them with the old directory."""
     try:
-        doc = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+        doc = loads_json((target / "manifest.json").read_text(encoding="utf-8"), "manifest.json")
         listed = set(doc.get("files", {})) if isinstance(doc, dict) else set()
     except (OSError, ValueError, UnicodeDecodeError, RecursionError, AttributeError):
         return []  # unreadable manifest: nothing to compare against (it is ours by its marker)

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .durable import write_via_path
+from .durable import loads_json, write_via_path
 
 __all__ = ["MetadataStore"]
 
@@ -136,7 +136,7 @@ class MetadataStore:
             for r, js in self._db.execute(
                     f"SELECT _row, _json FROM meta WHERE _row IN ({','.join('?' * len(rows))})",
                     [int(r) for r in rows]):
-                out[r] = json.loads(js)
+                out[r] = loads_json(js, f"metadata of row {r}")
         return [out.get(int(r)) for r in rows]
 
     def where(self, clause: str, params: Sequence[Any], num_rows: int) -> np.ndarray:

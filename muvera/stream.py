@@ -62,6 +62,9 @@ def as_batch(item: Any, position: int) -> Batch:
             raise TypeError(f"{where}: a dict batch needs exactly one of 'tokens' or 'documents'")
         docs = item["tokens"] if "tokens" in item else item["documents"]
         ids = item.get("ids")
+        if ids is not None and (isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable)):
+            raise TypeError(f"{where}: 'ids' must be a sequence of ids (one per document), got "
+                            f"{type(ids).__name__} {ids!r:.40}")
         return Batch(docs, item.get("lengths"), item.get("offsets"), item.get("mask"),
                      None if ids is None else list(ids), item.get("metadata"))
     if (isinstance(item, tuple) and len(item) == 2 and getattr(item[0], "ndim", 0) == 2

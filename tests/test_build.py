@@ -319,3 +319,55 @@ def test_auto_without_faiss_stays_exact(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="muvera"):
         index.add(_docs(30, seed=13))
     assert index.backend.active == "exact" and "faiss is not installed" in caplog.text
+
+
+def test_a_same_size_rewrite_of_a_shard_is_another_source(tmp_path):
+    """Shards are fingerprinted by content (sampled hash, lengths hashed), not by name and size:
+    rewriting a shard with other values of the same size must not resume into a mixed index."""
+    docs = _docs(20, seed=4)
+    src = _write_npy_shards(tmp_path / "src", docs, 10)
+    build_index(src, tmp_path / "idx", CFG, progress=False)
+    tok = src / "part-001.tokens.npy"
+    size = tok.stat().st_size
+    np.save(tok, -np.load(tok))
+    assert tok.stat().st_size == size
+    with pytest.raises(ValueError, match="another source"):
+        build_index(src, tmp_path / "idx", CFG, progress=False)
+
+
+def test_an_empty_shard_adds_nothing_and_fails_nothing(tmp_path):
+    docs = _docs(30, seed=8)
+    src = _write_npy_shards(tmp_path / "src", docs, 10)
+    np.save(src / "part-001b.tokens.npy", np.zeros((0, DIM), np.float16))
+    np.save(src / "part-001b.lengths.npy", np.zeros(0, np.int64))
+    built = build_index(src, tmp_path / "idx", CFG, progress=False)
+    one = muvera.MuveraIndex(CFG)
+    one.add(docs)
+    _same(one, built)
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda r: np.save(r / "part-001.lengths.npy", np.array([3, 0, 4, 5, 6, 7, 8, 9, 10, 11], np.int64)),
+     "part-001.tokens.npy: document 1 has length 0"),
+    (lambda r: (r / "part-001.tokens.npy").write_bytes(b"\x93NUMPY\x01\x00garbage"), "part-001.tokens.npy"),
+    (lambda r: (r / "part-001.ids.json").write_text("[" * 100_000 + "]" * 100_000), "nested too deeply"),
+])
+def test_bad_shards_are_named(tmp_path, damage, match):
+    src = _write_npy_shards(tmp_path / "src", _docs(30, seed=6), 10, ids=list(range(30)))
+    damage(src)
+    with pytest.raises(ValueError, match=match):
+        build_index(src, tmp_path / "idx", CFG, progress=False)
+
+
+@pytest.mark.parametrize("shards, match", [
+    ([{"file": "shard-00000.npz"}], "lacks a valid count/rows"),
+    (["shard-00000.npz"], "'shards' must be a list of objects"),
+])
+def test_a_malformed_cache_manifest_is_named(tmp_path, shards, match):
+    root = tmp_path / "cache"
+    root.mkdir()
+    np.savez(root / "shard-00000.npz", tokens=np.zeros((3, DIM), np.float16), lengths=np.array([3]))
+    (root / "manifest.json").write_text(json.dumps({"format": "muvera-embeddings", "count": 1, "shard_size": 10,
+                                                    "dim": DIM, "shards": shards}))
+    with pytest.raises(ValueError, match=match):
+        build_index(root, tmp_path / "idx", CFG, progress=False)

@@ -377,3 +377,42 @@ def test_an_unmarked_empty_leftover_is_removed_once_old(tmp_path):
     os.utime(old, (past, past))
     _small_index().save(path)
     assert fresh.exists() and not old.exists()  # a young one may be a live save before its marker
+
+
+def test_stream_batches_with_a_string_for_ids_or_metadata_twice_are_refused():
+    toks = np.ones((6, 16), np.float32)
+    index = MuveraIndex(CFG, backend="exact")
+    with pytest.raises(TypeError, match="'ids' must be a sequence"):
+        index.add(iter([{"tokens": toks, "lengths": [3, 3], "ids": "ab"}]))
+    with pytest.raises(ValueError, match="carries metadata and metadata= was given"):
+        index.add(iter([{"tokens": toks, "lengths": [3, 3], "metadata": [{"a": 1}] * 2}]), metadata=[{"b": 2}] * 2)
+    assert len(index) == 0
+
+    def broken():
+        yield [toks[:3]]
+        raise ValueError("reader broke")
+
+    with pytest.raises(ValueError, match="batch 1 failed"):
+        index.add(broken())
+    assert len(index) == 1
+
+
+def test_a_flipped_npy_header_without_verification_is_a_value_error(tmp_path):
+    index = _small_index(20)
+    index.save(tmp_path / "idx")
+    path = tmp_path / "idx" / "tokens.npy"
+    raw = bytearray(path.read_bytes())
+    raw[20] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="tokens.npy: unreadable array file"):
+        MuveraIndex.load(tmp_path / "idx", verify=False)
+
+
+def test_deeply_nested_metadata_is_a_value_error():
+    index = MuveraIndex(CFG, backend="exact")
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="metadata\\[0\\]"):
+        index.add(_docs(1), metadata=[{"x": deep}])
+    assert len(index) == 0

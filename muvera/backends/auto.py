@@ -22,14 +22,13 @@ says which one is in use.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..durable import write_json
+from ..durable import loads_json, write_json
 from .base import Backend, Entries
 from .exact import ExactBackend
 from .faiss_backend import FaissBackend
@@ -278,7 +277,7 @@ class AutoBackend(Backend):
         if _STATE not in entries:
             raise ValueError(f"manifest.json: the auto backend's {_STATE} is not listed")
         try:
-            state = json.loads((Path(directory) / _STATE).read_text(encoding="utf-8"))
+            state = loads_json((Path(directory) / _STATE).read_text(encoding="utf-8"), _STATE)
             phase, active = str(state["phase"]), str(state["active"])
             pq_at, ivf_at, nprobe = int(state["pq_at"]), int(state["ivf_at"]), int(state["nprobe"])
             nlist = int(state["nlist"])

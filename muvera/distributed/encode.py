@@ -32,7 +32,7 @@ import numpy as np
 
 from .._validate import MAX_THREADS, positive_int
 from ..config import FDEConfig
-from ..durable import TMP_MARK, check_file, fsync_dir, write_atomic
+from ..durable import TMP_MARK, check_file, fsync_dir, loads_json, write_atomic
 from ..encoder import FDEEncoder
 from ..index_format import read_manifest, write_manifest
 from ..store import pack_tokens
@@ -535,7 +535,7 @@ def _read_shards(root: Path, verify: bool) -> Tuple[Dict[str, Any], List[Any], n
         fd = np.load(_checked(root, f["fdes"], verify), allow_pickle=False)
         tk = np.load(_checked(root, f["tokens"], verify), allow_pickle=False)
         ln = np.load(_checked(root, f["lengths"], verify), allow_pickle=False)
-        sid = json.loads(_checked(root, f["ids"], verify).read_text(encoding="utf-8"))
+        sid = loads_json(_checked(root, f["ids"], verify).read_text(encoding="utf-8"), str(f["ids"]))
         n, t = s["rows"], s["tokens"]
         if (fd.shape != (n, config.output_dimension) or fd.dtype != np.float32
                 or tk.shape != (t, config.dimension) or tk.dtype != np.float16

@@ -3,7 +3,6 @@ with an export, query FDEs, and results shaped like :meth:`muvera.MuveraIndex.se
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -11,6 +10,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .._validate import positive_int
+from ..durable import loads_json
 from ..config import FDEConfig
 from ..encoder import FDEEncoder
 from ..store import _offsets_of, pack_tokens
@@ -111,7 +111,7 @@ def parse_header(raw: Any, where: str) -> Dict[str, Any]:
     """A header read back (dict or JSON text), checked for format and version."""
     if isinstance(raw, (bytes, str)):
         try:
-            raw = json.loads(raw)
+            raw = loads_json(raw, "metadata")
         except ValueError as exc:
             raise ValueError(f"{where}: the muvera header is not valid JSON ({exc})") from None
     if not isinstance(raw, dict) or raw.get("format") != HEADER_FORMAT:

@@ -28,6 +28,7 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 import numpy as np
 
 from .._optional import require
+from ..durable import loads_json
 from .._validate import positive_int
 from ..config import FDEConfig
 from ._common import check_index, export_batches, header_of, parse_header
@@ -193,7 +194,7 @@ def _metadata_of(table: Any, where: str) -> Optional[List[Dict[str, Any]]]:
                 out.append({})
                 continue
             try:
-                value = json.loads(text)
+                value = loads_json(text, "metadata")
             except ValueError as exc:
                 raise ValueError(f"{where}: metadata[{i}] is not valid JSON ({exc})") from None
             if not isinstance(value, dict):
