@@ -25,7 +25,7 @@ import tempfile
 from collections import Counter, defaultdict
 
 CASES = r'''
-import numpy as np, muvera, os, json, tempfile, pathlib
+import numpy as np, muvera, muvera.metadata, os, json, tempfile, pathlib
 from muvera import FDEConfig, FDEEncoder, MuveraIndex
 D = 8
 CFG = FDEConfig.preset("1280", dimension=D)
@@ -122,6 +122,19 @@ CASES = {
  ("backend", "register bad kind"): (lambda: muvera.register_backend("Bad Kind", lambda o, d: None), ["kind"]),
  ("eval", "cache shard_size 0"): (lambda: __import__("muvera.eval.cache", fromlist=["x"]).encode_cached(TMP / "c", ["a"], lambda t: [np.ones((1, 4))] * len(t), shard_size=0, progress=False), ["shard_size"]),
  ("eval", "cache wrong count"): (lambda: __import__("muvera.eval.cache", fromlist=["x"]).encode_cached(TMP / "c2", ["a", "b"], lambda t: [np.ones((1, 4))], shard_size=5, progress=False), ["encode"]),
+ # issue 19: every change all or nothing
+ ("transaction", "default id past int64"): (lambda: (lambda i: (i.add(DOCS[:1], ids=[2**63 - 1]), i.add(DOCS[1:2])))(MuveraIndex(CFG, backend="exact")), ["ids", "2**63"]),
+ ("transaction", "metadata key case clash"): (lambda: (lambda i: (i.add(DOCS[:1], metadata=[{"year": 1}]), i.add(DOCS[1:2], ids=[99], metadata=[{"Year": 2}])))(MuveraIndex(CFG, backend="exact")), ["metadata", "case"]),
+ ("transaction", "metadata keys a/A"): (lambda: MuveraIndex(CFG, backend="exact").add(DOCS[:1], metadata=[{"a": 1, "A": 2}]), ["metadata", "case"]),
+ ("transaction", "metadata reserved other case"): (lambda: MuveraIndex(CFG, backend="exact").add(DOCS[:1], metadata=[{"_ROW": 1}]), ["metadata"]),
+ ("magnitude", "residual codec 1e19"): (lambda: MuveraIndex(CFG, backend="exact", token_codec="residual:2").add([rng.normal(size=(600, D)).astype(np.float32) * 1e19]), ["tokens"]),
+ ("magnitude", "auto PQ crossing 1e20"): (lambda: MuveraIndex(CFG, backend="auto", token_codec="float32").add([d * (1e20 if j == 5 else 1) for j, d in enumerate(DOCS * 70)]), ["documents"]),
+ ("where", "runaway self-join"): (lambda: (setattr(muvera.metadata.MetadataStore, "WHERE_TIME_LIMIT", 2.0), (lambda i: (i.add([rng.normal(size=(2, D)).astype(np.float32) for _ in range(300)], metadata=[{"y": j} for j in range(300)]), i.search(Q, k=3, where="(SELECT count(*) FROM meta a, meta b, meta c, meta d) > 0")))(MuveraIndex(CFG, backend="exact"))), ["where", "limit"]),
+ ("stream", "dict ids as a string"): (lambda: MuveraIndex(CFG, backend="exact").add(iter([{"tokens": np.ones((6, D), np.float32), "lengths": [3, 3], "ids": "ab"}])), ["ids"]),
+ ("stream", "metadata in batch and argument"): (lambda: MuveraIndex(CFG, backend="exact").add(iter([{"tokens": np.ones((6, D), np.float32), "lengths": [3, 3], "metadata": [{"a": 1}] * 2}]), metadata=[{"b": 1}] * 2), ["metadata"]),
+ ("load", "flipped npy header, verify=False"): (lambda: (lambda p: ((p / "tokens.npy").write_bytes(bytes(b ^ (0x5A if j == 20 else 0) for j, b in enumerate((p / "tokens.npy").read_bytes()))), MuveraIndex.load(p, verify=False)))(saved()), ["tokens.npy"]),
+ ("load", "deeply nested metadata"): (lambda: MuveraIndex(CFG, backend="exact").add(DOCS[:1], metadata=[{"x": __import__("functools").reduce(lambda a, _: [a], range(100000), [])}]), ["metadata"]),
+ ("build", "zero document length"): (lambda: (lambda r: (np.save(r / "a.tokens.npy", np.ones((4, D), np.float16)), np.save(r / "a.lengths.npy", np.array([4, 0])), __import__("muvera.build", fromlist=["x"]).build_index(r, TMP / "b0", CFG, progress=False)))((TMP / "zsrc").mkdir() or TMP / "zsrc"), ["a.tokens.npy", "length 0"]),
  ("eval", "beir missing"): (lambda: __import__("muvera.eval.beir", fromlist=["x"]).load_beir(TMP / "nobeir"), ["missing"]),
  ("eval", "model spec bogus"): (lambda: __import__("muvera.models", fromlist=["x"]).load_model("nosuch:x"), ["spec"]),
 }
