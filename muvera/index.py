@@ -794,7 +794,10 @@ class MuveraIndex:
             Only documents whose metadata satisfies the SQL condition ``where`` (e.g.
             ``"year >= ? AND lang = ?"``) with its ``?`` placeholders bound to ``where_params``
             (values are never formatted into the SQL; the condition can only read). Combined
-            with ``filter_ids``; reaches the backend as the same allowed-rows bitmap.
+            with ``filter_ids``; reaches the backend as the same allowed-rows bitmap. NumPy
+            scalars bind as Python numbers; a string never equals a number (the columns have
+            no type affinity: use ``CAST(? AS INTEGER)``). The condition runs before the index
+            lock is taken, under ``MetadataStore.WHERE_TIME_LIMIT`` seconds (ValueError past it).
         rescore : int, optional
             With ``keep_exact=True``: rerank the candidates on the compressed codes, then rescore
             the best ``rescore`` (>= k) from the float16 exact tier; the returned scores are then
