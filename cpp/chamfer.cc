@@ -1,6 +1,7 @@
 #include "chamfer.h"
 
 #include "parallel.h"
+#include "residual.h"
 
 #include <algorithm>
 #include <atomic>
@@ -26,6 +27,10 @@ void chamfer_scores(const QueryBatchView& q, const TokenStoreView& s, const int6
   const int d = s.d;
   const int64_t nq = q.n_queries;
   if (nq == 0 || C == 0) return;
+  if (s.dtype == kInt8Scaled) {  // integer dot products on the codes (residual.h)
+    int8_scores(q, s, candidates, C, alive, scores, num_threads, integer_kernels_for(kernels.name));
+    return;
+  }
   // Every query transposed and zero-padded once (padding lanes score 0 against any document).
   std::vector<int64_t> qt_offset(nq + 1, 0);
   std::vector<int> nq_pad(nq);

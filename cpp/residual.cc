@@ -122,7 +122,7 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
       const int64_t c1 = std::min(C, c0 + kDocsPerTask);
       const PreparedQuery& p = prepared[static_cast<size_t>(i - b0)];
       const ResidualQueryView view{p.nq, p.nq_pad, quads, p.qi.data(), p.sq.data(), p.a.data(),
-                                   tables.data() + p.table, s16_steps};
+                                   tables.data() + p.table, s16_steps, nullptr};
       bool local_bad = false;
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t doc = candidates != nullptr ? candidates[i * C + c] : c;
@@ -139,6 +139,85 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
     });
   }
   return !bad.load();
+}
+
+namespace {
+
+// One query as int8 weights: per token, scale = max|q| / 127 and qi = rint(q / scale) (clamped),
+// exactly as muvera/codecs/int8.py quantises tokens; corr = 128 * sum qi (the VNNI bias).
+struct Int8Query {
+  int nq = 0, nq_pad = 0;
+  std::vector<int8_t> qi;
+  std::vector<float> sq;
+  std::vector<int32_t> corr;
+};
+
+void prepare_int8(const float* x, int nq, int d, Int8Query& p) {
+  const int quads = (d + 3) / 4;
+  p.nq = nq;
+  p.nq_pad = std::max(kMaxLanes, (nq + kMaxLanes - 1) / kMaxLanes * kMaxLanes);
+  p.qi.assign(static_cast<size_t>(quads) * p.nq_pad * 4, 0);
+  p.sq.assign(p.nq_pad, 0.0f);
+  p.corr.assign(p.nq_pad, 0);
+  for (int i = 0; i < nq; ++i) {
+    const float* q = x + static_cast<int64_t>(i) * d;
+    float peak = 0.0f;
+    for (int c = 0; c < d; ++c) peak = std::max(peak, std::fabs(q[c]));
+    const float sq = peak / 127.0f;
+    const float safe = sq > 0.0f ? sq : 1.0f;
+    int32_t sum = 0;
+    for (int c = 0; c < d; ++c) {
+      const float r = std::min(127.0f, std::max(-127.0f, std::nearbyint(q[c] / safe)));
+      const int8_t v = static_cast<int8_t>(r);
+      p.qi[(static_cast<size_t>(c / 4) * p.nq_pad + i) * 4 + c % 4] = v;
+      sum += v;
+    }
+    p.sq[i] = sq;
+    p.corr[i] = 128 * sum;
+  }
+}
+
+}  // namespace
+
+void int8_scores(const QueryBatchView& q, const TokenStoreView& s, const int64_t* candidates, int64_t C,
+                 const uint8_t* alive, float* scores, int num_threads, const ResidualKernelSet& kernels) {
+  const int64_t nq = q.n_queries;
+  if (nq == 0 || C == 0) return;
+  const int d = s.d, threads = std::max(1, num_threads), quads = (d + 3) / 4;
+  std::vector<Int8Query> prepared(static_cast<size_t>(nq));
+  int64_t max_pad = kMaxLanes;
+  for (int64_t i = 0; i < nq; ++i) {
+    prepare_int8(q.tokens + q.offsets[i] * d, static_cast<int>(q.offsets[i + 1] - q.offsets[i]), d, prepared[i]);
+    max_pad = std::max<int64_t>(max_pad, prepared[i].nq_pad);
+  }
+  std::vector<std::vector<float>> best(threads, std::vector<float>(static_cast<size_t>(max_pad)));
+  const int64_t chunks = (C + kDocsPerTask - 1) / kDocsPerTask;
+  const int64_t row_bytes = static_cast<int64_t>(d) + 4;
+  const uint8_t* base = static_cast<const uint8_t*>(s.tokens);
+  parallel_for(nq * chunks, threads, [&](int64_t task, int tid) {
+    const int64_t i = task / chunks, c0 = (task % chunks) * kDocsPerTask;
+    const int64_t c1 = std::min(C, c0 + kDocsPerTask);
+    const Int8Query& p = prepared[static_cast<size_t>(i)];
+    const ResidualQueryView view{p.nq, p.nq_pad, quads, p.qi.data(), p.sq.data(), nullptr, nullptr, 0,
+                                 p.corr.data()};
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t doc = candidates != nullptr ? candidates[i * C + c] : c;
+      float& out = scores[i * C + c];
+      if (doc < 0 || (alive != nullptr && !alive[doc])) {
+        out = -std::numeric_limits<float>::infinity();
+        continue;
+      }
+      const int64_t begin = s.offsets[doc], m = s.offsets[doc + 1] - begin;
+      out = kernels.int8_doc_score(view, base + begin * row_bytes, m, d, best[tid].data());
+    }
+  });
+}
+
+const ResidualKernelSet& integer_kernels_for(const char* float_isa) {
+  if (std::strcmp(float_isa, "avx512") == 0)
+    if (const ResidualKernelSet* k = residual_by_name("avx512vnni")) return *k;
+  if (const ResidualKernelSet* k = residual_by_name(float_isa)) return *k;
+  return residual_generic();
 }
 
 namespace {

@@ -29,6 +29,7 @@ struct ResidualQueryView {
   const float* a;          // nq: sum_t q_t lo_t
   const float* qc;         // K x nq_pad: q . centroid (0 in padding lanes)
   int s16_steps;           // quads that may be summed in int16 before widening (vpmaddubsw bound)
+  const int32_t* corr;     // int8 rerank: nq_pad values 128 * sum_t qi (the VNNI bias), else null
 };
 
 struct ResidualKernelSet {
@@ -42,6 +43,11 @@ struct ResidualKernelSet {
   // scores as centroid 0).
   float (*doc_score)(const ResidualQueryView& q, const ResidualTablesView& t, const uint8_t* rows, int64_t m,
                      uint8_t* scratch, float* mx, bool* bad_cid);
+  // Chamfer score of one document of m int8-codec rows (d codes, then a float32 scale): exact
+  // integer dot products with the int8 query (q.qi, q.sq, q.corr), then
+  // (sq_i * dot) * scale_j per pair, max over j, sum over i (muvera/codecs/int8.py's reference).
+  // mx: nq_pad floats.
+  float (*int8_doc_score)(const ResidualQueryView& q, const uint8_t* rows, int64_t m, int d, float* mx);
 };
 
 constexpr int kResidualBlock = 4;  // document tokens unpacked and scored together
@@ -67,5 +73,14 @@ const ResidualKernelSet* residual_by_name(const char* name);  // nullptr if unkn
 bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const uint8_t* codes,
                      const int64_t* offsets, int64_t n_docs, const int64_t* candidates, int64_t C,
                      const uint8_t* alive, float* scores, int num_threads, const ResidualKernelSet& kernels);
+
+// scores[i * C + c] of an int8-codec store (rows of d codes and a float32 scale), candidates as
+// in chamfer_scores: each query token quantised to int8 (scale max|q| / 127), integer dot
+// products (AVX2/AVX-512 vpmaddubsw, VNNI vpdpbusd), one float combine per pair.
+void int8_scores(const QueryBatchView& q, const TokenStoreView& s, const int64_t* candidates, int64_t C,
+                 const uint8_t* alive, float* scores, int num_threads, const ResidualKernelSet& kernels);
+
+// The integer kernel set matching a float kernel set's ISA (VNNI where the CPU has it).
+const ResidualKernelSet& integer_kernels_for(const char* float_isa);
 
 }  // namespace muvera

@@ -251,10 +251,106 @@ float doc_score(const ResidualQueryView& q, const ResidualTablesView& t, const u
   return total;
 }
 
+// ---- int8 codec rows ------------------------------------------------------------------------
+// Four document rows at a time against every query lane; the integer dot of a pair is exact on
+// every level (VNNI: (c + 128) . q - 128 sum q; vpmaddubsw: |c| . sign(q, c), each pair sum
+// <= 2 * 127 * 127), so every ISA gives the same scores.
+inline float row_scale(const uint8_t* row, int d) {
+  float s;
+  std::memcpy(&s, row + d, 4);
+  return s;
+}
+
+#if MUVERA_RES_LEVEL == 0
+void int8_block(const ResidualQueryView& q, const uint8_t* rows, int d, int jd, float* mx) {
+  const int64_t stride = d + 4;
+  for (int j = 0; j < jd; ++j) {
+    const int8_t* c = reinterpret_cast<const int8_t*>(rows + j * stride);
+    const float scale = row_scale(rows + j * stride, d);
+    for (int i = 0; i < q.nq_pad; ++i) {
+      int32_t dot = 0;
+      for (int t = 0; t < d; ++t) dot += static_cast<int32_t>(c[t]) * q.qi[(static_cast<int64_t>(t / 4) * q.nq_pad + i) * 4 + t % 4];
+      const float prod = q.sq[i] * static_cast<float>(dot);
+      const float v = prod * scale;
+      if (v > mx[i]) mx[i] = v;
+    }
+  }
+}
+#else
+// A quad of document codes at p, broadcast; past d the row's scale bytes are read (inside the
+// row), and the query weights there are zero.
+template <int G>
+void int8_groups(const ResidualQueryView& q, const uint8_t* rows, int d, int jd, int g0, float* mx) {
+  constexpr int J = kResidualBlock;
+  const int64_t stride = d + 4;
+  vint acc[G][J];
+  for (int g = 0; g < G; ++g)
+    for (int j = 0; j < J; ++j) acc[g][j] = zero_i();
+  for (int s = 0; s < q.quads; ++s) {
+    vint qv[G];
+    for (int g = 0; g < G; ++g) qv[g] = load_i(q.qi + (static_cast<int64_t>(s) * q.nq_pad + g0 + g * kLanes) * 4);
+    for (int j = 0; j < J; ++j) {
+      const vint dv = bcast32(rows + (j < jd ? j : 0) * stride + s * 4);
+#if MUVERA_RES_LEVEL == 3
+      const vint du = _mm512_xor_si512(dv, _mm512_set1_epi8(static_cast<char>(0x80)));  // c + 128
+      for (int g = 0; g < G; ++g) acc[g][j] = _mm512_dpbusd_epi32(acc[g][j], du, qv[g]);
+#elif MUVERA_RES_LEVEL == 2
+      const vint da = _mm512_abs_epi8(dv);
+      const __mmask64 neg = _mm512_movepi8_mask(dv);
+      for (int g = 0; g < G; ++g) {
+        const vint sq = _mm512_mask_sub_epi8(qv[g], neg, zero_i(), qv[g]);  // sign(q, c)
+        acc[g][j] = add32(acc[g][j], widen(maddubs(da, sq)));
+      }
+#else
+      const vint da = _mm256_abs_epi8(dv);
+      for (int g = 0; g < G; ++g) acc[g][j] = add32(acc[g][j], widen(maddubs(da, _mm256_sign_epi8(qv[g], dv))));
+#endif
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    const int lane0 = g0 + g * kLanes;
+    vflt best = load_f(mx + lane0);
+    const vflt sq = load_f(q.sq + lane0);
+#if MUVERA_RES_LEVEL == 3
+    const vint corr = load_i(q.corr + lane0);
+#endif
+    for (int j = 0; j < jd; ++j) {
+#if MUVERA_RES_LEVEL == 3
+      const vint dot = _mm512_sub_epi32(acc[g][j], corr);
+#else
+      const vint dot = acc[g][j];
+#endif
+      const vflt v = mul_f(mul_f(sq, to_f(dot)), set1_f(row_scale(rows + j * stride, d)));
+      best = max_f(best, v);
+    }
+    store_f(mx + lane0, best);
+  }
+}
+
+void int8_block(const ResidualQueryView& q, const uint8_t* rows, int d, int jd, float* mx) {
+  int g0 = 0;
+  for (; g0 + 2 * kLanes <= q.nq_pad; g0 += 2 * kLanes) int8_groups<2>(q, rows, d, jd, g0, mx);
+  for (; g0 < q.nq_pad; g0 += kLanes) int8_groups<1>(q, rows, d, jd, g0, mx);
+}
+#endif
+
+float int8_doc_score(const ResidualQueryView& q, const uint8_t* rows, int64_t m, int d, float* mx) {
+  if (m <= 0 || q.nq <= 0) return 0.0f;
+  for (int i = 0; i < q.nq_pad; ++i) mx[i] = -std::numeric_limits<float>::infinity();
+  const int64_t stride = d + 4;
+  for (int64_t j0 = 0; j0 < m; j0 += kResidualBlock) {
+    const int jd = static_cast<int>(m - j0 < kResidualBlock ? m - j0 : kResidualBlock);
+    int8_block(q, rows + j0 * stride, d, jd, mx);
+  }
+  float total = 0.0f;
+  for (int i = 0; i < q.nq; ++i) total += mx[i];
+  return total;
+}
+
 }  // namespace
 
 const ResidualKernelSet& kernels() {
-  static const ResidualKernelSet set{MUVERA_RES_NAME, &qc_table, &doc_score};
+  static const ResidualKernelSet set{MUVERA_RES_NAME, &qc_table, &doc_score, &int8_doc_score};
   return set;
 }
 
