@@ -1216,7 +1216,9 @@ class MuveraIndex:
             saved.load(f.root, f.backend_entries, mmap)
             if saved.ntotal != n:
                 raise ValueError(f"{sorted(f.backend_entries)[0]}: holds {saved.ntotal} vectors, expected {n}")
-        if index._backend.name == saved.name and f.backend_entries:
+        # The saved backend as it was saved (an auto index from 0.4.0 keeps its unrefined codes:
+        # its spec read "auto" then), unless another backend was asked for.
+        if f.backend_entries and (backend is None or index._backend.name == saved.name):
             index._backend = saved
         elif n:
             source = saved if f.backend_entries else None

@@ -407,3 +407,36 @@ def test_version_1_mixed_ids_are_refused_clearly(tmp_path):
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="mixes int and str ids"):
         MuveraIndex.load(copy)
+
+
+# -- format version 2, saved by 0.4.0 ---------------------------------------------------------------
+@pytest.mark.parametrize("name", ["v2_040_meta", "v2_040_auto", "v2_040_residual"])
+def test_indexes_saved_by_0_4_0_load_with_identical_results(tmp_path, name):
+    """Made by tests/fixtures/make_v2_fixture.py under muvera 0.4.0: the same ids and scores
+    (explicit candidates: the default changed), the same metadata filter results, and after a
+    re-save by this version, still the same."""
+    pytest.importorskip("faiss")
+    expected = np.load(FIXTURES / "v2_040_expected.npz")
+    copy = tmp_path / name
+    shutil.copytree(FIXTURES / name, copy)
+    idx = MuveraIndex.load(copy)
+    q, lens = expected["queries"], expected["query_lengths"]
+    search = dict(k=5, candidates=40, lengths=lens)
+    if name == "v2_040_residual":
+        search["rescore"] = 10
+    for attempt in range(2):
+        ids, scores = idx.search(q, **search)
+        got = ids.astype(str) if ids.dtype == object else ids
+        np.testing.assert_array_equal(got, expected[f"{name}_ids"])
+        if os.environ.get("MUVERA_ASAN"):  # the -O1 sanitizer build sums in another order
+            np.testing.assert_allclose(scores, expected[f"{name}_scores"], rtol=1e-6)
+        else:
+            np.testing.assert_array_equal(scores, expected[f"{name}_scores"])
+        w, _ = idx.search(q, k=5, candidates=40, lengths=lens, where="year >= ? AND lang = ?",
+                          where_params=(2003, "en"))
+        np.testing.assert_array_equal(w.astype(str) if w.dtype == object else w, expected[f"{name}_where_ids"])
+        if attempt == 0:
+            idx.save(copy)
+            idx = MuveraIndex.load(copy)
+    if name == "v2_040_auto":
+        assert idx.backend.active.startswith("faiss:PQ") and idx.backend.refine is None  # as 0.4.0 built it
