@@ -37,6 +37,8 @@ __all__ = ["AutoBackend", "PQ_AT", "IVF_AT", "DEFAULT_REFINE", "scalable_factory
 
 #: Documents from which flat 4-bit PQ fast-scan replaces the exact scan.
 PQ_AT = 2_000
+#: k-means iterations of the PQ phase's codebooks (see FaissBackend's ``pq_iterations``).
+PQ_ITERATIONS = 10
 #: Documents from which IVF + 4-bit PQ fast-scan replaces the flat scan.
 IVF_AT = 50_000
 #: The refine code re-scoring the fast-scan candidates (``k_factor`` times ``candidates`` of
@@ -134,7 +136,8 @@ class AutoBackend(Backend):
             return ExactBackend(dim)
         # IVF: faiss wants 39 training points per list (1024 lists -> 39,936); PQ alone is cheap.
         train = max(25_600, 40 * self._nlist) if phase == "ivf" else 25_600
-        inner = FaissBackend(scalable_factory(dim, phase, self._nlist, self._refine), dim, train_size=train)
+        inner = FaissBackend(scalable_factory(dim, phase, self._nlist, self._refine), dim, train_size=train,
+                             pq_iterations=PQ_ITERATIONS)
         if phase == "ivf":
             inner.nprobe = min(self._nprobe, self._nlist)
         return inner
