@@ -299,6 +299,13 @@ class IdMap:
         self._packed = _Growable((), np.uint8, np.packbits(self._alive.view.view(bool), bitorder="little"))
         return keep
 
+    def compacted(self) -> "IdMap":
+        """A new map without the tombstoned rows (this one unchanged): :meth:`compact` staged,
+        so that an index can swap every compacted part in at once."""
+        keep = self._alive.view.astype(bool)
+        ids = self._ids.view[keep]
+        return IdMap.from_rows(self._kind, ids, np.ones(len(ids), dtype=np.uint8), self._next_id)
+
     def _rebuild_table(self) -> None:
         """The dense id -> row table from scratch (after compact or load)."""
         self._table = None if self._kind == "str" else _Growable((), np.int64)

@@ -712,10 +712,10 @@ class MuveraIndex:
                 elif self._exact is not None:
                     exact = TokenStore.from_arrays(self._exact.tokens, self._exact.offsets, self._exact.codec)
                     exact.compact(keep)
-            with self._rw.write():
-                self._store, self._backend, self._exact = store, backend, exact
-                self._meta.compact(keep)
-                self._ids.compact()
+                ids = self._ids.compacted()
+            with self._rw.write():  # all or nothing: the one step that can fail goes first
+                self._meta.compact(keep)  # one SQL transaction
+                self._store, self._backend, self._exact, self._ids = store, backend, exact, ids
                 self._compactions += 1
             return dropped
 

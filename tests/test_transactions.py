@@ -416,3 +416,24 @@ def test_deeply_nested_metadata_is_a_value_error():
     with pytest.raises(ValueError, match="metadata\\[0\\]"):
         index.add(_docs(1), metadata=[{"x": deep}])
     assert len(index) == 0
+
+
+def test_a_compact_that_fails_changes_nothing(monkeypatch):
+    index = _small_index(50)
+    index.remove(list(range(0, 50, 5)))
+    q = [_docs(1, seed=9)[0]]
+    before = index.search(q, k=5)
+
+    def boom(keep):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(index._meta, "compact", boom)
+    with pytest.raises(MemoryError):
+        index.compact()
+    monkeypatch.undo()
+    assert index.num_deleted == 10 and _parts(index)["store"] == 50
+    np.testing.assert_array_equal(index.search(q, k=5)[0], before[0])
+    assert index.compact() == 10
+    _assert_consistent(index, 40)
+    np.testing.assert_array_equal(index.search(q, k=5)[0], before[0])
+    assert index.metadata([1])[0] == {"n": 50}
