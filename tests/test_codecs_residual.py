@@ -327,3 +327,14 @@ def test_empty_index_saves_and_loads_untrained(tmp_path):
     assert loaded.store.codec.needs_training and len(loaded) == 0
     loaded.add(_docs(60, 8))
     assert len(loaded) == 60
+
+
+def test_residual_without_faiss_says_what_to_install(monkeypatch):
+    """An install that lost faiss gets an ImportError naming it, not a bare ModuleNotFoundError."""
+    import sys
+
+    from muvera.codecs.residual import _faiss
+
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(ImportError, match="needs faiss-cpu"):
+        _faiss()

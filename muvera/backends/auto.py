@@ -226,7 +226,7 @@ class AutoBackend(Backend):
             if not _WARNED:
                 _WARNED = True
                 log.warning("backend 'auto': faiss is not installed, so the exact FDE scan stays in use at %d "
-                            "documents (linear in the corpus); pip install \"muvera-toolkit[search]\"", n_after)
+                            "documents (linear in the corpus); pip install faiss-cpu (a dependency of muvera-toolkit)", n_after)
             return None
         dim = self._dim if self._dim is not None else self._inner.dimension
         return AutoBackend(dim, pq_at=self._pq_at, ivf_at=self._ivf_at, nprobe=self._nprobe, nlist=self._nlist,

@@ -38,7 +38,7 @@ def _faiss():
     try:
         import faiss  # noqa: PLC0415 (optional dependency, imported on use)
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("faiss backends need faiss-cpu: pip install \"muvera-toolkit[search]\"") from exc
+        raise ImportError("faiss backends need faiss-cpu (a dependency of muvera-toolkit): pip install faiss-cpu") from exc
     return faiss
 
 

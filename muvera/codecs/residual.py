@@ -192,7 +192,7 @@ class ResidualCodec(TokenCodec):
         """
         import time
 
-        import faiss  # noqa: PLC0415 (faiss-cpu is a core dependency; imported when training)
+        faiss = _faiss()
 
         x = np.asarray(tokens)
         if x.ndim != 2 or x.shape[1] != self.dimension:
@@ -356,6 +356,17 @@ class ResidualCodec(TokenCodec):
 
 # -- helpers shared with the tests (plain NumPy) ---------------------------------------------------
 
+def _faiss():
+    """faiss (a core dependency), or an ImportError that says so instead of a bare
+    ModuleNotFoundError from an install that lost it."""
+    try:
+        import faiss  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImportError("token_codec 'residual:*' needs faiss-cpu (a dependency of muvera-toolkit; k-means and "
+                          "nearest centroids): pip install faiss-cpu") from exc
+    return faiss
+
+
 #: Largest token value the residual codecs take: their centroids are float16.
 MAX_TOKEN_VALUE = 65504.0
 
@@ -370,8 +381,7 @@ def _check_range(x: np.ndarray) -> None:
 
 def nearest_centroids(centroids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     """Nearest centroid (L2, faiss) of each token row, int64, in chunks."""
-    import faiss  # noqa: PLC0415
-
+    faiss = _faiss()
     index = faiss.IndexFlatL2(centroids.shape[1])
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))
     out = np.empty(len(tokens), dtype=np.int64)
