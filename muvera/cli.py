@@ -104,6 +104,27 @@ def _encode_documents(docs, model, cache, *, beir: bool, progress: bool):
                          progress=progress, description=f"{name} documents")
 
 
+def _check_index_args(args) -> None:
+    """What `muvera index` can refuse before minutes of encoding: the backend at the FDE size of
+    the preset, --keep-exact without a compressed codec, an output folder that is not an index."""
+    from .backends import make_backend
+    from .config import FDEConfig
+    from .index_format import FORMAT_NAME, _is_index_dir
+
+    fde_dim = FDEConfig.preset(args.preset, dimension=8).output_dimension  # independent of the token size
+    try:
+        make_backend(args.backend, fde_dim)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--backend: {_first_line(exc)}") from None
+    if args.keep_exact and args.token_codec in ("float16", "float32"):
+        raise ValueError(f"--keep-exact: the {args.token_codec} store is exact already; use it with a compressed "
+                         "--token-codec (int8, residual:4, residual:2)")
+    out = Path(args.output)
+    if out.exists() and not (out.is_dir() and (_is_index_dir(out, FORMAT_NAME) or not any(out.iterdir()))):
+        raise ValueError(f"--output: {out} exists and is not a muvera index (nor an empty folder); "
+                         "choose another path")
+
+
 def cmd_index(args) -> int:
     from ._progress import progress
     from .config import FDEConfig
@@ -111,6 +132,7 @@ def cmd_index(args) -> int:
     from .index import MuveraIndex
 
     source = _dataset(args.dataset)
+    _check_index_args(args)  # before the model loads and the corpus is encoded
     docs = load_documents(source)  # documents alone: queries and judgements are not needed
     model = _load_model(args.model)
     tokens, offsets = _encode_documents(docs, model, args.cache, beir=(source / "corpus.jsonl").is_file(),
@@ -172,10 +194,25 @@ def cmd_search(args) -> int:
     if model.dim != index.config.dimension:
         raise ValueError(f"--model: {spec!r} gives {model.dim}-d tokens but the index holds "
                          f"{index.config.dimension}-d ones; pass the model the index was built with")
+    if not args.query and sys.stdin.isatty():  # a terminal: answer each query as it is typed
+        print("muvera search: type a query and press Enter (Ctrl-D to end)", file=sys.stderr)
+        while True:
+            print("query> ", end="", file=sys.stderr, flush=True)
+            line = sys.stdin.readline()
+            if not line:
+                return 0
+            if line.strip():
+                _answer(args, index, model, [line.strip()])
     queries = args.query or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not queries:
         print("no queries given (use --query or stdin)", file=sys.stderr)
         return 2
+    _answer(args, index, model, queries)
+    return 0
+
+
+def _answer(args, index, model, queries: List[str]) -> None:
+    """Search ``queries`` and print their hits (text or JSON lines)."""
     toks = model.encode_queries(queries)
     ids, scores = index.search(toks, k=args.k, candidates=args.candidates, rescore=args.rescore)
     for q, row, sc in zip(queries, ids, scores):
@@ -193,8 +230,7 @@ def cmd_search(args) -> int:
                 label = hit.get("title") or hit.get("snippet", "")[:80]
                 print(f"{rank:>4}  {hit['id']}  {hit['score']:.4f}  {label}".rstrip())
         else:
-            print(json.dumps({"query": q, "results": results}))
-    return 0
+            print(json.dumps({"query": q, "results": results}), flush=True)
 
 
 def _target(text: str) -> float:
@@ -376,6 +412,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, FileNotFoundError, ConnectionError, ImportError) as exc:
         print(f"muvera {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # one line, not a torch traceback
+        kept = {"index": "the embedding cache keeps every document batch encoded so far; run the same command "
+                         "again to resume (--output is unchanged)",
+                "encode": "the embedding cache keeps every batch encoded so far; run it again to resume",
+                "bench": "the embedding cache keeps every batch encoded so far; run it again to resume"}
+        print(f"muvera {args.command}: interrupted; {kept.get(args.command, 'nothing was changed')}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ._optional import require
+from .durable import loads_json
 
 __all__ = ["Documents", "load_documents", "SUPPORTED"]
 
@@ -84,13 +85,18 @@ def _pick(obj: Dict[str, Any], keys: Tuple[str, ...]) -> Optional[str]:
 
 
 def _jsonl(path: Path, out: _Collector) -> None:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as f:  # bytes: a binary file's bad line is named, not a bare decode error
+        for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
             try:
-                obj = json.loads(line)
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{where}: not UTF-8 text (byte {exc.start + 1} of the line: "
+                                 f"{raw[exc.start:exc.start + 1]!r}); is this a JSONL file?") from None
+            if not line.strip():
+                continue
+            try:
+                obj = loads_json(line, where)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{where}: invalid JSON ({exc.msg})") from None
             if not isinstance(obj, dict):

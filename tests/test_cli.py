@@ -384,3 +384,62 @@ def test_residual_index_with_exact_tier_and_rescore(tiny, fake, tmp_path, capsys
                      "--token-codec", "residual:2", "--quiet"]) == 0
     assert cli.main(["search", str(tmp_path / "n"), "-q", "u21a", "--rescore", "20"]) == 1
     assert "exact tier" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--backend", "hnsw32"], "--backend"),
+    (["--keep-exact"], "--keep-exact: the float16 store is exact already"),
+    (["-o", "EXISTING"], "exists and is not a muvera index"),
+])
+def test_index_refuses_bad_arguments_before_loading_the_model(tiny, tmp_path, capsys, monkeypatch, extra, match):
+    def no_model(spec):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(cli, "_model", no_model)
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("x")
+    args = ["index", str(tiny), "--cache", str(tmp_path / "c"), "--preset", "1280"]
+    extra = [str(existing) if a == "EXISTING" else a for a in extra]
+    if "-o" not in extra:
+        args += ["-o", str(tmp_path / "out")]
+    assert cli.main(args + extra) == 1
+    assert match in capsys.readouterr().err
+
+
+def test_a_binary_jsonl_file_is_named_with_its_line(tmp_path, capsys, fake):
+    bad = tmp_path / "docs.jsonl"
+    bad.write_bytes(b'{"id": "a", "text": "fine"}\n\xff\xfe\x00binary\n')
+    assert cli.main(["index", str(bad), "--cache", str(tmp_path / "c"), "-o", str(tmp_path / "i"),
+                     "--preset", "1280"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:2: not UTF-8 text" in err
+
+
+def test_ctrl_c_prints_one_line(tiny, tmp_path, capsys, monkeypatch):
+    def interrupted(spec):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_model", interrupted)
+    assert cli.main(["index", str(tiny), "--cache", str(tmp_path / "c"), "-o", str(tmp_path / "i"),
+                     "--preset", "1280"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted" in err[0] and "resume" in err[0]
+
+
+def test_search_on_a_terminal_answers_each_line(tiny, fake, tmp_path, capsys, monkeypatch):
+    cache = str(tmp_path / "cache")
+    assert cli.main(["index", str(tiny), "--cache", cache, "-o", str(tmp_path / "idx"), "--preset", "1280"]) == 0
+    capsys.readouterr()
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal("u21a v3 u21b\n\nu35a\n"))
+    assert cli.main(["search", str(tmp_path / "idx"), "-k", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "type a query" in captured.err and captured.err.count("query> ") == 4
+    lines = [json.loads(x) for x in captured.out.strip().splitlines()]
+    assert [x["query"] for x in lines] == ["u21a v3 u21b", "u35a"]
+    assert lines[0]["results"][0]["id"] == "doc21"
