@@ -1,4 +1,5 @@
-"""README's Python blocks, run in order in one session as a reader pastes them, stay true."""
+"""The Python blocks of README and the guides in docs/, run in order in one session as a reader
+pastes them (README first, then the guides in the order README lists them), stay true."""
 
 from __future__ import annotations
 
@@ -9,15 +10,30 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+GUIDES = ["docs/search.md", "docs/scale.md", "docs/text-and-beir.md", "docs/distributed.md", "docs/integrations.md"]
+
+
+def _blocks_of(path: Path):
+    return re.findall(r"^```python\n(.*?)^```", path.read_text(encoding="utf-8"), flags=re.S | re.M)
 
 
 def _blocks():
-    return re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M)
+    return _blocks_of(README) + [b for g in GUIDES for b in _blocks_of(ROOT / g)]
 
 
 def test_readme_has_python_blocks():
-    assert len(_blocks()) >= 3
+    assert len(_blocks_of(README)) >= 1 and len(_blocks()) >= 8
+
+
+def test_readme_links_every_guide_and_stays_short():
+    text = README.read_text(encoding="utf-8")
+    assert all(f"]({g})" in text or f"]({g}#" in text for g in GUIDES)
+    assert len(text.splitlines()) <= 300
+    for g in GUIDES:  # every relative link in the guides points at a file that exists
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", (ROOT / g).read_text(encoding="utf-8")):
+            assert (ROOT / g).parent.joinpath(target).exists(), (g, target)
 
 
 def test_readme_python_blocks_run_as_pasted(tmp_path):
