@@ -131,6 +131,7 @@ def cmd_index(args) -> int:
     from .documents import load_documents
     from .index import MuveraIndex
 
+    started = time.perf_counter()
     source = _dataset(args.dataset)
     _check_index_args(args)  # before the model loads and the corpus is encoded
     docs = load_documents(source)  # documents alone: queries and judgements are not needed
@@ -151,7 +152,8 @@ def cmd_index(args) -> int:
                       metadata=meta[s:e])
             bar.update(e - s)
     index.save(args.output)
-    print(f"indexed {len(index)} documents in {time.perf_counter() - t0:.1f} s -> {args.output}")
+    print(f"indexed {len(index)} documents in {time.perf_counter() - started:.1f} s (added in "
+          f"{time.perf_counter() - t0:.1f} s after encoding) -> {args.output}")
     return 0
 
 
@@ -190,6 +192,7 @@ def cmd_search(args) -> int:
         raise ValueError("--rescore: the index has no exact tier; build it with `muvera index --keep-exact` "
                          "and a compressed --token-codec")
     spec = args.model or index.model or "default"
+    _warn_model(args.model, index)
     model = _load_model(spec)
     if model.dim != index.config.dimension:
         raise ValueError(f"--model: {spec!r} gives {model.dim}-d tokens but the index holds "
@@ -259,6 +262,7 @@ def cmd_tune(args) -> int:
         if not texts:
             raise ValueError(f"--queries: {path} holds no queries (one per line)")
         spec = args.model or index.model or "default"
+        _warn_model(args.model, index)
         model = _load_model(spec)
         if model.dim != index.config.dimension:
             raise ValueError(f"--model: {spec!r} gives {model.dim}-d tokens but the index holds "
@@ -292,10 +296,36 @@ def cmd_bench(args) -> int:
     return 0
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown once, only where there is one: not on required options, not after a help
+    text that already says its default, lists as comma-separated values."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if (not action.option_strings or action.required or d is None or d is False or d is argparse.SUPPRESS
+                or "default" in text):
+            return text
+        if isinstance(d, (list, tuple)):
+            d = ",".join(map(str, d))
+        return f"{text} (default: {d})"
+
+
+_BACKEND_HELP = ("MIPS backend: auto (by corpus size: the exact scan, then 4-bit PQ fast-scan refined by SQ8 codes, "
+                 "then IVF), exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
+
+
+def _warn_model(spec: Optional[str], index) -> None:
+    """A model other than the one the index was built with makes tokens the index cannot compare."""
+    if spec and index.model and spec != index.model:
+        print(f"muvera: warning: --model {spec!r} is not the model the index was built with ({index.model!r}); "
+              "its query tokens may not be comparable with the stored ones", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Help
     p = argparse.ArgumentParser(prog="muvera", description="MUVERA multi-vector retrieval: encode texts, "
                                 "index and search them, benchmark on BEIR datasets", formatter_class=fmt)
     p.add_argument("--version", action="version", version=f"muvera {__version__}")
@@ -323,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", "-o", required=True, help="index directory to write")
     sp.add_argument("--preset", type=_preset, default="10240", help="FDE size preset (1280, 2560, 5120, 10240)")
     sp.add_argument("--backend", type=_backend, default="auto",
-                    help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
+                    help=_BACKEND_HELP)
     sp.add_argument("--token-codec", type=_codec, default="float16",
                     help="how the token store keeps tokens: float16, float32, int8 (d + 4 bytes per token), "
                          "residual:4 or residual:2 (centroid id + 4 or 2 bits per dimension: 2 + d/2 or "
@@ -373,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("parquet", help="the .parquet file")
     sp.add_argument("--output", "-o", required=True, help="index directory to write")
     sp.add_argument("--backend", type=_backend, default="auto",
-                    help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
+                    help=_BACKEND_HELP)
     sp.set_defaults(fn=cmd_import)
 
     sp = sub.add_parser("bench", help="quality and latency of FDE, FDE+rerank and exact Chamfer on a BEIR dataset",
@@ -381,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--preset", type=_preset, default="10240", help="FDE size preset (1280, 2560, 5120, 10240)")
     sp.add_argument("--backend", type=_backend, default="auto",
-                    help="MIPS backend: exact, or a faiss factory string such as HNSW32 or IVF1024,PQ1280x8")
+                    help=_BACKEND_HELP)
     sp.add_argument("--token-codec", type=_codec, default="float16",
                     help="how the token store keeps tokens: float16, float32, int8 (d + 4 bytes per token), "
                          "residual:4 or residual:2 (centroid id + 4 or 2 bits per dimension: 2 + d/2 or "

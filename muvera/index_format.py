@@ -422,6 +422,9 @@ def read_index(path: Any, verify: bool = True) -> IndexFiles:
     """Find, read and check an index directory's manifest and files (sizes always, SHA-256 when
     ``verify``). The parts then read their own files."""
     root = find_index_dir(path)
+    if not (root / "manifest.json").exists() and not (root / "manifest.json").is_symlink():
+        raise ValueError(f"path: {root} is not a muvera index (it has no manifest.json); give the directory "
+                         "that MuveraIndex.save or `muvera index -o` wrote")
     m = read_manifest(root, FORMAT_NAME, FORMAT_VERSION)
     files = _field(m, "files", dict)
     for name, entry in files.items():

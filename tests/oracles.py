@@ -14,8 +14,9 @@ def _golden_dir() -> Path:
     if env:
         return Path(env)
     here = Path(__file__).resolve().parent
-    # The checkout's own shared/ folder, else the one beside the checkout (../shared/golden).
-    for cand in (here.parent / "shared" / "golden", here.parent.parent / "shared" / "golden"):
+    # The copy shipped in tests/golden (a clone tests exactness on its own), else a shared/ folder
+    # in or beside the checkout.
+    for cand in (here / "golden", here.parent / "shared" / "golden", here.parent.parent / "shared" / "golden"):
         if (cand / "manifest.json").exists():
             return cand
     return here.parent / "shared" / "golden"

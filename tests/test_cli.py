@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import re
 
 import numpy as np
 
@@ -311,7 +312,7 @@ def test_version_and_help_show_defaults(capsys):
     import inspect
 
     api_default = inspect.signature(muvera.MuveraIndex.search).parameters["candidates"].default
-    assert api_default is None and "(default: None)" in out  # the CLI and the API agree: tuned, else
+    assert api_default is None and "(default: None)" not in out  # the CLI and the API agree: tuned, else
     assert f"max({muvera.MuveraIndex.DEFAULT_CANDIDATES}, k)" in " ".join(out.split())  # max(200, k)
 
 
@@ -443,3 +444,32 @@ def test_search_on_a_terminal_answers_each_line(tiny, fake, tmp_path, capsys, mo
     lines = [json.loads(x) for x in captured.out.strip().splitlines()]
     assert [x["query"] for x in lines] == ["u21a v3 u21b", "u35a"]
     assert lines[0]["results"][0]["id"] == "doc21"
+
+
+def test_help_texts_show_defaults_once_and_readably(capsys):
+    for command in ("index", "bench", "search", "import"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in out and "(default: False)" not in out
+        assert out.count("(default:") == len(re.findall(r"\(default: [^)]*\)", out))
+        if command in ("index", "bench", "import"):
+            assert "auto (by corpus size" in out
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 100,200,500,1000)" in out and "[100, 200" not in out
+
+
+def test_search_warns_about_another_model_and_names_a_non_index(tiny, fake, tmp_path, capsys):
+    cache = str(tmp_path / "cache")
+    assert cli.main(["index", str(tiny), "--cache", cache, "-o", str(tmp_path / "idx"), "--preset", "1280",
+                     "--model", "hf:/some/model"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"indexed \d+ documents in [\d.]+ s \(added in [\d.]+ s after encoding\)", out)
+    assert cli.main(["search", str(tmp_path / "idx"), "-q", "u3a", "--model", "hf:/other"]) == 0
+    assert "not the model the index was built with ('hf:/some/model')" in capsys.readouterr().err
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert cli.main(["search", str(plain), "-q", "x"]) == 1
+    assert "is not a muvera index" in capsys.readouterr().err
