@@ -14,9 +14,13 @@ def _golden_dir() -> Path:
     if env:
         return Path(env)
     here = Path(__file__).resolve().parent
-    # The copy shipped in tests/golden (a clone tests exactness on its own), else a shared/ folder
-    # in or beside the checkout.
-    for cand in (here / "golden", here.parent / "shared" / "golden", here.parent.parent / "shared" / "golden"):
+    # The copy the package ships (muvera/data/golden: a clone, or an installed wheel, tests
+    # exactness on its own), else a shared/ folder in or beside the checkout.
+    import muvera
+
+    shipped = Path(muvera.__file__).resolve().parent / "data" / "golden"
+    for cand in (shipped, here.parent / "muvera" / "data" / "golden", here.parent / "shared" / "golden",
+                 here.parent.parent / "shared" / "golden"):
         if (cand / "manifest.json").exists():
             return cand
     return here.parent / "shared" / "golden"
