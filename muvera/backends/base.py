@@ -223,10 +223,14 @@ class Backend(abc.ABC):
         k : int
         params : mapping, optional
             Backend search parameters (e.g. ``{"efSearch": 128}``).
-        allowed : (ntotal,) bool, optional
-            Only rows with a true entry may be returned.
+        allowed : AllowedRows or (ntotal,) bool array, optional
+            Only these rows may be returned (the index passes :class:`AllowedRows`; see
+            :func:`as_allowed_rows`).
 
-        Rows are best first, ``-1`` (score ``-inf``) where fewer than k qualified.
+        Returns
+        -------
+        rows, scores : (nq, k) int64, (nq, k) float32
+            Best first, ``-1`` (score ``-inf``) where fewer than ``k`` qualified.
         """
 
     def check_params(self, params: Optional[Mapping[str, Any]]) -> None:
