@@ -29,6 +29,9 @@ from .index_format import FORMAT_NAME, FORMAT_VERSION
 from ._threads import SEARCH_GATE
 from .store import TokenStore, _offsets_of, pack_tokens
 from .tune import TuneResult, check_tuned
+from .wal import WriteAheadLog
+from .wal import encode_add as wal_add
+from .wal import encode_remove as wal_remove
 
 __all__ = ["MuveraIndex", "ball_carve", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -287,6 +290,7 @@ class MuveraIndex:
             raise ValueError("exact_spill_dir: only used with keep_exact=True")
         self._meta = MetadataStore()
         self._compactions = 0  # renumberings so far: a `where` result from before one is stale
+        self._wal: Optional[WriteAheadLog] = None  # open(..., wal=True): changes logged before applied
         self._build_state: Optional[Dict[str, Any]] = None  # muvera.build_index's record (resume)
         self._tuned: Optional[Dict[str, Any]] = None  # tune()'s chosen search setting
         self._rw = _RWLock()
@@ -431,8 +435,7 @@ class MuveraIndex:
             new_ids = self._ids.check_new(ids, len(lens))
             if items is not None:
                 self._meta.check_columns(items)
-            with self._rw.write():
-                self._add_batch(tokens, lens, new_ids, items)
+            self._commit_add(tokens, lens, new_ids, items)
         return new_ids
 
     #: Documents gathered from a stream to train an untrained backend or codec before adding.
@@ -459,6 +462,21 @@ class MuveraIndex:
             batches = list(pending)
             pending.clear()
             pending_ids.clear()
+            if self._wal is not None:  # one logged add of them all: replay trains exactly as this does
+                tokens = np.concatenate([p[0] for p in batches]) if len(batches) > 1 else batches[0][0]
+                lens = np.concatenate([p[1] for p in batches])
+                new_ids = [x for p in batches for x in p[2]]
+                items = None
+                if any(p[3] is not None for p in batches):
+                    items = [m for p in batches for m in (p[3] if p[3] is not None else [{}] * len(p[1]))]
+                with self._mutate:
+                    self._ids.check_new(new_ids, len(lens))
+                    if items is not None:
+                        self._meta.check_columns(items)
+                    self._commit_add(tokens, lens, new_ids, items)
+                added.extend(new_ids)
+                bar.update(len(new_ids))
+                return
             with self._mutate:
                 self._ids.check_new([x for p in batches for x in p[2]], sum(len(p[1]) for p in batches))
                 with self._rw.write():
@@ -467,8 +485,7 @@ class MuveraIndex:
                 with self._mutate:
                     if items is not None:
                         self._meta.check_columns(items)
-                    with self._rw.write():
-                        self._add_batch(tokens, lens, new_ids, items)
+                    self._commit_add(tokens, lens, new_ids, items)
                 added.extend(new_ids)
                 bar.update(len(new_ids))
 
@@ -516,8 +533,7 @@ class MuveraIndex:
                     self._ids.check_new(new_ids, n)
                     if items is not None:
                         self._meta.check_columns(items)
-                    with self._rw.write():
-                        self._add_batch(tokens, lens, new_ids, items)
+                    self._commit_add(tokens, lens, new_ids, items)
                 added.extend(new_ids)
                 bar.update(n)
             flush()
@@ -536,6 +552,22 @@ class MuveraIndex:
         finally:
             bar.close()
         return added
+
+    def _commit_add(self, tokens: np.ndarray, lens: np.ndarray, new_ids: List[IdLike],
+                    items: Optional[List[Dict[str, Any]]]) -> np.ndarray:
+        """Log the add (with a write-ahead log: appended and fsynced first), then apply it to
+        every part under the write lock; a failed add is cut from the log again. Caller holds
+        ``_mutate`` and has checked the ids and metadata keys."""
+        mark = None
+        if self._wal is not None:
+            mark = self._wal.append(*wal_add(new_ids, tokens, lens, items))
+        try:
+            with self._rw.write():
+                return self._add_batch(tokens, lens, new_ids, items)
+        except BaseException:
+            if mark is not None:
+                self._wal.truncate(mark)  # type: ignore[union-attr]
+            raise
 
     def _add_batch(self, tokens: np.ndarray, lens: np.ndarray, new_ids: List[IdLike],
                    items: Optional[List[Dict[str, Any]]]) -> np.ndarray:
@@ -677,6 +709,8 @@ class MuveraIndex:
                 except BaseException:
                     codec.untrain()
                     raise
+        if self._wal is not None:  # training is not logged: make it durable by a checkpoint
+            self.checkpoint()
 
     def remove(self, ids: Any) -> int:
         """Remove documents by id (one id or an iterable); returns how many were removed.
@@ -687,15 +721,30 @@ class MuveraIndex:
             If any id is not in the index (nothing is removed then).
         """
         targets = list(dict.fromkeys(id_list(ids, "ids", single_ok=True)))
-        with self._mutate, self._rw.write():
-            return self._ids.remove(targets)
+        with self._mutate:
+            self._ids.rows_of(targets)  # KeyError before anything is logged or changed
+            mark = None if self._wal is None else self._wal.append(*wal_remove(targets))
+            try:
+                with self._rw.write():
+                    return self._ids.remove(targets)
+            except BaseException:
+                if mark is not None:
+                    self._wal.truncate(mark)  # type: ignore[union-attr]
+                raise
 
     def compact(self) -> int:
         """Drop tombstoned rows from the store and rebuild the backend; returns rows dropped.
 
         The new parts are built while searches go on; the exclusive lock is held only to swap
         them in. A trained faiss index keeps its training (it is cloned, emptied and refilled).
+        With a write-ahead log, a checkpoint follows (row numbers are not logged).
         """
+        dropped = self._compact()
+        if dropped and self._wal is not None:
+            self.checkpoint()
+        return dropped
+
+    def _compact(self) -> int:
         with self._mutate:
             keep = self._ids.alive.astype(bool)
             dropped = int(len(keep) - keep.sum())
@@ -920,6 +969,8 @@ class MuveraIndex:
             print(result.table())
         if plot is not None:
             result.plot(plot)
+        if self._wal is not None:  # the stored setting is durable at once
+            self.checkpoint()
         return result
 
     def encode_packed_queries(self, qtok: np.ndarray, qoff: np.ndarray) -> np.ndarray:
@@ -1126,6 +1177,12 @@ class MuveraIndex:
                     **({"tuned": self._tuned} if self._tuned is not None else {}),
                     "files": files}
 
+        if self._wal is not None and target == self._wal_dir:  # a checkpoint: no write slips in between
+            with self._mutate, self._save_lock, self._rw.read():
+                index_format.save_directory(target, FORMAT_NAME, write)
+                self._wal.close()  # the old log went with the old directory
+                self._wal = WriteAheadLog(target, sync=self._wal_sync)
+            return
         with self._save_lock, self._rw.read():
             index_format.save_directory(target, FORMAT_NAME, write)
 
@@ -1173,7 +1230,88 @@ class MuveraIndex:
             if index_format.dir_identity(path) == before or attempt + 1 == cls.LOAD_ATTEMPTS:
                 break
         index_format.clean_stale(index_format.resolve_index_dir(path))
+        records, _, _ = WriteAheadLog.read(f.root)  # changes logged since the last checkpoint
+        index._replay(records)
         return index
+
+    def _replay(self, records: List[Any]) -> None:
+        """Apply logged changes in order, exactly as they were applied when logged."""
+        for i, rec in enumerate(records):
+            try:
+                with self._mutate:
+                    if rec.kind == "remove":
+                        with self._rw.write():
+                            self._ids.remove(rec.ids)
+                        continue
+                    lens = np.asarray(rec.lengths, dtype=np.int64)
+                    items = None if rec.metadata is None else MetadataStore.check(rec.metadata, len(lens))
+                    new_ids = self._ids.check_new(rec.ids, len(lens))
+                    tokens = np.ascontiguousarray(rec.tokens, dtype=self._store.codec.input_dtype)
+                    with self._rw.write():
+                        self._add_batch(tokens, lens, new_ids, items)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise ValueError(f"wal.log: record {i} ({rec.kind}) cannot be replayed: {exc}") from None
+
+    @classmethod
+    def open(cls, path: PathLike, config: Optional[FDEConfig] = None, *, wal: bool = True, sync: bool = True,
+             mmap: bool = True, **kwargs: Any) -> "MuveraIndex":
+        """Open the index at ``path`` for durable writes: every ``add`` and ``remove`` is
+        appended to ``path/wal.log`` (fsynced when ``sync``) before it is applied and before
+        the call returns, so an acknowledged write survives a crash; :meth:`load` replays the
+        log, and :meth:`checkpoint` folds it into the saved index. One process writes an index
+        at a time (a second ``open`` raises ValueError).
+
+        Parameters
+        ----------
+        path : path
+            The index directory. If it does not exist, ``config`` (and ``kwargs``, as for
+            :class:`MuveraIndex`) make a new, empty index saved there.
+        config : FDEConfig, optional
+            Only for a new index.
+        wal : bool, default True
+            False: :meth:`load` (the log, if any, is replayed, and nothing new is logged).
+        sync : bool, default True
+            fsync each record before the write returns (False: the OS flushes; a process crash
+            loses nothing, a power loss may lose the last writes).
+        mmap : bool, default True
+            As for :meth:`load`.
+
+        Raises
+        ------
+        ValueError
+            Another process has the index open for writing; a new index without ``config``.
+        """
+        root = index_format.resolve_index_dir(path)
+        if not root.exists() and not (root.parent / (root.name + ".bak")).exists():
+            if config is None:
+                raise ValueError(f"path: no index at {root}; give config= to create one")
+            cls(config, **kwargs).save(root)
+        elif config is not None or kwargs:
+            raise ValueError(f"config: {root} holds an index already; open it without config or options")
+        index = cls.load(root, mmap=mmap)
+        if wal:
+            index._attach_wal(index_format.find_index_dir(root), sync)
+        return index
+
+    def _attach_wal(self, directory: Path, sync: bool) -> None:
+        log = WriteAheadLog(directory, sync=sync)
+        _, good, dropped = WriteAheadLog.read(directory)
+        if dropped:  # a torn tail: the record a crash interrupted was never acknowledged
+            log.truncate(good)
+        self._wal, self._wal_dir, self._wal_sync = log, index_format.resolve_index_dir(directory), sync
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the saved index (a new directory swapped in atomically,
+        with an empty log); an index opened without a log raises ValueError."""
+        if self._wal is None:
+            raise ValueError("checkpoint: this index has no write-ahead log; open it with MuveraIndex.open(path)")
+        self.save(self._wal_dir)
+
+    def close(self) -> None:
+        """Release the write-ahead log (the index stays usable in memory, without logging)."""
+        if self._wal is not None:
+            self._wal.close()
+            self._wal = None
 
     #: Reads of an index that a concurrent save keeps replacing, before :meth:`load` gives up.
     LOAD_ATTEMPTS = 8

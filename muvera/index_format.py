@@ -277,7 +277,7 @@ def _foreign_files(target: Path) -> List[str]:
         return []  # unreadable manifest: nothing to compare against (it is ours by its marker)
     if not listed:
         return []
-    ours = listed | {"manifest.json", MARKER}
+    ours = listed | {"manifest.json", MARKER, "wal.log"}
     return sorted(p.name for p in target.iterdir() if p.name not in ours)
 
 
