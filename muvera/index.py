@@ -1282,13 +1282,22 @@ class MuveraIndex:
             Another process has the index open for writing; a new index without ``config``.
         """
         root = index_format.resolve_index_dir(path)
+        created = False
         if not root.exists() and not (root.parent / (root.name + ".bak")).exists():
             if config is None:
                 raise ValueError(f"path: no index at {root}; give config= to create one")
             cls(config, **kwargs).save(root)
-        elif config is not None or kwargs:
-            raise ValueError(f"config: {root} holds an index already; open it without config or options")
+            created = True
         index = cls.load(root, mmap=mmap)
+        if not created:  # open-or-create: what was given must describe the index that is there
+            other = sorted(set(kwargs) - {"backend", "token_codec"})
+            if other:
+                raise ValueError(f"{other[0]}: {root} holds an index already; options of a new index do not apply")
+            given = {"config": config, "backend": kwargs.get("backend"), "token_codec": kwargs.get("token_codec")}
+            saved = {"config": index.config, "backend": index.backend.name, "token_codec": index.store.codec.name}
+            for key, value in given.items():
+                if value is not None and value != saved[key]:
+                    raise ValueError(f"{key}: {root} holds an index with {key} {saved[key]!r}, not {value!r}")
         if wal:
             index._attach_wal(index_format.find_index_dir(root), sync)
         return index

@@ -123,12 +123,17 @@ def test_one_writer_per_index_and_bad_opens(tmp_path):
     first = MuveraIndex.open(path, CFG, backend="exact")
     with pytest.raises(ValueError, match="open for writing"):
         MuveraIndex.open(path)
-    with pytest.raises(ValueError, match="holds an index already"):
-        MuveraIndex.open(path, CFG)
+    with pytest.raises(ValueError, match="holds an index with config"):
+        MuveraIndex.open(path, FDEConfig(dimension=16, num_repetitions=2, num_simhash_projections=3))
+    with pytest.raises(ValueError, match="holds an index with backend 'exact', not 'auto'"):
+        MuveraIndex.open(path, backend="auto")
+    with pytest.raises(ValueError, match="keep_exact: .* options of a new index do not apply"):
+        MuveraIndex.open(path, keep_exact=True)
     with pytest.raises(ValueError, match="give config"):
         MuveraIndex.open(tmp_path / "nothing")
     first.close()
     MuveraIndex.open(path).close()
+    MuveraIndex.open(path, CFG, backend="exact").close()  # open-or-create: the same description is fine
     with pytest.raises(ValueError, match="no write-ahead log"):
         MuveraIndex.load(path).checkpoint()
 
@@ -185,6 +190,7 @@ def test_kill_9_during_writes_loses_no_acknowledged_write(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         rest = proc.stdout.read().split()
+        assert seen, f"trial {trial}: the writer acknowledged nothing"
         acked = max([acked] + seen + [int(x) for x in rest])
         index = MuveraIndex.load(path)
         have = sorted(index.ids)
