@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -236,6 +237,19 @@ def _answer(args, index, model, queries: List[str]) -> None:
             print(json.dumps({"query": q, "results": results}), flush=True)
 
 
+def cmd_serve(args) -> int:
+    from .serve import run
+
+    api_key = args.api_key or os.environ.get("MUVERA_API_KEY") or None
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        print("muvera serve: warning: listening beyond this machine without --api-key", file=sys.stderr)
+    print(f"muvera serve: {args.index} on http://{args.host}:{args.port} (OpenAPI at /docs)", file=sys.stderr,
+          flush=True)
+    run(args.index, host=args.host, port=args.port, api_key=api_key, wal=not args.no_wal,
+        max_body=args.max_body_mb << 20, model=args.model)
+    return 0
+
+
 def _target(text: str) -> float:
     try:
         value = float(text)
@@ -390,6 +404,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--num-queries", type=_positive, default=64, help="queries sampled")
     sp.add_argument("--plot", help="draw the recall-latency curve (log-scaled latency) to this PNG")
     sp.set_defaults(fn=cmd_tune)
+
+    sp = sub.add_parser("serve", help="serve a saved index over HTTP (FastAPI; durable writes through a "
+                        "write-ahead log)", formatter_class=fmt)
+    sp.add_argument("index", help="index directory")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sp.add_argument("--port", type=_positive, default=8000, help="port")
+    sp.add_argument("--api-key", default=None,
+                    help="require 'Authorization: Bearer KEY' (default: $MUVERA_API_KEY, else no key)")
+    sp.add_argument("--model", default=None, help="text model for texts in requests (default: the index's)")
+    sp.add_argument("--no-wal", action="store_true", help="serve without the write-ahead log (writes in memory only)")
+    sp.add_argument("--max-body-mb", type=_positive, default=64, help="largest request body in MiB")
+    sp.set_defaults(fn=cmd_serve)
 
     sp = sub.add_parser("export", help="write a saved index to Parquet (id, fde, tokens, metadata; the FDE config "
                         "in the schema metadata)", formatter_class=fmt)

@@ -1,0 +1,131 @@
+"""A small client for ``muvera serve`` with the index's own signatures (standard library only).
+
+>>> from muvera.client import Client
+>>> c = Client("http://127.0.0.1:8000", api_key=None)
+>>> ids, scores = c.search(["a question"], k=10)      # texts (the index records its model)
+>>> c.add([tokens_a, tokens_b], ids=["a", "b"], metadata=[{"lang": "en"}, {"lang": "fr"}])
+>>> c.remove(["b"]); c.metadata(["a"]); c.checkpoint(); c.stats()
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import quote
+
+import numpy as np
+
+__all__ = ["Client", "ServerError"]
+
+
+class ServerError(RuntimeError):
+    """A response other than 2xx: ``status`` and the server's ``error`` message. A 4xx for bad
+    input is also a ValueError (as the library raises), a 404 for a missing id a KeyError."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status, self.message = status, message
+
+
+class _BadRequest(ServerError, ValueError):
+    pass
+
+
+class _NotFound(ServerError, KeyError):
+    def __str__(self) -> str:
+        return f"HTTP {self.status}: {self.message}"
+
+
+class Client:
+    """Talks to one ``muvera serve`` process.
+
+    Parameters
+    ----------
+    url : str
+        e.g. ``"http://127.0.0.1:8000"``.
+    api_key : str, optional
+        Sent as ``Authorization: Bearer <key>``.
+    timeout : float, default 60
+        Seconds per request.
+    """
+
+    def __init__(self, url: str, api_key: Optional[str] = None, timeout: float = 60.0):
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = float(timeout)
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self.api_key:
+            req.add_header("Authorization", f"Bearer {self.api_key}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read().decode("utf-8")).get("error") or exc.reason
+            except (ValueError, AttributeError):
+                message = str(exc.reason)
+            if exc.code == 404:
+                raise _NotFound(exc.code, message) from None
+            if 400 <= exc.code < 500 and exc.code not in (401, 403, 413):
+                raise _BadRequest(exc.code, message) from None
+            raise ServerError(exc.code, message) from None
+
+    @staticmethod
+    def _queries(queries: Any) -> Dict[str, Any]:
+        if isinstance(queries, str):
+            return {"queries": [queries]}
+        items = list(queries)
+        if items and all(isinstance(q, str) for q in items):
+            return {"queries": items}
+        return {"tokens": [np.asarray(q, dtype=np.float32).tolist() for q in items]}
+
+    def search(self, queries: Any, k: int = 10, candidates: Optional[int] = None, *, where: Optional[str] = None,
+               where_params: Sequence[Any] = (), rescore: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """As :meth:`muvera.MuveraIndex.search`: texts (the index records its model) or token
+        arrays; returns ``(ids, scores)`` (int64 padded with -1, or object padded with None)."""
+        body = self._queries(queries)
+        body.update({"k": int(k), "candidates": candidates, "where": where,
+                     "where_params": [p.item() if isinstance(p, np.generic) else p for p in where_params],
+                     "rescore": rescore})
+        out = self._call("POST", "/search", body)
+        rows = out["ids"]
+        if any(isinstance(x, str) for row in rows for x in row):
+            ids = np.array(rows, dtype=object)
+        else:
+            ids = np.array([[(-1 if x is None else x) for x in row] for row in rows], dtype=np.int64)
+        scores = np.array([[(-np.inf if s is None else s) for s in row] for row in out["scores"]], dtype=np.float32)
+        return ids, scores
+
+    def add(self, documents: Any, ids: Optional[Sequence[Any]] = None,
+            metadata: Optional[List[Dict[str, Any]]] = None) -> List[Any]:
+        """Texts or token arrays; returns the ids (durable once this returns)."""
+        items = list(documents)
+        body: Dict[str, Any] = ({"texts": items} if items and all(isinstance(d, str) for d in items)
+                                else {"tokens": [np.asarray(d, dtype=np.float32).tolist() for d in items]})
+        if ids is not None:
+            body["ids"] = [x.item() if isinstance(x, np.generic) else x for x in ids]
+        if metadata is not None:
+            body["metadata"] = list(metadata)
+        return self._call("POST", "/documents", body)["ids"]
+
+    def remove(self, ids: Sequence[Any]) -> int:
+        return int(self._call("DELETE", "/documents", {"ids": [x.item() if isinstance(x, np.generic) else x
+                                                                 for x in ids]})["removed"])
+
+    def metadata(self, ids: Sequence[Any]) -> List[Optional[Dict[str, Any]]]:
+        return [self._call("GET", f"/documents/{quote(str(x), safe='')}")["metadata"] for x in ids]
+
+    def checkpoint(self) -> None:
+        self._call("POST", "/checkpoint", {})
+
+    def stats(self) -> Dict[str, Any]:
+        return self._call("GET", "/stats")
+
+    def health(self) -> Dict[str, Any]:
+        return self._call("GET", "/health")
