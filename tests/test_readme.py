@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-GUIDES = ["docs/search.md", "docs/scale.md", "docs/text-and-beir.md", "docs/distributed.md", "docs/integrations.md"]
+GUIDES = ["docs/search.md", "docs/scale.md", "docs/text-and-beir.md", "docs/distributed.md", "docs/integrations.md",
+          "docs/serving.md"]
 
 
 def _blocks_of(path: Path):
