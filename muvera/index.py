@@ -176,6 +176,36 @@ def _carve_one(q: np.ndarray, tau: float) -> np.ndarray:
     return sums[:count].copy()
 
 
+def _fuse(lists: List[Tuple[np.ndarray, np.ndarray, float]], fusion: str, rrf_k: int) -> List[Tuple[int, float]]:
+    """Fused ``(row, score)`` best first (ties: the lower row) from ranked ``(rows, scores,
+    weight)`` lists: reciprocal rank fusion, or a weighted sum of min-max normalised scores."""
+    total: Dict[int, float] = {}
+    for rows, scores, weight in lists:
+        if not len(rows) or weight == 0:
+            continue
+        if fusion == "rrf":
+            parts = weight / (rrf_k + 1.0 + np.arange(len(rows)))
+        else:
+            lo, hi = float(np.min(scores)), float(np.max(scores))
+            parts = weight * ((scores - lo) / (hi - lo) if hi > lo else np.ones(len(rows)))
+        for r, p in zip(rows.tolist(), parts.tolist()):
+            total[r] = total.get(r, 0.0) + p
+    return sorted(total.items(), key=lambda rs: (-rs[1], rs[0]))
+
+
+def _check_texts(texts: Any, n: int) -> List[str]:
+    """One str per document, or a TypeError/ValueError naming ``texts``."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts: expected a list of {n} strings, got {type(texts).__name__}")
+    items = list(texts)
+    if len(items) != n:
+        raise ValueError(f"texts: expected {n} strings (one per document), got {len(items)}")
+    bad = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"texts[{bad}]: expected a str, got {type(items[bad]).__name__}")
+    return items
+
+
 def _same_kind(exc: BaseException) -> type:
     """ValueError or TypeError, whichever ``exc`` is: a re-raise with more context must not call
     a subclass's constructor with one string (UnicodeDecodeError takes five arguments)."""
@@ -387,7 +417,7 @@ class MuveraIndex:
 
     # -- add / remove --------------------------------------------------------------------------
     def add(self, documents: Any, ids: Optional[Iterable[IdLike]] = None, *, metadata: Any = None,
-            lengths: Any = None, offsets: Any = None, mask: Any = None,
+            texts: Optional[Sequence[str]] = None, lengths: Any = None, offsets: Any = None, mask: Any = None,
             progress: Optional[bool] = None) -> List[IdLike]:
         """Add documents (one batch, or a stream of batches); returns their ids.
 
@@ -408,6 +438,9 @@ class MuveraIndex:
         metadata : list of dict, optional
             One JSON-serialisable dict per document, stored with the index (SQLite); scalar
             values under identifier keys can be filtered with ``search(..., where=...)``.
+        texts : list of str, optional
+            One text per document, indexed for BM25 (SQLite FTS5) so that ``search(...,
+            lexical=...)`` can fuse lexical and multi-vector results. One batch only.
         lengths, offsets, mask : optional
             Item boundaries for packed / padded input (streams: per batch, in dict batches).
         progress : bool, optional
@@ -427,15 +460,18 @@ class MuveraIndex:
             if lengths is not None or offsets is not None or mask is not None:
                 raise ValueError("lengths/offsets/mask: with a stream of batches give them per batch "
                                  "(dict batches with 'lengths', 'offsets' or 'mask')")
+            if texts is not None:
+                raise ValueError("texts: give them with a single batch (not a stream)")
             return self._add_stream(documents, ids, metadata, True if progress is None else bool(progress))
         tokens, lens = pack_tokens(documents, self._config.dimension, self._store.codec.input_dtype,
                                    lengths=lengths, offsets=offsets, mask=mask, name="documents")
         items = None if metadata is None else MetadataStore.check(metadata, len(lens))
+        text_list = None if texts is None else _check_texts(texts, len(lens))
         with self._mutate:
             new_ids = self._ids.check_new(ids, len(lens))
             if items is not None:
                 self._meta.check_columns(items)
-            self._commit_add(tokens, lens, new_ids, items)
+            self._commit_add(tokens, lens, new_ids, items, text_list)
         return new_ids
 
     #: Documents gathered from a stream to train an untrained backend or codec before adding.
@@ -554,23 +590,23 @@ class MuveraIndex:
         return added
 
     def _commit_add(self, tokens: np.ndarray, lens: np.ndarray, new_ids: List[IdLike],
-                    items: Optional[List[Dict[str, Any]]]) -> np.ndarray:
+                    items: Optional[List[Dict[str, Any]]], texts: Optional[List[str]] = None) -> np.ndarray:
         """Log the add (with a write-ahead log: appended and fsynced first), then apply it to
         every part under the write lock; a failed add is cut from the log again. Caller holds
         ``_mutate`` and has checked the ids and metadata keys."""
         mark = None
         if self._wal is not None:
-            mark = self._wal.append(*wal_add(new_ids, tokens, lens, items))
+            mark = self._wal.append(*wal_add(new_ids, tokens, lens, items, texts))
         try:
             with self._rw.write():
-                return self._add_batch(tokens, lens, new_ids, items)
+                return self._add_batch(tokens, lens, new_ids, items, texts)
         except BaseException:
             if mark is not None:
                 self._wal.truncate(mark)  # type: ignore[union-attr]
             raise
 
     def _add_batch(self, tokens: np.ndarray, lens: np.ndarray, new_ids: List[IdLike],
-                   items: Optional[List[Dict[str, Any]]]) -> np.ndarray:
+                   items: Optional[List[Dict[str, Any]]], texts: Optional[List[str]] = None) -> np.ndarray:
         """Add one checked batch to every part -- backend, token store, exact tier, metadata,
         ids -- all or nothing: after any error (a full disk under the spilled exact tier, a
         refused metadata key, memory) each part is put back as it was. Caller holds the write
@@ -583,6 +619,8 @@ class MuveraIndex:
             rows = self._add_packed(tokens, lens)
             if items is not None:
                 self._meta.add(rows, items)
+            if texts is not None:
+                self._meta.add_texts(rows, texts)
             self._ids.append(new_ids)
             return rows
         except BaseException:
@@ -818,6 +856,7 @@ class MuveraIndex:
     def search(self, queries: Any, k: int = 10, candidates: Optional[int] = None, *, ball_carving: Any = None,
                filter_ids: Optional[Iterable[IdLike]] = None, params: Optional[Dict[str, Any]] = None,
                rescore: Optional[int] = None, where: Optional[str] = None, where_params: Sequence[Any] = (),
+               lexical: Optional[Sequence[str]] = None, fusion: str = "rrf", lexical_weight: float = 0.3,
                lengths: Any = None, offsets: Any = None, mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
         """Top-``k`` documents per query: FDE candidates from the backend, exact Chamfer rerank.
 
@@ -851,6 +890,16 @@ class MuveraIndex:
             With ``keep_exact=True``: rerank the candidates on the compressed codes, then rescore
             the best ``rescore`` (>= k) from the float16 exact tier; the returned scores are then
             Chamfer over the float16 tokens. Default: :meth:`tune`'s setting, else none.
+        lexical : list of str, optional
+            Hybrid search: one query text per query, matched by BM25 against the texts given to
+            :meth:`add` (SQLite FTS5), and fused with the multi-vector results; the filters
+            apply to both. The returned scores are then the fused scores.
+        fusion : {"rrf", "weighted"}, default "rrf"
+            Reciprocal rank fusion (``sum 1 / (60 + rank)``), or a weighted sum of each list's
+            min-max normalised scores.
+        lexical_weight : float, default 0.3
+            The BM25 side's weight: in ``"weighted"`` its share of the sum, in ``"rrf"`` its
+            terms' multiplier relative to the multi-vector side's (``0.3 / 0.7``).
         lengths, offsets, mask : optional
             Item boundaries for packed / padded queries.
 
@@ -878,8 +927,46 @@ class MuveraIndex:
         self._backend.check_params(params)
         qtok, qoff = self._pack_queries(queries, lengths, offsets, mask)
         qfde = self.encode_packed_queries(qtok, qoff)
+        if lexical is not None:
+            return self._hybrid(qtok, qoff, qfde, k, c, _check_texts(lexical, len(qoff) - 1), fusion, lexical_weight,
+                                tau=tau, filter_ids=filter_ids, params=params, rescore=rescore, where=where,
+                                where_params=where_params)
         return self.search_packed(qtok, qoff, qfde, k, c, tau=tau, filter_ids=filter_ids, params=params,
                                   rescore=rescore, where=where, where_params=where_params)
+
+    #: Reciprocal rank fusion's rank offset (the usual 60).
+    RRF_K = 60
+
+    def _hybrid(self, qtok: np.ndarray, qoff: np.ndarray, qfde: np.ndarray, k: int, c: int, texts: List[str],
+                fusion: str, weight: float, **kw: Any) -> Tuple[np.ndarray, np.ndarray]:
+        """Multi-vector and BM25 results, each ``c`` deep, fused per query (see :meth:`search`)."""
+        if fusion not in ("rrf", "weighted"):
+            raise ValueError(f"fusion: expected 'rrf' or 'weighted', got {fusion!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+            raise ValueError(f"lexical_weight: expected a number in [0, 1], got {weight!r}")
+        pre = self._where_first(kw["where"], kw["where_params"])
+        with SEARCH_GATE.enter() as shared, self._rw.read():
+            threads = 1 if shared else self._num_threads
+            mv_rows, mv_scores = self._search_rows_unlocked(qtok, qoff, qfde, c, c, kw["tau"], kw["filter_ids"],
+                                                            kw["params"], kw["rescore"], kw["where"],
+                                                            kw["where_params"], threads, pre)
+            allowed = self._allowed(kw["filter_ids"], kw["where"], kw["where_params"], pre)
+            only = allowed.rows if allowed is not None and allowed.has_rows else None
+            width = self._result_width(k)
+            out_rows = np.full((len(texts), width), -1, dtype=np.int64)
+            out_scores = np.full((len(texts), width), -np.inf, dtype=np.float32)
+            for i, text in enumerate(texts):
+                lex_rows, lex_scores = self._meta.bm25(text, c, only)
+                if allowed is not None and only is None:  # tombstones: the live bitmap
+                    keep = allowed.bitmap[lex_rows]
+                    lex_rows, lex_scores = lex_rows[keep], lex_scores[keep]
+                valid = mv_rows[i] >= 0
+                fused = _fuse([(mv_rows[i][valid], mv_scores[i][valid], 1.0 - weight), (lex_rows, lex_scores, weight)],
+                              fusion, self.RRF_K)
+                top = fused[:width]
+                out_rows[i, :len(top)] = [r for r, _ in top]
+                out_scores[i, :len(top)] = [s for _, s in top]
+            return self._ids.ids_of(out_rows), out_scores
 
     #: Candidates reranked per query when neither the caller nor :meth:`tune` sets them.
     DEFAULT_CANDIDATES = 200
@@ -1248,7 +1335,7 @@ class MuveraIndex:
                     new_ids = self._ids.check_new(rec.ids, len(lens))
                     tokens = np.ascontiguousarray(rec.tokens, dtype=self._store.codec.input_dtype)
                     with self._rw.write():
-                        self._add_batch(tokens, lens, new_ids, items)
+                        self._add_batch(tokens, lens, new_ids, items, rec.texts)
             except (KeyError, ValueError, TypeError) as exc:
                 raise ValueError(f"wal.log: record {i} ({rec.kind}) cannot be replayed: {exc}") from None
 

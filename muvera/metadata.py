@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 import numpy as np
@@ -27,6 +27,7 @@ _FILE = "metadata.sqlite"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _RESERVED = {"_row", "_json"}
 _SCALARS = (str, int, float, bool, type(None))
+_WORDS = re.compile(r"\w+", re.UNICODE)
 
 
 def _case_clashes(items: List[Dict[str, Any]], columns: List[str]) -> None:
@@ -91,9 +92,51 @@ class MetadataStore:
         _case_clashes(items, self._columns)
 
     def truncate(self, num_rows: int) -> None:
-        """Drop the metadata of rows ``num_rows`` and above (the rollback of a failed add)."""
+        """Drop the metadata (and texts) of rows ``num_rows`` and above (a failed add's rollback)."""
         with self._lock, self._db:
             self._db.execute("DELETE FROM meta WHERE _row >= ?", (int(num_rows),))
+            if self._has_texts():
+                self._db.execute("DELETE FROM texts WHERE rowid >= ?", (int(num_rows),))
+
+    # -- the lexical index (SQLite FTS5, BM25) -------------------------------------------------
+    def _has_texts(self) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'texts'").fetchone() is not None
+
+    def add_texts(self, rows: np.ndarray, texts: List[str]) -> None:
+        """Index ``texts`` for BM25 (one transaction). Porter stemming over Unicode words."""
+        with self._lock, self._db:
+            if not self._has_texts():
+                self._db.execute("CREATE VIRTUAL TABLE texts USING fts5(text, tokenize = 'porter unicode61')")
+            self._db.executemany("INSERT INTO texts (rowid, text) VALUES (?, ?)",
+                                 [(int(r), t) for r, t in zip(rows.tolist(), texts)])
+
+    @property
+    def has_texts(self) -> bool:
+        """Whether any text was indexed for BM25."""
+        with self._lock:
+            return self._has_texts()
+
+    def bm25(self, query: str, limit: int, rows: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """``(rows, scores)`` of the best ``limit`` texts for ``query`` by BM25 (higher is better),
+        any of its words matching (they are quoted: no query syntax reaches FTS5); only ``rows``
+        when given."""
+        words = _WORDS.findall(query)
+        if not words or limit <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        match = " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
+        sql = "SELECT rowid, -bm25(texts) FROM texts WHERE texts MATCH ?"
+        params: List[Any] = [match]
+        if rows is not None:
+            sql += " AND rowid IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(np.asarray(rows, dtype=np.int64).tolist()))
+        sql += " ORDER BY bm25(texts) LIMIT ?"
+        params.append(int(limit))
+        with self._lock:
+            if not self._has_texts():
+                raise ValueError("hybrid: this index holds no texts (add them with add(..., texts=...))")
+            found = self._db.execute(sql, params).fetchall()
+        return (np.fromiter((r for r, _ in found), dtype=np.int64, count=len(found)),
+                np.fromiter((s for _, s in found), dtype=np.float32, count=len(found)))
 
     # -- changes -------------------------------------------------------------------------------
     def add(self, rows: np.ndarray, items: List[Dict[str, Any]]) -> None:
@@ -121,6 +164,11 @@ class MetadataStore:
             try:
                 self._db.executemany("INSERT INTO renumber VALUES (?, ?)",
                                      ((int(o), int(n)) for o, n in zip(np.flatnonzero(keep), mapping[keep])))
+                if self._has_texts():  # FTS5 rows: re-inserted under their new numbers
+                    kept = self._db.execute("SELECT r.new, t.text FROM texts t JOIN renumber r ON r.old = t.rowid"
+                                            ).fetchall()
+                    self._db.execute("DELETE FROM texts")
+                    self._db.executemany("INSERT INTO texts (rowid, text) VALUES (?, ?)", kept)
                 self._db.execute("DELETE FROM meta WHERE _row NOT IN (SELECT old FROM renumber)")
                 # Through negative numbers, so no two rows ever hold the same key mid-update.
                 self._db.execute("UPDATE meta SET _row = -1 - (SELECT new FROM renumber WHERE old = meta._row)")

@@ -267,7 +267,9 @@ class Retriever:
                 for i, v in enumerate(vecs):
                     if len(v) == 0:
                         raise ValueError(f"texts[{s + i}]: the model gives no tokens for it")
-                self._index.add(vecs, ids=new_ids[s:e], metadata=items[s:e] if with_meta else None)
+                # Kept texts are also indexed for BM25 (search(..., hybrid=...)).
+                self._index.add(vecs, ids=new_ids[s:e], metadata=items[s:e] if with_meta else None,
+                                texts=texts[s:e] if self.keep_text else None)
                 added += new_ids[s:e]
                 bar.update(e - s)
         except BaseException:
@@ -280,7 +282,8 @@ class Retriever:
 
     def search(self, query: Union[str, Sequence[str]], k: int = 10, candidates: Optional[int] = None, *,
                where: Optional[str] = None, where_params: Sequence[Any] = (),
-               filter_ids: Optional[Sequence[Any]] = None) -> Union[List[Hit], List[List[Hit]]]:
+               filter_ids: Optional[Sequence[Any]] = None, hybrid: Optional[str] = None,
+               lexical_weight: float = 0.3) -> Union[List[Hit], List[List[Hit]]]:
         """The best ``k`` documents for a question (or for each of a list of questions).
 
         Parameters
@@ -292,6 +295,11 @@ class Retriever:
             :meth:`muvera.MuveraIndex.search` (the tuned setting, else ``max(200, k)``).
         where, where_params, filter_ids
             As :meth:`muvera.MuveraIndex.search` (metadata SQL condition with bound values).
+        hybrid : {"rrf", "weighted"}, optional
+            Fuse BM25 over the kept texts (SQLite FTS5) with the multi-vector results; the
+            filters apply to both, and the hits' scores are then the fused scores.
+        lexical_weight : float, default 0.3
+            The BM25 side's weight in the fusion (see :meth:`muvera.MuveraIndex.search`).
 
         Returns
         -------
@@ -312,8 +320,9 @@ class Retriever:
         for i, v in enumerate(vecs):
             if len(v) == 0:
                 raise ValueError(f"query{'' if single else f'[{i}]'}: the model gives no tokens for it")
+        lexical = dict(lexical=queries, fusion=hybrid, lexical_weight=lexical_weight) if hybrid is not None else {}
         ids, scores = self._index.search(vecs, k=k, candidates=candidates, where=where, where_params=where_params,
-                                         filter_ids=filter_ids)
+                                         filter_ids=filter_ids, **lexical)
         out = [self._hits(row, sc) for row, sc in zip(ids, scores)]
         return out[0] if single else out
 

@@ -67,3 +67,46 @@ def test_llamaindex_retriever(retriever):
     nodes = MuveraLlamaRetriever(retriever, similarity_top_k=4, filters={"lang": "de"}).retrieve("capital")
     assert [n.node.node_id for n in nodes] == ["berlin"]
     assert nodes[0].node.metadata == {"lang": "de", "kind": "city"}
+
+
+def test_hybrid_bm25_and_multivector_fusion(retriever, tmp_path):
+    """BM25 over the kept texts (FTS5) fused with the multi-vector results: a query that only a
+    rare word matches lexically is found; filters apply to both sides; it survives save/load."""
+    hits = retriever.search("Amazon volume", k=2, hybrid="rrf")
+    assert hits[0].id == "amazon" and hits[0].score > 0
+    assert retriever.search("Amazon volume", k=4, hybrid="weighted", where="kind = ?",
+                            where_params=("city",))[0].id in ("paris", "berlin")
+    assert {h.id for h in retriever.search("capital", k=4, hybrid="rrf", filter_ids=["berlin"])} == {"berlin"}
+    retriever.save(tmp_path / "r")
+    back = Retriever.load(tmp_path / "r")
+    assert back.search("Amazon volume", k=1, hybrid="rrf")[0].id == "amazon"
+    with pytest.raises(ValueError, match="fusion"):
+        retriever.search("x", hybrid="max")
+    with pytest.raises(ValueError, match="lexical_weight"):
+        retriever.search("x", hybrid="rrf", lexical_weight=2)
+
+
+def test_hybrid_needs_texts_and_survives_compaction_and_the_log(tmp_path):
+    import numpy as np
+
+    from muvera import FDEConfig, MuveraIndex
+
+    rng = np.random.default_rng(0)
+    docs = [rng.standard_normal((4, 16)).astype(np.float32) for _ in range(6)]
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+    plain = MuveraIndex(FDEConfig(dimension=16, num_repetitions=2, num_simhash_projections=3), backend="exact")
+    plain.add(docs)
+    with pytest.raises(ValueError, match="holds no texts"):
+        plain.search(docs[:1], k=2, lexical=["alpha"])
+    live = MuveraIndex.open(tmp_path / "i", FDEConfig(dimension=16, num_repetitions=2, num_simhash_projections=3),
+                            backend="exact")
+    live.add(docs, texts=[f"document {w}" for w in words])
+    live.remove([0, 1])
+    back = MuveraIndex.load(tmp_path / "i")  # texts replayed from the log
+    ids, _ = back.search(docs[5:6], k=1, lexical=["zeta"], lexical_weight=1.0)
+    assert ids[0, 0] == 5
+    live.compact()  # rows renumbered, FTS rows with them
+    ids, _ = live.search(docs[2:3], k=4, lexical=["gamma"], lexical_weight=1.0)
+    assert ids[0, 0] == 2 and 0 not in ids[0]
+    with pytest.raises(ValueError, match="texts: expected 6"):
+        plain.add(docs, texts=["one"])
