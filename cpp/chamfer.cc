@@ -69,27 +69,17 @@ void chamfer_scores(const QueryBatchView& q, const TokenStoreView& s, const int6
     return reinterpret_cast<float*>((p + 63) & ~static_cast<uintptr_t>(63));
   };
 
-  const int64_t chunks = (C + kDocsPerTask - 1) / kDocsPerTask;
   const int64_t row_bytes = store_row_bytes(s.dtype, d);
   const char* base = static_cast<const char*>(s.tokens);
-  parallel_for(nq * chunks, threads, [&](int64_t task, int tid) {
-    const int64_t i = task / chunks, c0 = (task % chunks) * kDocsPerTask;
-    const int64_t c1 = std::min(C, c0 + kDocsPerTask);
-    const int n = static_cast<int>(q.offsets[i + 1] - q.offsets[i]);
-    float* buf = scratch[tid].empty() ? nullptr : scratch[tid].data();
-    float* extra = aligned(aux[tid]);
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t doc = candidates != nullptr ? candidates[i * C + c] : c;
-      float& out = scores[i * C + c];
-      if (doc < 0 || (alive != nullptr && !alive[doc])) {
-        out = -std::numeric_limits<float>::infinity();
-        continue;
-      }
-      const int64_t begin = s.offsets[doc], m = s.offsets[doc + 1] - begin;
-      out = kernels.chamfer_doc(qt.data() + qt_offset[i], n, nq_pad[i], d, base + begin * row_bytes, s.dtype, m, buf,
-                                extra);
-    }
-  });
+  std::vector<float*> extra(threads);
+  for (int t = 0; t < threads; ++t) extra[t] = aligned(aux[t]);
+  score_candidates(0, nq, C, candidates, alive, s.offsets, scores, threads, kDocsPerTask,
+                   [&](int64_t i, int tid, int64_t begin, int64_t m) {
+                     const int n = static_cast<int>(q.offsets[i + 1] - q.offsets[i]);
+                     float* buf = scratch[tid].empty() ? nullptr : scratch[tid].data();
+                     return kernels.chamfer_doc(qt.data() + qt_offset[i], n, nq_pad[i], d, base + begin * row_bytes,
+                                                s.dtype, m, buf, extra[tid]);
+                   });
 }
 
 void chamfer_topk(const QueryBatchView& q, const TokenStoreView& s, const int64_t* candidates, int64_t C,

@@ -96,7 +96,6 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
   std::vector<std::vector<float>> rows(threads, std::vector<float>(static_cast<size_t>(4) * t.d));
   std::atomic<bool> bad{false};
 
-  const int64_t chunks = (C + kDocsPerTask - 1) / kDocsPerTask;
   const int64_t per_table = std::max<int64_t>(1, t.K * max_pad * static_cast<int64_t>(sizeof(float)));
   const int64_t batch = std::max<int64_t>(1, std::min<int64_t>(nq, kTableBudget / per_table));
   std::vector<PreparedQuery> prepared(static_cast<size_t>(batch));
@@ -117,26 +116,17 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
       const int64_t c0 = (task % cchunks) * kCentroidsPerTask, c1 = std::min(t.K, c0 + kCentroidsPerTask);
       kernels.qc_table(p.qt.data(), p.nq_pad, t.d, t.centroids, c0, c1, tables.data() + p.table, rows[tid].data());
     });
-    parallel_for((b1 - b0) * chunks, threads, [&](int64_t task, int tid) {
-      const int64_t i = b0 + task / chunks, c0 = (task % chunks) * kDocsPerTask;
-      const int64_t c1 = std::min(C, c0 + kDocsPerTask);
-      const PreparedQuery& p = prepared[static_cast<size_t>(i - b0)];
-      const ResidualQueryView view{p.nq, p.nq_pad, quads, p.qi.data(), p.sq.data(), p.a.data(),
-                                   tables.data() + p.table, s16_steps, nullptr};
-      bool local_bad = false;
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t doc = candidates != nullptr ? candidates[i * C + c] : c;
-        float& out = scores[i * C + c];
-        if (doc < 0 || (alive != nullptr && !alive[doc])) {
-          out = -std::numeric_limits<float>::infinity();
-          continue;
-        }
-        const int64_t begin = offsets[doc], m = offsets[doc + 1] - begin;
-        out = kernels.doc_score(view, t, codes + begin * row_bytes, m, unpacked[tid].data(), best[tid].data(),
-                                &local_bad);
-      }
-      if (local_bad) bad.store(true);
-    });
+    score_candidates(b0, b1, C, candidates, alive, offsets, scores, threads, kDocsPerTask,
+                     [&](int64_t i, int tid, int64_t begin, int64_t m) {
+                       const PreparedQuery& p = prepared[static_cast<size_t>(i - b0)];
+                       const ResidualQueryView view{p.nq, p.nq_pad, quads, p.qi.data(), p.sq.data(), p.a.data(),
+                                                    tables.data() + p.table, s16_steps, nullptr};
+                       bool doc_bad = false;
+                       const float v = kernels.doc_score(view, t, codes + begin * row_bytes, m, unpacked[tid].data(),
+                                                         best[tid].data(), &doc_bad);
+                       if (doc_bad) bad.store(true, std::memory_order_relaxed);
+                       return v;
+                     });
   }
   return !bad.load();
 }
@@ -191,26 +181,15 @@ void int8_scores(const QueryBatchView& q, const TokenStoreView& s, const int64_t
     max_pad = std::max<int64_t>(max_pad, prepared[i].nq_pad);
   }
   std::vector<std::vector<float>> best(threads, std::vector<float>(static_cast<size_t>(max_pad)));
-  const int64_t chunks = (C + kDocsPerTask - 1) / kDocsPerTask;
   const int64_t row_bytes = static_cast<int64_t>(d) + 4;
   const uint8_t* base = static_cast<const uint8_t*>(s.tokens);
-  parallel_for(nq * chunks, threads, [&](int64_t task, int tid) {
-    const int64_t i = task / chunks, c0 = (task % chunks) * kDocsPerTask;
-    const int64_t c1 = std::min(C, c0 + kDocsPerTask);
-    const Int8Query& p = prepared[static_cast<size_t>(i)];
-    const ResidualQueryView view{p.nq, p.nq_pad, quads, p.qi.data(), p.sq.data(), nullptr, nullptr, 0,
-                                 p.corr.data()};
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t doc = candidates != nullptr ? candidates[i * C + c] : c;
-      float& out = scores[i * C + c];
-      if (doc < 0 || (alive != nullptr && !alive[doc])) {
-        out = -std::numeric_limits<float>::infinity();
-        continue;
-      }
-      const int64_t begin = s.offsets[doc], m = s.offsets[doc + 1] - begin;
-      out = kernels.int8_doc_score(view, base + begin * row_bytes, m, d, best[tid].data());
-    }
-  });
+  score_candidates(0, nq, C, candidates, alive, s.offsets, scores, threads, kDocsPerTask,
+                   [&](int64_t i, int tid, int64_t begin, int64_t m) {
+                     const Int8Query& p = prepared[static_cast<size_t>(i)];
+                     const ResidualQueryView view{p.nq, p.nq_pad, quads, p.qi.data(), p.sq.data(), nullptr,
+                                                  nullptr, 0, p.corr.data()};
+                     return kernels.int8_doc_score(view, base + begin * row_bytes, m, d, best[tid].data());
+                   });
 }
 
 const ResidualKernelSet& integer_kernels_for(const char* float_isa) {
