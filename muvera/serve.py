@@ -111,13 +111,11 @@ def create_app(index_path: Union[str, os.PathLike], *, api_key: Optional[str] = 
                                     status_code=401)
         return await call_next(request)
 
-    @app.exception_handler(ValueError)
-    async def bad_value(request: Any, exc: ValueError) -> Any:
+    async def bad_request(request: Any, exc: Exception) -> Any:  # the library's ValueError / TypeError
         return JSONResponse({"error": str(exc)}, status_code=400)
 
-    @app.exception_handler(TypeError)
-    async def bad_type(request: Any, exc: TypeError) -> Any:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+    for kind in (ValueError, TypeError):
+        app.add_exception_handler(kind, bad_request)
 
     @app.exception_handler(KeyError)
     async def missing(request: Any, exc: KeyError) -> Any:

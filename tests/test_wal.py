@@ -3,12 +3,8 @@ before applying it; load replays the log; checkpoint folds it in atomically."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import textwrap
-import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,53 +148,16 @@ def test_training_and_compaction_are_made_durable_by_a_checkpoint(tmp_path):
     _same(live, back, docs[20:22])
 
 
-WRITER = textwrap.dedent("""
-    import sys
-    import numpy as np
-    from muvera import FDEConfig, MuveraIndex
-    cfg = FDEConfig(dimension=16, num_repetitions=4, num_simhash_projections=3)
-    index = MuveraIndex.open(sys.argv[1], cfg, backend="exact")
-    start = len(index)
-    i = start
-    while True:
-        n = 1 + i % 3
-        docs = [np.random.default_rng(i + j).standard_normal((4, 16)).astype(np.float32) for j in range(n)]
-        index.add(docs, ids=list(range(i, i + n)), metadata=[{"id": i + j} for j in range(n)])
-        i += n
-        print(i, flush=True)  # acknowledged: everything below i is durable
-""")
-
-
 def test_kill_9_during_writes_loses_no_acknowledged_write(tmp_path):
     """A writer process is killed at a random moment, several times over the same index: after
-    each kill every acknowledged document is there, whole (its tokens re-derived from its id),
-    and nothing beyond the acknowledged ones but at most the write in flight.
-    (bench/bench_wal.py runs the same check 100 times and measures the log's cost.)"""
-    path = tmp_path / "idx"
-    rng = np.random.default_rng(0)
-    acked = 0
-    for trial in range(6):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
-        seen = []
-        deadline = time.monotonic() + 30
-        while len(seen) < 1 + int(rng.integers(1, 6)) and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(int(line))
-        time.sleep(float(rng.uniform(0, 0.02)))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        rest = proc.stdout.read().split()
-        assert seen, f"trial {trial}: the writer acknowledged nothing"
-        acked = max([acked] + seen + [int(x) for x in rest])
-        index = MuveraIndex.load(path)
-        have = sorted(index.ids)
-        assert have[: acked] == list(range(acked)), (trial, acked, have[-5:])
-        assert len(have) <= acked + 3  # at most the add in flight (1-3 documents) beyond
-        for x in (0, acked - 1):
-            doc = np.random.default_rng(x).standard_normal((4, 16)).astype(np.float32)
-            got = index.get_tokens(x).astype(np.float32)
-            np.testing.assert_allclose(got, doc, atol=1e-2)
-            assert index.metadata([x]) == [{"id": x}]
-        acked = len(have)  # an unacknowledged add that landed counts from now on
+    each kill every acknowledged document is there, whole (tokens and metadata re-derived from
+    its id), and at most the add in flight beyond them. bench/bench_wal.py runs the same trials
+    (this function) 100 times and measures what the log costs."""
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        from bench_wal import crash_trials
+    finally:
+        sys.path.remove(str(bench))
+    result = crash_trials(6, tmp_path)
+    assert result["failures"] == [] and result["documents"] > 6
