@@ -103,8 +103,9 @@ class Client:
         return ids, scores
 
     def add(self, documents: Any, ids: Optional[Sequence[Any]] = None,
-            metadata: Optional[List[Dict[str, Any]]] = None) -> List[Any]:
-        """Texts or token arrays; returns the ids (durable once this returns)."""
+            metadata: Optional[List[Dict[str, Any]]] = None, upsert: bool = False) -> List[Any]:
+        """Texts or token arrays; returns the ids (durable once this returns). ``upsert``
+        replaces documents whose ids are live, as one change."""
         items = list(documents)
         body: Dict[str, Any] = ({"texts": items} if items and all(isinstance(d, str) for d in items)
                                 else {"tokens": [np.asarray(d, dtype=np.float32).tolist() for d in items]})
@@ -112,6 +113,8 @@ class Client:
             body["ids"] = [x.item() if isinstance(x, np.generic) else x for x in ids]
         if metadata is not None:
             body["metadata"] = list(metadata)
+        if upsert:
+            body["upsert"] = True
         return self._call("POST", "/documents", body)["ids"]
 
     def remove(self, ids: Sequence[Any]) -> int:

@@ -15,7 +15,7 @@ removed); an empty index that never held ids answers with ``int64`` / ``-1``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -158,8 +158,9 @@ class IdMap:
         return self._ids.view[np.flatnonzero(self._alive.view)].tolist()
 
     # -- changes -------------------------------------------------------------------------------
-    def check_new(self, ids: Any, n: int) -> List[IdLike]:
-        """Validate ``n`` new ids (or make default ints when ``ids`` is None); changes nothing."""
+    def check_new(self, ids: Any, n: int, replacing: Sequence[IdLike] = ()) -> List[IdLike]:
+        """Validate ``n`` new ids (or make default ints when ``ids`` is None); changes nothing.
+        Ids in ``replacing`` (an upsert's live ids) may be live."""
         if ids is None:
             if self._kind == "str":
                 raise TypeError("ids: this index holds str ids; give one id per document")
@@ -179,7 +180,8 @@ class IdMap:
             seen: set = set()
             dups = [x for x in new if x in seen or seen.add(x)]  # type: ignore[func-returns-value]
             raise ValueError(f"ids: duplicate ids in this call: {dups[:10]}")
-        clash = [x for x in new if x in self._to_row]
+        skip = set(replacing)
+        clash = [x for x in new if x in self._to_row and x not in skip]
         if clash:
             raise ValueError(f"ids: already in the index: {clash[:10]}")
         return new
@@ -247,6 +249,16 @@ class IdMap:
         if self._table is not None and self._kind == "int":
             self._table.writable()[np.asarray(ids, dtype=np.int64)] = -1
         return len(rows)
+
+    def restore(self, ids: List[IdLike], rows: np.ndarray) -> None:
+        """Undo :meth:`remove` of ``ids`` (their former ``rows``): the rollback of a failed upsert."""
+        rows = np.asarray(rows, dtype=np.int64)
+        self._alive.writable()[rows] = 1
+        self._set_packed(rows, True)
+        for x, r in zip(ids, rows.tolist()):
+            self._to_row[x] = r
+        if self._kind == "int" and len(rows):
+            self._table_set(np.asarray(ids, dtype=np.int64), rows)
 
     def allowed(self, filter_ids: Optional[Iterable[Any]]) -> np.ndarray:
         """The allowed-rows bitmap (bool): live rows, restricted to ``filter_ids`` when given

@@ -417,8 +417,8 @@ class MuveraIndex:
 
     # -- add / remove --------------------------------------------------------------------------
     def add(self, documents: Any, ids: Optional[Iterable[IdLike]] = None, *, metadata: Any = None,
-            texts: Optional[Sequence[str]] = None, lengths: Any = None, offsets: Any = None, mask: Any = None,
-            progress: Optional[bool] = None) -> List[IdLike]:
+            texts: Optional[Sequence[str]] = None, upsert: bool = False, lengths: Any = None, offsets: Any = None,
+            mask: Any = None, progress: Optional[bool] = None) -> List[IdLike]:
         """Add documents (one batch, or a stream of batches); returns their ids.
 
         Parameters
@@ -441,6 +441,9 @@ class MuveraIndex:
         texts : list of str, optional
             One text per document, indexed for BM25 (SQLite FTS5) so that ``search(...,
             lexical=...)`` can fuse lexical and multi-vector results. One batch only.
+        upsert : bool, default False
+            Replace the documents whose ids are already live (one change: the old versions are
+            removed and the new ones added together, or neither). One batch with ids only.
         lengths, offsets, mask : optional
             Item boundaries for packed / padded input (streams: per batch, in dict batches).
         progress : bool, optional
@@ -460,18 +463,21 @@ class MuveraIndex:
             if lengths is not None or offsets is not None or mask is not None:
                 raise ValueError("lengths/offsets/mask: with a stream of batches give them per batch "
                                  "(dict batches with 'lengths', 'offsets' or 'mask')")
-            if texts is not None:
-                raise ValueError("texts: give them with a single batch (not a stream)")
+            if texts is not None or upsert:
+                raise ValueError("texts, upsert: give them with a single batch (not a stream)")
             return self._add_stream(documents, ids, metadata, True if progress is None else bool(progress))
         tokens, lens = pack_tokens(documents, self._config.dimension, self._store.codec.input_dtype,
                                    lengths=lengths, offsets=offsets, mask=mask, name="documents")
         items = None if metadata is None else MetadataStore.check(metadata, len(lens))
         text_list = None if texts is None else _check_texts(texts, len(lens))
+        if upsert and ids is None:
+            raise ValueError("upsert: give the ids to replace")
         with self._mutate:
-            new_ids = self._ids.check_new(ids, len(lens))
+            replaced = [x for x in id_list(ids, "ids", single_ok=False) if x in self._ids] if upsert else []
+            new_ids = self._ids.check_new(ids, len(lens), replacing=replaced)
             if items is not None:
                 self._meta.check_columns(items)
-            self._commit_add(tokens, lens, new_ids, items, text_list)
+            self._commit_add(tokens, lens, new_ids, items, text_list, replaced)
         return new_ids
 
     #: Documents gathered from a stream to train an untrained backend or codec before adding.
@@ -590,16 +596,23 @@ class MuveraIndex:
         return added
 
     def _commit_add(self, tokens: np.ndarray, lens: np.ndarray, new_ids: List[IdLike],
-                    items: Optional[List[Dict[str, Any]]], texts: Optional[List[str]] = None) -> np.ndarray:
+                    items: Optional[List[Dict[str, Any]]], texts: Optional[List[str]] = None,
+                    replaced: Sequence[IdLike] = ()) -> np.ndarray:
         """Log the add (with a write-ahead log: appended and fsynced first), then apply it to
         every part under the write lock; a failed add is cut from the log again. Caller holds
         ``_mutate`` and has checked the ids and metadata keys."""
         mark = None
         if self._wal is not None:
-            mark = self._wal.append(*wal_add(new_ids, tokens, lens, items, texts))
+            mark = self._wal.append(*wal_add(new_ids, tokens, lens, items, texts, bool(replaced)))
         try:
             with self._rw.write():
-                return self._add_batch(tokens, lens, new_ids, items, texts)
+                old_rows = self._ids.rows_of(replaced)
+                self._ids.remove(list(replaced))
+                try:
+                    return self._add_batch(tokens, lens, new_ids, items, texts)
+                except BaseException:
+                    self._ids.restore(list(replaced), old_rows)  # the old versions come back
+                    raise
         except BaseException:
             if mark is not None:
                 self._wal.truncate(mark)  # type: ignore[union-attr]
@@ -1332,6 +1345,10 @@ class MuveraIndex:
                         continue
                     lens = np.asarray(rec.lengths, dtype=np.int64)
                     items = None if rec.metadata is None else MetadataStore.check(rec.metadata, len(lens))
+                    if rec.replace:  # an upsert: the old versions go with the same record
+                        live = [x for x in rec.ids if x in self._ids]
+                        with self._rw.write():
+                            self._ids.remove(live)
                     new_ids = self._ids.check_new(rec.ids, len(lens))
                     tokens = np.ascontiguousarray(rec.tokens, dtype=self._store.codec.input_dtype)
                     with self._rw.write():

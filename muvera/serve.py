@@ -5,7 +5,8 @@ Endpoints (JSON; the OpenAPI schema is at ``/docs`` and ``/openapi.json``):
 * ``POST /search``: ``queries`` (texts, when the index records its model) or ``tokens`` (one
   list of token vectors per query); ``k``, ``candidates``, ``where`` / ``where_params``,
   ``rescore`` as for :meth:`muvera.MuveraIndex.search`. Returns ``ids`` and ``scores``.
-* ``POST /documents``: ``texts`` or ``tokens``, optional ``ids`` and ``metadata``; returns ``ids``.
+* ``POST /documents``: ``texts`` or ``tokens``, optional ``ids`` and ``metadata``, ``upsert`` to
+  replace live ids; returns ``ids``.
 * ``DELETE /documents``: ``ids``; returns ``removed``.
 * ``GET /documents/{id}``: the document's metadata (404 when it is not in the index).
 * ``GET /health``, ``GET /stats`` (sizes, backend phase, codec, tuned setting, model).
@@ -92,6 +93,7 @@ def create_app(index_path: Union[str, os.PathLike], *, api_key: Optional[str] = 
         tokens: Optional[List[List[List[float]]]] = None
         ids: Optional[List[Union[int, str]]] = None
         metadata: Optional[List[Dict[str, Any]]] = None
+        upsert: bool = Field(False, description="replace the documents whose ids are live (one change)")
 
     class RemoveRequest(BaseModel):
         ids: List[Union[int, str]]
@@ -156,7 +158,7 @@ def create_app(index_path: Union[str, os.PathLike], *, api_key: Optional[str] = 
             raise ValueError("documents: give exactly one of 'texts' or 'tokens'")
         docs = text_model().encode_documents(req.texts) if req.texts is not None else \
             token_batch(req.tokens, "tokens")  # type: ignore[arg-type]
-        return {"ids": index.add(docs, ids=req.ids, metadata=req.metadata)}
+        return {"ids": index.add(docs, ids=req.ids, metadata=req.metadata, upsert=req.upsert)}
 
     @app.delete("/documents")
     def remove(req: RemoveRequest) -> Dict[str, Any]:

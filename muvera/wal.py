@@ -56,13 +56,15 @@ class Record:
     lengths: Optional[np.ndarray] = None
     metadata: Optional[List[Dict[str, Any]]] = None
     texts: Optional[List[str]] = None
+    replace: bool = False  # an upsert: the live ones among ``ids`` are removed first
 
 
 def encode_add(ids: List[Any], tokens: np.ndarray, lengths: np.ndarray,
-               metadata: Optional[List[Dict[str, Any]]], texts: Optional[List[str]] = None) -> Tuple[int, bytes]:
+               metadata: Optional[List[Dict[str, Any]]], texts: Optional[List[str]] = None,
+               replace: bool = False) -> Tuple[int, bytes]:
     tokens = np.ascontiguousarray(tokens)
     head = json.dumps({"ids": ids, "metadata": metadata, "lengths": np.asarray(lengths, np.int64).tolist(),
-                       "dtype": tokens.dtype.str, "dim": int(tokens.shape[1]), "texts": texts},
+                       "dtype": tokens.dtype.str, "dim": int(tokens.shape[1]), "texts": texts, "replace": replace},
                       allow_nan=False).encode("utf-8")
     return _ADD, struct.pack("<I", len(head)) + head + tokens.tobytes()
 
@@ -80,7 +82,8 @@ def _decode(kind: int, payload: bytes) -> Record:
     tokens = np.frombuffer(payload, dtype=np.dtype(head["dtype"]), offset=4 + n).reshape(-1, int(head["dim"]))
     if int(lengths.sum()) != len(tokens):
         raise ValueError(f"{WAL_FILE}: an add record's lengths do not match its tokens")
-    return Record("add", list(head["ids"]), tokens, lengths, head["metadata"], head.get("texts"))
+    return Record("add", list(head["ids"]), tokens, lengths, head["metadata"], head.get("texts"),
+                  bool(head.get("replace", False)))
 
 
 class WriteAheadLog:

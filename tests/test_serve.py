@@ -84,12 +84,14 @@ def test_search_add_remove_metadata_and_durability(served):
     assert c.add(_docs(2, seed=9), ids=["new1", "new2"], metadata=[{"year": 1999}, {"year": 1998}]) == ["new1", "new2"]
     assert c.remove(["d0"]) == 1
     assert c.metadata(["new2"]) == [{"year": 1998}]
+    assert c.add(_docs(1, seed=5), ids=["d2"], metadata=[{"year": 1}], upsert=True) == ["d2"]
+    assert c.metadata(["d2"]) == [{"year": 1}]
     stats = c.stats()
     assert stats["documents"] == 31 and stats["deleted"] == 1 and stats["backend"] == "exact"
     assert stats["durable_writes"] is True
     server.kill(signal.SIGKILL)  # acknowledged writes are in the log
     back = MuveraIndex.load(path)
-    assert len(back) == 31 and "new1" in back and "d0" not in back
+    assert len(back) == 31 and "new1" in back and "d0" not in back and back.metadata(["d2"]) == [{"year": 1}]
 
 
 def test_errors_are_4xx_json_with_the_librarys_message(served):

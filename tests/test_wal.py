@@ -161,3 +161,25 @@ def test_kill_9_during_writes_loses_no_acknowledged_write(tmp_path):
         sys.path.remove(str(bench))
     result = crash_trials(6, tmp_path)
     assert result["failures"] == [] and result["documents"] > 6
+
+
+def test_upsert_replaces_as_one_change_and_replays(tmp_path, monkeypatch):
+    path = tmp_path / "idx"
+    live = MuveraIndex.open(path, CFG, backend="exact")
+    docs = _docs(6)
+    live.add(docs[:4], ids=["a", "b", "c", "d"], metadata=[{"v": 1}] * 4)
+    with pytest.raises(ValueError, match="already in the index"):
+        live.add(docs[4:6], ids=["b", "e"])
+    assert live.add(docs[4:6], ids=["b", "e"], metadata=[{"v": 2}] * 2, upsert=True) == ["b", "e"]
+    assert len(live) == 5 and live.metadata(["b"]) == [{"v": 2}]
+    np.testing.assert_allclose(live.get_tokens("b").astype(np.float32), docs[4], atol=1e-2)
+    monkeypatch.setattr(live._store, "append_codes", lambda *a, **k: (_ for _ in ()).throw(OSError("disk")))
+    with pytest.raises(OSError):
+        live.add(docs[:1], ids=["c"], metadata=[{"v": 3}], upsert=True)
+    monkeypatch.undo()
+    assert live.metadata(["c"]) == [{"v": 1}] and len(live) == 5  # the old version is back
+    back = MuveraIndex.load(path)
+    assert sorted(back.ids) == ["a", "b", "c", "d", "e"] and back.metadata(["b", "c"]) == [{"v": 2}, {"v": 1}]
+    _same(live, back, docs[:2])
+    with pytest.raises(ValueError, match="upsert: give the ids"):
+        live.add(docs[:1], upsert=True)
