@@ -36,6 +36,9 @@ __all__ = ["create_app", "run"]
 
 #: Largest request body accepted (bytes); larger ones get 413.
 DEFAULT_MAX_BODY = 64 << 20
+#: Larger bodies than the limit are still read (and dropped) up to this size before the 413, so
+#: that a client still sending sees the answer instead of a broken connection.
+_DRAIN_LIMIT = 1 << 30
 
 
 def create_app(index_path: Union[str, os.PathLike], *, api_key: Optional[str] = None, wal: bool = True,
@@ -105,6 +108,9 @@ def create_app(index_path: Union[str, os.PathLike], *, api_key: Optional[str] = 
     async def limits_and_auth(request: Any, call_next: Any) -> Any:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > max_body):
+            if length.isdigit() and int(length) <= _DRAIN_LIMIT:
+                async for _ in request.stream():  # read it away, so the client sees the 413, not a reset
+                    pass
             return JSONResponse({"error": f"request body over the {max_body} byte limit"}, status_code=413)
         if api_key and request.url.path != "/health":
             got = request.headers.get("authorization", "")
