@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.request
@@ -77,13 +78,26 @@ class Client:
             raise ServerError(exc.code, message) from None
 
     @staticmethod
-    def _queries(queries: Any) -> Dict[str, Any]:
+    def _tokens(items: List[Any]) -> Dict[str, Any]:
+        """Token arrays in the compact form: base64 of little-endian float32 rows, with dim."""
+        arrays = [np.ascontiguousarray(np.asarray(x, dtype="<f4")) for x in items]
+        bad = next((i for i, a in enumerate(arrays) if a.ndim != 2), None)
+        if bad is not None:
+            raise ValueError(f"tokens[{bad}]: expected an (n, d) array, got shape {arrays[bad].shape}")
+        dims = {a.shape[1] for a in arrays}
+        if len(dims) > 1:
+            raise ValueError(f"tokens: every array needs the same dimension, got {sorted(dims)}")
+        return {"tokens_b64": [base64.b64encode(a.tobytes()).decode("ascii") for a in arrays],
+                "dim": dims.pop() if dims else 1}
+
+    @classmethod
+    def _queries(cls, queries: Any) -> Dict[str, Any]:
         if isinstance(queries, str):
             return {"queries": [queries]}
         items = list(queries)
         if items and all(isinstance(q, str) for q in items):
             return {"queries": items}
-        return {"tokens": [np.asarray(q, dtype=np.float32).tolist() for q in items]}
+        return cls._tokens(items)
 
     def search(self, queries: Any, k: int = 10, candidates: Optional[int] = None, *, where: Optional[str] = None,
                where_params: Sequence[Any] = (), rescore: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -108,7 +122,7 @@ class Client:
         replaces documents whose ids are live, as one change."""
         items = list(documents)
         body: Dict[str, Any] = ({"texts": items} if items and all(isinstance(d, str) for d in items)
-                                else {"tokens": [np.asarray(d, dtype=np.float32).tolist() for d in items]})
+                                else self._tokens(items))
         if ids is not None:
             body["ids"] = [x.item() if isinstance(x, np.generic) else x for x in ids]
         if metadata is not None:

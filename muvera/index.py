@@ -601,25 +601,32 @@ class MuveraIndex:
         """Log the add (with a write-ahead log: appended and fsynced first), then apply it to
         every part under the write lock; a failed add is cut from the log again. Caller holds
         ``_mutate`` and has checked the ids and metadata keys."""
-        mark = None
-        if self._wal is not None:
-            mark = self._wal.append(*wal_add(new_ids, tokens, lens, items, texts, bool(replaced)))
+        mark, flushed = None, None
+        if self._wal is not None:  # written now; its fsync runs while the add is applied
+            mark, flushed = self._wal.begin(*wal_add(new_ids, tokens, lens, items, texts, bool(replaced)))
+        durable = None if flushed is None else flushed.result  # waited on before the ids commit
         try:
             with self._rw.write():
                 old_rows = self._ids.rows_of(replaced)
                 self._ids.remove(list(replaced))
                 try:
-                    return self._add_batch(tokens, lens, new_ids, items, texts)
+                    return self._add_batch(tokens, lens, new_ids, items, texts, durable)
                 except BaseException:
                     self._ids.restore(list(replaced), old_rows)  # the old versions come back
                     raise
         except BaseException:
             if mark is not None:
+                if flushed is not None:
+                    try:
+                        flushed.result()
+                    except OSError:
+                        pass
                 self._wal.truncate(mark)  # type: ignore[union-attr]
             raise
 
     def _add_batch(self, tokens: np.ndarray, lens: np.ndarray, new_ids: List[IdLike],
-                   items: Optional[List[Dict[str, Any]]], texts: Optional[List[str]] = None) -> np.ndarray:
+                   items: Optional[List[Dict[str, Any]]], texts: Optional[List[str]] = None,
+                   durable: Optional[Any] = None) -> np.ndarray:
         """Add one checked batch to every part -- backend, token store, exact tier, metadata,
         ids -- all or nothing: after any error (a full disk under the spilled exact tier, a
         refused metadata key, memory) each part is put back as it was. Caller holds the write
@@ -634,6 +641,8 @@ class MuveraIndex:
                 self._meta.add(rows, items)
             if texts is not None:
                 self._meta.add_texts(rows, texts)
+            if durable is not None:
+                durable()  # the write-ahead record is on disk: a failed fsync rolls the add back
             self._ids.append(new_ids)
             return rows
         except BaseException:

@@ -22,6 +22,8 @@ or ``MUVERA_API_KEY``) every endpoint but ``/health`` wants ``Authorization: Bea
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time,
 # and the request models are local to create_app.
+import base64
+import binascii
 import hmac
 import os
 import threading
@@ -85,6 +87,9 @@ def create_app(index_path: Union[str, os.PathLike], *, api_key: Optional[str] = 
     class SearchRequest(BaseModel):
         queries: Optional[List[str]] = Field(None, description="query texts (the index's model encodes them)")
         tokens: Optional[List[List[List[float]]]] = Field(None, description="token vectors, one list per query")
+        tokens_b64: Optional[List[str]] = Field(None, description="each query's tokens as base64 of little-endian "
+                                                "float32, row-major (with dim): the compact form")
+        dim: Optional[int] = None
         k: int = 10
         candidates: Optional[int] = None
         where: Optional[str] = None
@@ -94,6 +99,8 @@ def create_app(index_path: Union[str, os.PathLike], *, api_key: Optional[str] = 
     class AddRequest(BaseModel):
         texts: Optional[List[str]] = None
         tokens: Optional[List[List[List[float]]]] = None
+        tokens_b64: Optional[List[str]] = None
+        dim: Optional[int] = None
         ids: Optional[List[Union[int, str]]] = None
         metadata: Optional[List[Dict[str, Any]]] = None
         upsert: bool = Field(False, description="replace the documents whose ids are live (one change)")
@@ -129,11 +136,31 @@ def create_app(index_path: Union[str, os.PathLike], *, api_key: Optional[str] = 
     async def missing(request: Any, exc: KeyError) -> Any:
         return JSONResponse({"error": str(exc.args[0] if exc.args else exc)}, status_code=404)
 
-    def token_batch(tokens: List[List[List[float]]], what: str) -> List[np.ndarray]:
+    def token_batch(req: Any, what: str) -> List[np.ndarray]:
+        if req.tokens_b64 is not None:
+            if not req.dim or req.dim < 1:
+                raise ValueError(f"{what}: tokens_b64 needs dim (the token dimension)")
+            out = []
+            for i, text in enumerate(req.tokens_b64):
+                try:
+                    raw = base64.b64decode(text, validate=True)
+                except (binascii.Error, ValueError) as exc:
+                    raise ValueError(f"{what}[{i}]: not base64 ({exc})") from None
+                if len(raw) % (4 * req.dim):
+                    raise ValueError(f"{what}[{i}]: {len(raw)} bytes is not a whole number of {req.dim}-d float32 rows")
+                out.append(np.frombuffer(raw, dtype="<f4").reshape(-1, req.dim))
+            return out
         try:
-            return [np.asarray(t, dtype=np.float32) for t in tokens]
+            return [np.asarray(t, dtype=np.float32) for t in req.tokens]
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{what}: expected lists of equal-length token vectors ({exc})") from None
+
+    def given(req: Any, texts: Optional[List[str]], what: str) -> str:
+        forms = [name for name, v in (("texts", texts), ("tokens", req.tokens), ("tokens_b64", req.tokens_b64))
+                 if v is not None]
+        if len(forms) != 1:
+            raise ValueError(f"{what}: give exactly one of texts/queries, tokens or tokens_b64, got {forms or 'none'}")
+        return forms[0]
 
     @app.get("/health")
     def health() -> Dict[str, Any]:
@@ -150,20 +177,16 @@ def create_app(index_path: Union[str, os.PathLike], *, api_key: Optional[str] = 
 
     @app.post("/search")
     def search(req: SearchRequest) -> Dict[str, Any]:
-        if (req.queries is None) == (req.tokens is None):
-            raise ValueError("search: give exactly one of 'queries' (texts) or 'tokens'")
-        queries = text_model().encode_queries(req.queries) if req.queries is not None else \
-            token_batch(req.tokens, "tokens")  # type: ignore[arg-type]
+        form = given(req, req.queries, "search")
+        queries = text_model().encode_queries(req.queries) if form == "texts" else token_batch(req, form)
         ids, scores = index.search(queries, k=req.k, candidates=req.candidates, where=req.where,
                                    where_params=tuple(req.where_params), rescore=req.rescore)
         return {"ids": _plain_ids(ids), "scores": np.where(np.isfinite(scores), scores, None).tolist()}
 
     @app.post("/documents")
     def add(req: AddRequest) -> Dict[str, Any]:
-        if (req.texts is None) == (req.tokens is None):
-            raise ValueError("documents: give exactly one of 'texts' or 'tokens'")
-        docs = text_model().encode_documents(req.texts) if req.texts is not None else \
-            token_batch(req.tokens, "tokens")  # type: ignore[arg-type]
+        form = given(req, req.texts, "documents")
+        docs = text_model().encode_documents(req.texts) if form == "texts" else token_batch(req, form)
         return {"ids": index.add(docs, ids=req.ids, metadata=req.metadata, upsert=req.upsert)}
 
     @app.delete("/documents")

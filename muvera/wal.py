@@ -115,6 +115,7 @@ class WriteAheadLog:
             fsync_dir(self.path.parent)
         self._f.seek(0, os.SEEK_END)
         self.records = 0
+        self._pool: Any = None
 
     # -- reading -------------------------------------------------------------------------------
     @staticmethod
@@ -147,6 +148,29 @@ class WriteAheadLog:
     def tell(self) -> int:
         return self._f.tell()
 
+    def begin(self, kind: int, payload: bytes) -> Tuple[int, Any]:
+        """Write one record to the OS now and start its fsync on the log's own thread (when
+        ``sync``); returns ``(offset before it, a future of the fsync or None)``. The caller
+        applies the change meanwhile and waits for the future before acknowledging it, so the
+        disk flush overlaps the work instead of adding to it."""
+        start = self._f.tell()
+        head = _HEADER.pack(_MAGIC, _VERSION, kind, len(payload), zlib.crc32(payload) & 0xFFFFFFFF)
+        try:
+            self._f.write(head)
+            self._f.write(payload)
+            self._f.flush()
+        except BaseException:
+            self.truncate(start)
+            raise
+        self.records += 1
+        if not self.sync:
+            return start, None
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="muvera-wal-fsync")
+        return start, self._pool.submit(os.fsync, self._f.fileno())
+
     def append(self, kind: int, payload: bytes) -> int:
         """Write one record (fsynced when ``sync``); returns the offset before it, for
         :meth:`truncate` should the change it logs fail."""
@@ -172,5 +196,8 @@ class WriteAheadLog:
         os.fsync(self._f.fileno())
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if not self._f.closed:
             self._f.close()

@@ -111,6 +111,12 @@ def test_errors_are_4xx_json_with_the_librarys_message(served):
         c.metadata(["nope"])
     with pytest.raises(KeyError):
         c.remove(["nope"])
+    plain = json.dumps({"tokens": [docs[0].tolist()], "k": 2}).encode()  # the plain JSON form works too
+    req = urllib.request.Request(server.url + "/search", data=plain, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    assert json.loads(urllib.request.urlopen(req, timeout=10).read())["ids"][0][0] == "d0"
+    with pytest.raises(ValueError, match="exactly one of"):
+        c._call("POST", "/search", {"tokens": [docs[0].tolist()], **Client._tokens([docs[0]])})
     req = urllib.request.Request(server.url + "/search", data=b"{not json", method="POST",
                                  headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as err:
