@@ -295,7 +295,7 @@ class Retriever:
             :meth:`muvera.MuveraIndex.search` (the tuned setting, else ``max(200, k)``).
         where, where_params, filter_ids
             As :meth:`muvera.MuveraIndex.search` (metadata SQL condition with bound values).
-        hybrid : {"rrf", "weighted"}, optional
+        hybrid : {"weighted", "rrf"}, optional
             Fuse BM25 over the kept texts (SQLite FTS5) with the multi-vector results; the
             filters apply to both, and the hits' scores are then the fused scores.
         lexical_weight : float, default 0.3
