@@ -1,7 +1,7 @@
 """The write-ahead log: what durability costs, and whether it holds under kill -9.
 
 1. Throughput: the same adds (batches of B documents of 64 tokens, d = 128, 10240-d FDEs, the exact
-   default backend) into an index without a log, with ``MuveraIndex.open(path)`` (fsync per add)
+   backend) into an index without a log, with ``MuveraIndex.open(path)`` (fsync per add)
    and with ``sync=False``, in one run, interleaved three times (medians); documents/s and the
    ratio to no log.
 2. Crash trials: a writer process adds batches to an opened index and prints the count of
