@@ -7,9 +7,11 @@ The log is ``wal.log`` in the index directory: a sequence of records, each
 
 (little-endian). An ``add`` payload is a JSON header (ids, metadata, lengths, token dtype and
 dimension) followed by the packed tokens' raw bytes; a ``remove`` payload is the JSON list of
-ids. A record is appended and fsynced before the change is applied, and truncated away again if
-the change then fails, so the log holds exactly the changes that were (or, after a crash in
-between, were about to be) applied. Reading stops at the first record that is incomplete or
+ids. A record is written before the change is applied and flushed to disk (``fdatasync``, on the
+log's own thread, while the change is applied) before the change becomes visible and the call
+returns; it is truncated away again if the change fails (a failed flush fails the change), so
+the log holds exactly the changes that were (or, after a crash in between, were about to be)
+applied. Reading stops at the first record that is incomplete or
 fails its checksum -- a torn tail from a crash mid-append -- and drops it.
 
 A checkpoint (``MuveraIndex.checkpoint``, or ``save`` to the index's own path) writes a new index
@@ -39,6 +41,9 @@ _VERSION = 1
 _HEADER = struct.Struct("<4sBBQI")  # magic, version, kind, payload length, crc32
 _ADD, _REMOVE = 1, 2
 _MAX_PAYLOAD = 1 << 40
+
+# fdatasync where the OS has it: the data and the size that reaches it, without the timestamps.
+_datasync = getattr(os, "fdatasync", os.fsync)
 
 try:  # POSIX: one writer process per log
     import fcntl as _fcntl
@@ -169,7 +174,7 @@ class WriteAheadLog:
             from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="muvera-wal-fsync")
-        return start, self._pool.submit(os.fsync, self._f.fileno())
+        return start, self._pool.submit(_datasync, self._f.fileno())
 
     def append(self, kind: int, payload: bytes) -> int:
         """Write one record (fsynced when ``sync``); returns the offset before it, for
@@ -181,7 +186,7 @@ class WriteAheadLog:
             self._f.write(payload)
             self._f.flush()
             if self.sync:
-                os.fsync(self._f.fileno())
+                _datasync(self._f.fileno())
         except BaseException:
             self.truncate(start)
             raise
