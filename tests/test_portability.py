@@ -42,5 +42,8 @@ def test_wheel_metadata_files_exist():
     for rel in ("LICENSE", "CHANGELOG.md", "muvera/py.typed", "muvera/data/scifact-sample/LICENSE"):
         assert (ROOT / rel).is_file(), rel
     text = (ROOT / "pyproject.toml").read_text()
-    for key in ("[project.urls]", "classifiers", "[tool.cibuildwheel]", 'license = "Apache-2.0"'):
+    for key in ("classifiers", "[tool.cibuildwheel]", 'license = "Apache-2.0"'):
         assert key in text, key
+    # No project address until one exists (the package is not on PyPI yet: a Homepage pointing
+    # at a PyPI page that does not exist sent users nowhere).
+    assert "pypi.org/project/muvera-toolkit" not in text
