@@ -329,3 +329,30 @@ def test_sharded_residual_codec_trains_per_shard_or_refuses_first(ray_session):
         assert len(sharded) == 200
         ids, scores = sharded.search(docs[:3], k=1, candidates=200)
         assert ids[:, 0].tolist() == [0, 1, 2]  # each document finds itself on the codes
+
+
+def test_sharded_search_takes_metadata_where_and_rescore_like_one_index(ray_session):
+    """Parity with MuveraIndex.search: metadata stored per shard, `where` filters, `rescore`
+    from the float16 exact tier; results equal one index holding the same documents."""
+    docs = make_docs(48, seed=9)
+    ids = list(range(48))
+    meta = [{"year": 2000 + i % 4, "lang": "en" if i % 3 else "fr"} for i in range(48)]
+    single = muvera.MuveraIndex(CONFIG, token_codec="int8", keep_exact=True)
+    single.add(docs, ids=ids, metadata=meta)
+    queries = make_docs(5, seed=10, lo=2, hi=6)
+    with ShardedIndex(CONFIG, 3, num_threads=1, actor_options=ACTORS, token_codec="int8",
+                      keep_exact=True) as sharded:
+        sharded.add(docs, ids=ids, metadata=meta)
+        cond = dict(where="year >= ? AND lang = ?", where_params=(2002, "en"))
+        assert_same(sharded.search_exact(queries, k=6, **cond), single.search_exact(queries, k=6, **cond))
+        assert_same(sharded.search(queries, k=6, candidates=48, **cond), single.search(queries, k=6, candidates=48, **cond))
+        assert_same(sharded.search(queries, k=5, candidates=48, rescore=10),
+                    single.search(queries, k=5, candidates=48, rescore=10))
+        with pytest.raises(ValueError, match="rescore: expected >= k"):
+            sharded.search(queries, k=5, rescore=2)
+        with pytest.raises(TypeError, match="where_params"):
+            sharded.search(queries, k=5, where="year = ?", where_params="2001")
+    with ShardedIndex(CONFIG, 2, num_threads=1, actor_options=ACTORS) as plain:
+        plain.add(docs[:10], ids=ids[:10])
+        with pytest.raises(ValueError, match="keep_exact"):
+            plain.search(queries, k=2, rescore=5)

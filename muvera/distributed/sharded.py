@@ -19,6 +19,7 @@ import numpy as np
 
 from .._validate import MAX_THREADS, positive_int
 from ..backends import make_backend
+from ..metadata import MetadataStore
 from ..codecs import make_codec
 from ..config import FDEConfig
 from ..encoder import FDEEncoder
@@ -99,7 +100,7 @@ class _ShardWorker:
 
     def __init__(self, config: Dict[str, Any], backend: str, token_codec: str,
                  num_threads: Optional[int], path: Optional[str], load: bool, autosave: bool,
-                 mmap: bool) -> None:
+                 mmap: bool, keep_exact: bool = False) -> None:
         from ..index import MuveraIndex  # noqa: PLC0415
 
         self._path, self._autosave = path, autosave
@@ -107,7 +108,7 @@ class _ShardWorker:
             self._index = MuveraIndex.load(path, mmap=mmap, backend=backend, num_threads=num_threads)
         else:
             self._index = MuveraIndex(FDEConfig.from_dict(config), backend, num_threads=num_threads,
-                                      token_codec=token_codec)
+                                      token_codec=token_codec, keep_exact=keep_exact)
             if path is not None:  # an empty shard on disk: reload_shard always has a base
                 self._index.save(path)
 
@@ -127,14 +128,18 @@ class _ShardWorker:
     def id_kind(self) -> Optional[str]:
         return self._index.id_kind
 
+    def has_exact_tier(self) -> bool:
+        return self._index.exact_tier is not None
+
     def present(self, ids: List[Hashable]) -> List[Hashable]:
         return [x for x in ids if x in self._index]
 
     def needs_training(self) -> bool:
         return self._index.store.codec.needs_training
 
-    def add(self, tokens: np.ndarray, lengths: np.ndarray, ids: List[Hashable]) -> int:
-        self._index.add(tokens, ids=ids, lengths=lengths)
+    def add(self, tokens: np.ndarray, lengths: np.ndarray, ids: List[Hashable],
+            metadata: Optional[List[Dict[str, Any]]] = None) -> int:
+        self._index.add(tokens, ids=ids, lengths=lengths, metadata=metadata)
         self._persist()
         return len(ids)
 
@@ -158,13 +163,22 @@ class _ShardWorker:
         ids, scores = self._index.search_packed(qtok, qoff, qfde, k, candidates, **kwargs)
         return ids, scores, len(self._index)
 
-    def search_exact(self, qtok: np.ndarray, qoff: np.ndarray, k: int,
-                     filter_ids: Optional[List[Hashable]]) -> Tuple[np.ndarray, np.ndarray, int]:
-        ids, scores = self._index.search_exact_packed(qtok, qoff, k, filter_ids=filter_ids)
+    def search_exact(self, qtok: np.ndarray, qoff: np.ndarray, k: int, filter_ids: Optional[List[Hashable]],
+                     where: Optional[str] = None, where_params: Sequence[Any] = ()) -> Tuple[np.ndarray, np.ndarray, int]:
+        ids, scores = self._index.search_exact_packed(qtok, qoff, k, filter_ids=filter_ids, where=where,
+                                                      where_params=where_params)
         return ids, scores, len(self._index)
 
     def save(self, path: str) -> None:
         self._index.save(path)
+
+
+def _check_where(where: Optional[str], where_params: Any) -> None:
+    """The driver's check of a metadata condition's types (each shard runs it)."""
+    if where is not None and (not isinstance(where, str) or not where.strip()):
+        raise TypeError(f"where: expected an SQL condition string, got {where!r}")
+    if isinstance(where_params, (str, bytes)) or not isinstance(where_params, Sequence):
+        raise TypeError(f"where_params: expected a tuple of values, got {type(where_params).__name__}")
 
 
 _ACTOR_CLASS: Any = None
@@ -248,7 +262,7 @@ class ShardedIndex:
                  shard_dir: Optional[PathLike] = None, autosave: Optional[bool] = None,
                  token_dtype: Optional[str] = None, num_threads: Optional[int] = None,
                  actor_options: Optional[Dict[str, Any]] = None, token_codec: Optional[str] = None,
-                 _load: bool = False, _mmap: bool = True) -> None:
+                 keep_exact: bool = False, _load: bool = False, _mmap: bool = True) -> None:
         from ..index import _codec_spec  # noqa: PLC0415
 
         if not isinstance(config, FDEConfig):
@@ -260,6 +274,7 @@ class ShardedIndex:
         self._proto = make_backend(backend, config.output_dimension)  # checks search params too
         self._backend = self._proto.name
         self._token_codec = make_codec(_codec_spec(token_dtype, token_codec), config.dimension)
+        self._keep_exact = bool(keep_exact)
         self._config = config
         self._encoder = FDEEncoder(config, num_threads=num_threads)
         self._id_kind: Optional[str] = None
@@ -295,7 +310,7 @@ class ShardedIndex:
         if self._actor_options:
             cls = cls.options(**self._actor_options)
         return cls.remote(self._config.to_dict(), self._backend, self._token_codec.name, self._num_threads,
-                          self._shard_path(i), load, self._autosave, self._mmap)
+                          self._shard_path(i), load, self._autosave, self._mmap, self._keep_exact)
 
     def _get(self, refs: Dict[int, Any]) -> Dict[int, Any]:
         """ray.get every shard's future; a dead actor becomes a RuntimeError naming the shard."""
@@ -322,7 +337,7 @@ class ShardedIndex:
         return {"format": SHARDED_FORMAT, "format_version": SHARDED_FORMAT_VERSION,
                 "muvera_version": __version__, "config": self._config.to_dict(),
                 "num_shards": self._num_shards, "backend": self._backend,
-                "token_codec": self._token_codec.name, "routing": "crc32",
+                "token_codec": self._token_codec.name, "keep_exact": self._keep_exact, "routing": "crc32",
                 "shards": [f"shard-{i:05d}" for i in range(self._num_shards)]}
 
     def _route(self, ids: Sequence[Union[int, str]]) -> np.ndarray:
@@ -376,7 +391,7 @@ class ShardedIndex:
                 f"shard_dir={None if self._shard_dir is None else str(self._shard_dir)!r})")
 
     # -- add / remove --------------------------------------------------------------------------
-    def add(self, documents: Any, ids: Sequence[Union[int, str]], *, lengths: Any = None,
+    def add(self, documents: Any, ids: Sequence[Union[int, str]], *, metadata: Any = None, lengths: Any = None,
             offsets: Any = None, mask: Any = None) -> List[Union[int, str]]:
         """Add documents, each to the shard its id hashes to; returns the ids.
 
@@ -385,6 +400,8 @@ class ShardedIndex:
         documents : any batch form accepted by :meth:`muvera.MuveraIndex.add`
         ids : sequence of int or str
             Required (they decide the shard), unique, not already in the index.
+        metadata : list of dict, optional
+            One dict per document, stored in its shard (``search(..., where=...)`` filters on it).
         lengths, offsets, mask : optional
             Item boundaries for packed / padded input.
 
@@ -408,6 +425,7 @@ class ShardedIndex:
         new_ids = id_list(ids, "ids", single_ok=False)
         if len(new_ids) != len(lens):
             raise ValueError(f"ids: expected {len(lens)} ids (one per document), got {len(new_ids)}")
+        items = None if metadata is None else MetadataStore.check(metadata, len(lens))
         kinds = {"int" if isinstance(x, int) else "str" for x in new_ids}
         if len(kinds) > 1 or (self._id_kind is not None and kinds and kinds != {self._id_kind}):
             raise TypeError(f"ids: an index holds one kind of id ({self._id_kind or 'int or str'}), got "
@@ -439,7 +457,8 @@ class ShardedIndex:
         refs = {}
         for s, rows in groups.items():
             tok, ln = _gather(tokens, offs, rows)
-            refs[s] = self._actors[s].add.remote(ray.put(tok), ln, [new_ids[j] for j in rows.tolist()])
+            refs[s] = self._actors[s].add.remote(ray.put(tok), ln, [new_ids[j] for j in rows.tolist()],
+                                                 None if items is None else [items[j] for j in rows.tolist()])
         self._get(refs)
         if kinds:
             self._id_kind = kinds.pop()
@@ -508,6 +527,7 @@ class ShardedIndex:
 
     def search(self, queries: Any, k: int = 10, candidates: Optional[int] = None, *, ball_carving: Any = None,
                filter_ids: Optional[Iterable[Hashable]] = None, params: Optional[Dict[str, Any]] = None,
+               rescore: Optional[int] = None, where: Optional[str] = None, where_params: Sequence[Any] = (),
                lengths: Any = None, offsets: Any = None,
                mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
         """Top-``k`` per query over all shards (each shard: FDE candidates, Chamfer rerank).
@@ -529,17 +549,26 @@ class ShardedIndex:
             raise ValueError(f"candidates: expected >= k ({k}), got {c}")
         tau = _tau_of(ball_carving)
         self._proto.check_params(params)
+        if rescore is not None:
+            rescore = positive_int(rescore, "rescore")
+            if rescore < k:
+                raise ValueError(f"rescore: expected >= k ({k}), got {rescore}")
+            if not all(self._get({i: a.has_exact_tier.remote() for i, a in enumerate(self._actors)}).values()):
+                raise ValueError("rescore: needs an exact tier; build the sharded index with keep_exact=True")
+        _check_where(where, where_params)
         qtok, qoff, qfde, nq = self._queries(queries, lengths, offsets, mask, encode=True)
         groups = self._filter_groups(filter_ids)
         refs = {}
         for i, a in enumerate(self._actors):
             # Every shard answers (an empty filter is cheap): the result width counts them all.
-            kw = {"tau": tau, "params": params, "filter_ids": None if groups is None else groups.get(i, [])}
+            kw = {"tau": tau, "params": params, "filter_ids": None if groups is None else groups.get(i, []),
+                  "rescore": rescore, "where": where, "where_params": tuple(where_params)}
             refs[i] = a.search.remote(qtok, qoff, qfde, k, c, kw)
         got = self._get(refs)
         return _merge([got[i] for i in sorted(got)], nq, k, self._id_kind)
 
     def search_exact(self, queries: Any, k: int = 10, *, filter_ids: Optional[Iterable[Hashable]] = None,
+                     where: Optional[str] = None, where_params: Sequence[Any] = (),
                      lengths: Any = None, offsets: Any = None,
                      mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
         """Brute-force Chamfer top-``k`` over every live document of every shard.
@@ -548,9 +577,11 @@ class ShardedIndex:
         (up to the order of exactly tied scores).
         """
         k = positive_int(k, "k")
+        _check_where(where, where_params)
         qtok, qoff, _, nq = self._queries(queries, lengths, offsets, mask, encode=False)
         groups = self._filter_groups(filter_ids)
-        refs = {i: a.search_exact.remote(qtok, qoff, k, None if groups is None else groups.get(i, []))
+        refs = {i: a.search_exact.remote(qtok, qoff, k, None if groups is None else groups.get(i, []), where,
+                                         tuple(where_params))
                 for i, a in enumerate(self._actors)}
         got = self._get(refs)
         return _merge([got[i] for i in sorted(got)], nq, k, self._id_kind)
@@ -602,7 +633,8 @@ class ShardedIndex:
             codec = m.get("token_codec", m.get("token_dtype"))
             return cls(config, m["num_shards"], backend=m["backend"] if backend is None else backend,
                        shard_dir=root, autosave=autosave, token_codec=codec, num_threads=num_threads,
-                       actor_options=actor_options, _load=True, _mmap=mmap)
+                       actor_options=actor_options, keep_exact=bool(m.get("keep_exact", False)), _load=True,
+                       _mmap=mmap)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"manifest.json: malformed ({type(exc).__name__}: {exc})") from None
 
