@@ -87,7 +87,7 @@ def main() -> None:
         index = MuveraIndex.load(tmp / "idx")
         port = _free_port()
         server = subprocess.Popen([sys.executable, "-m", "muvera.cli", "serve", str(tmp / "idx"), "--port",
-                                   str(port)], stderr=subprocess.DEVNULL)
+                                   str(port)], stderr=subprocess.DEVNULL, cwd=tmp)
         url = f"http://127.0.0.1:{port}"
         for _ in range(600):
             try:

@@ -78,7 +78,8 @@ def crash_trials(trials: int, root: Path, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     acked, failures, landed_unacked = 0, [], 0
     for trial in range(trials):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                                cwd=root)  # outside any checkout: its muvera/ has no built extension
         want = int(rng.integers(1, 8))
         seen = []
         while len(seen) < want:

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,7 +43,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "muvera.cli", "serve", str(index_path), "--port",
                                       str(self.port), *extra], stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})},
+                                     cwd=Path(index_path).parent)  # not the checkout (no built extension)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

@@ -69,7 +69,8 @@ def test_spilled_exact_tier_on_a_full_disk_rolls_back_every_part(tmp_path):
         assert np.array_equal(back.search(q, k=3, rescore=5)[0], ids)
         print("ok", n)
     """)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)  # outside the checkout, whose muvera/ has no built extension
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.startswith("ok")
 
@@ -220,7 +221,7 @@ def test_index_paths_with_uri_characters_round_trip(tmp_path, name):
 
 
 @pytest.mark.parametrize("case", ["residual", "auto"])
-def test_huge_finite_values_give_a_value_error_not_an_abort(case):
+def test_huge_finite_values_give_a_value_error_not_an_abort(case, tmp_path):
     """faiss throws inside OpenMP on overflowing distances, which terminates the process: the
     values are bounded before any training. Run in a subprocess, where an abort would show."""
     script = textwrap.dedent(f"""
@@ -240,7 +241,8 @@ def test_huge_finite_values_give_a_value_error_not_an_abort(case):
             assert len(index) == 0
             print("refused:", exc)
     """)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)  # outside the checkout, whose muvera/ has no built extension
     assert res.returncode == 0, res.stderr[-2000:]
     assert "refused:" in res.stdout and ("scale the token" in res.stdout)
 
@@ -302,7 +304,8 @@ def test_loads_during_another_process_saves_get_the_old_or_the_new_index(tmp_pat
             i += 1
         print("saves", i)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
     loads, seen = 0, set()
     try:
         while proc.poll() is None:
@@ -335,7 +338,7 @@ def test_a_second_writer_is_refused_and_a_live_save_is_never_cleaned(tmp_path):
         print("claimed", flush=True)
         sys.stdin.readline()
     """)
-    proc = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp_path,
                             text=True)
     try:
         assert proc.stdout.readline().strip() == "claimed"
