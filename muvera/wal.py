@@ -177,20 +177,15 @@ class WriteAheadLog:
         return start, self._pool.submit(_datasync, self._f.fileno())
 
     def append(self, kind: int, payload: bytes) -> int:
-        """Write one record (fsynced when ``sync``); returns the offset before it, for
-        :meth:`truncate` should the change it logs fail."""
-        start = self._f.tell()
-        head = _HEADER.pack(_MAGIC, _VERSION, kind, len(payload), zlib.crc32(payload) & 0xFFFFFFFF)
-        try:
-            self._f.write(head)
-            self._f.write(payload)
-            self._f.flush()
-            if self.sync:
-                _datasync(self._f.fileno())
-        except BaseException:
-            self.truncate(start)
-            raise
-        self.records += 1
+        """Write one record and wait for its flush (when ``sync``); returns the offset before it,
+        for :meth:`truncate` should the change it logs fail."""
+        start, flushed = self.begin(kind, payload)
+        if flushed is not None:
+            try:
+                flushed.result()
+            except BaseException:
+                self.truncate(start)
+                raise
         return start
 
     def truncate(self, offset: int) -> None:
