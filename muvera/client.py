@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
-import urllib.error
-import urllib.request
+import threading
+import urllib.parse
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote
 
@@ -56,26 +57,53 @@ class Client:
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = float(timeout)
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url: expected http://host:port or https://..., got {url!r}")
+        self._parts = parts
+        self._local = threading.local()  # one kept-alive connection per thread
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
+            conn = cls(self._parts.hostname, self._parts.port, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
+        headers = {"Content-Type": "application/json"}
         if self.api_key:
-            req.add_header("Authorization", f"Bearer {self.api_key}")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read().decode("utf-8"))
-        except urllib.error.HTTPError as exc:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        target = self._parts.path.rstrip("/") + path
+        for attempt in (0, 1):  # a kept-alive connection the server closed: reconnect once
+            conn = self._connection()
             try:
-                message = json.loads(exc.read().decode("utf-8")).get("error") or exc.reason
+                conn.request(method, target, body=data, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    http.client.CannotSendRequest, http.client.ResponseNotReady) as exc:
+                conn.close()
+                self._local.conn = None
+                if attempt:
+                    raise ServerError(0, f"connection to {self.url} failed: {exc}") from None
+        if resp.status >= 400:
+            try:
+                message = json.loads(raw.decode("utf-8")).get("error") or resp.reason
             except (ValueError, AttributeError):
-                message = str(exc.reason)
-            if exc.code == 404:
-                raise _NotFound(exc.code, message) from None
-            if 400 <= exc.code < 500 and exc.code not in (401, 403, 413):
-                raise _BadRequest(exc.code, message) from None
-            raise ServerError(exc.code, message) from None
+                message = str(resp.reason)
+            if resp.getheader("connection", "").lower() == "close":
+                conn.close()
+                self._local.conn = None
+            if resp.status == 404:
+                raise _NotFound(resp.status, message)
+            if 400 <= resp.status < 500 and resp.status not in (401, 403, 413):
+                raise _BadRequest(resp.status, message)
+            raise ServerError(resp.status, message)
+        return json.loads(raw.decode("utf-8"))
 
     @staticmethod
     def _tokens(items: List[Any]) -> Dict[str, Any]:
