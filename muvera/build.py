@@ -359,12 +359,11 @@ def build_index(source: Union[PathLike, TokenShards], path: PathLike, config: Op
         index = MuveraIndex.load(target, mmap=True, num_threads=num_threads)
         start_shard = int(rec["shards_done"])
         if keep_exact and index.exact_tier is not None:  # move the exact tier out of RAM's way
-            spilled = _respill(index.exact_tier, config.dimension, spill)
-            index._exact = spilled
+            index.exact_tier = _respill(index.exact_tier, config.dimension, spill)
     else:
         index = MuveraIndex(config, backend, num_threads=num_threads, token_codec=token_codec, model=model,
                             keep_exact=keep_exact, exact_spill_dir=spill)
-    index._store.reserve(shards.num_tokens, shards.num_documents)
+    index.store.reserve(shards.num_tokens, shards.num_documents)
 
     done_docs = sum(s.documents for s in shards.shards[:start_shard])
     bar = _progress_bar(shards.num_documents, "building", enabled=progress, unit="doc")
@@ -376,7 +375,7 @@ def build_index(source: Union[PathLike, TokenShards], path: PathLike, config: Op
             # While something still trains, gather shards into one stream: the training sample is
             # the first STREAM_TRAIN_DOCS documents, as in one add of the whole corpus.
             group = [i]
-            if index._store.codec.needs_training or index.backend.needs_training:
+            if index.store.codec.needs_training or index.backend.needs_training:
                 n = shards.shards[i].documents
                 while n < index.STREAM_TRAIN_DOCS and group[-1] + 1 < len(shards):
                     group.append(group[-1] + 1)
@@ -392,12 +391,12 @@ def build_index(source: Union[PathLike, TokenShards], path: PathLike, config: Op
             done_docs += sum(shards.shards[j].documents for j in group)
             bar.update(sum(shards.shards[j].documents for j in group))
             if checkpoint_seconds is not None and i < len(shards) and time.monotonic() - last >= checkpoint_seconds:
-                index._build_state = _record(shards, i, done_docs, False, options)
+                index.build_state = _record(shards, i, done_docs, False, options)
                 index.save(target)
                 last = time.monotonic()
     finally:
         bar.close()
-    index._build_state = _record(shards, len(shards), done_docs, True, options)
+    index.build_state = _record(shards, len(shards), done_docs, True, options)
     index.save(target)
     del index
     return MuveraIndex.load(target, num_threads=num_threads)

@@ -360,8 +360,43 @@ class MuveraIndex:
 
     @property
     def exact_tier(self) -> Optional[TokenStore]:
-        """The float16 exact tier (``keep_exact=True``), else None."""
+        """The float16 exact tier (``keep_exact=True``), else None. Assign a store holding the
+        same rows to move it (``build_index`` moves a loaded tier into a spill file)."""
         return self._exact
+
+    @exact_tier.setter
+    def exact_tier(self, store: TokenStore) -> None:
+        if self._exact is None or not isinstance(store, TokenStore):
+            raise ValueError("exact_tier: only an index built with keep_exact=True takes a replacement TokenStore")
+        with self._mutate, self._rw.write():
+            if len(store) != len(self._exact):
+                raise ValueError(f"exact_tier: the replacement holds {len(store)} rows, the index {len(self._exact)}")
+            self._exact = store
+
+    @property
+    def build_state(self) -> Optional[Dict[str, Any]]:
+        """``muvera.build.build_index``'s progress record, saved with the index (resume), or None."""
+        return self._build_state
+
+    @build_state.setter
+    def build_state(self, value: Optional[Dict[str, Any]]) -> None:
+        if value is not None and not isinstance(value, dict):
+            raise TypeError(f"build_state: expected a dict or None, got {type(value).__name__}")
+        self._build_state = value
+
+    @classmethod
+    def from_parts(cls, config: FDEConfig, *, ids: IdMap, store: TokenStore, backend: Backend,
+                   num_threads: Optional[int] = None) -> "MuveraIndex":
+        """An index over parts made elsewhere (``encode_dataset``'s shards): every part must hold
+        the same rows; ValueError otherwise. The parts are used, not copied."""
+        if not (ids.num_rows == len(store) == backend.ntotal):
+            raise ValueError(f"parts: ids hold {ids.num_rows} rows, the store {len(store)}, the backend "
+                             f"{backend.ntotal}; they must agree")
+        if store.dimension != config.dimension:
+            raise ValueError(f"store: {store.dimension}-d tokens, the config says {config.dimension}")
+        index = cls(config, backend.name, num_threads=num_threads, token_codec=store.codec.name)
+        index._ids, index._store, index._backend = ids, store, backend
+        return index
 
     @property
     def id_map(self) -> IdMap:

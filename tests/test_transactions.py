@@ -440,3 +440,22 @@ def test_a_compact_that_fails_changes_nothing(monkeypatch):
     _assert_consistent(index, 40)
     np.testing.assert_array_equal(index.search(q, k=5)[0], before[0])
     assert index.metadata([1])[0] == {"n": 50}
+
+
+def test_parts_from_elsewhere_must_agree():
+    """MuveraIndex.from_parts (encode_dataset's door into an index) refuses misaligned parts, and
+    the exact tier can be replaced only by a store of the same rows."""
+    from muvera import ExactBackend, IdMap, TokenStore
+
+    tokens = np.concatenate(_docs(3)).astype(np.float16)
+    store = TokenStore.from_arrays(tokens, np.array([0, 6, 12, 18]), "float16")
+    ids = IdMap()
+    ids.append(ids.check_new(None, 3))
+    backend = ExactBackend(CFG.output_dimension).set_vectors(np.zeros((2, CFG.output_dimension), np.float32))
+    with pytest.raises(ValueError, match="must agree"):
+        MuveraIndex.from_parts(CFG, ids=ids, store=store, backend=backend)
+    index = MuveraIndex(CFG, backend="exact")
+    with pytest.raises(ValueError, match="keep_exact"):
+        index.exact_tier = store
+    with pytest.raises(TypeError, match="build_state"):
+        index.build_state = "done"

@@ -632,13 +632,13 @@ def index_from_encoded(output_dir: PathLike, backend: str = "auto", *, index_dir
         raise FileExistsError(f"index_dir: {target} is not empty")
     try:
         # The parts as MuveraIndex.add would leave them, saved by the index's own writer.
-        index = MuveraIndex(config, "exact", num_threads=num_threads)
         idmap = IdMap()
         idmap.append(idmap.check_new(ids, len(ids)))
-        index._ids = idmap
-        index._store = TokenStore.from_arrays(np.ascontiguousarray(tokens, dtype=np.float16),
-                                              _offsets_of(np.asarray(lengths, dtype=np.int64)), "float16")
-        index._backend = ExactBackend(config.output_dimension).set_vectors(np.ascontiguousarray(fdes))
+        store = TokenStore.from_arrays(np.ascontiguousarray(tokens, dtype=np.float16),
+                                       _offsets_of(np.asarray(lengths, dtype=np.int64)), "float16")
+        index = MuveraIndex.from_parts(config, ids=idmap, store=store,
+                                       backend=ExactBackend(config.output_dimension).set_vectors(
+                                           np.ascontiguousarray(fdes)), num_threads=num_threads)
         index.save(target)
         # The loader checks what was just written (sizes, shapes, ids); checksums were already
         # checked on the shards.
