@@ -100,6 +100,7 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
   const int64_t batch = std::max<int64_t>(1, std::min<int64_t>(nq, kTableBudget / per_table));
   std::vector<PreparedQuery> prepared(static_cast<size_t>(batch));
   std::vector<float> tables;
+  std::vector<uint8_t> used;  // per query of the batch: K flags, the centroids its table needs
   for (int64_t b0 = 0; b0 < nq; b0 += batch) {
     const int64_t b1 = std::min(nq, b0 + batch);
     int64_t total = 0;
@@ -110,11 +111,42 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
       total += t.K * p.nq_pad;
     }
     tables.assign(static_cast<size_t>(total), 0.0f);
+    // A query's table rows are needed only for the centroids its candidates' tokens use: when
+    // the candidates hold fewer tokens than 4K, mark those (2 bytes read per token) and skip the
+    // rest (at a million documents K is ~10^5 and a query's candidates use a small share).
+    used.assign(static_cast<size_t>((b1 - b0) * t.K), 1);
+    for (int64_t i = b0; i < b1 && candidates != nullptr; ++i) {
+      int64_t tokens = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t doc = candidates[i * C + c];
+        if (doc >= 0) tokens += offsets[doc + 1] - offsets[doc];
+      }
+      if (tokens >= 4 * t.K) continue;
+      uint8_t* mark = used.data() + (i - b0) * t.K;
+      std::fill(mark, mark + t.K, static_cast<uint8_t>(0));
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t doc = candidates[i * C + c];
+        if (doc < 0 || (alive != nullptr && !alive[doc])) continue;
+        for (int64_t j = offsets[doc]; j < offsets[doc + 1]; ++j) {
+          const uint8_t* row = codes + j * row_bytes;
+          const int64_t cid = static_cast<int64_t>(row[0]) | (static_cast<int64_t>(row[1]) << 8);
+          mark[cid < t.K ? cid : 0] = 1;  // an id past K scores as centroid 0 (and fails the call)
+        }
+      }
+    }
     const int64_t cchunks = (t.K + kCentroidsPerTask - 1) / kCentroidsPerTask;
     parallel_for((b1 - b0) * cchunks, threads, [&](int64_t task, int tid) {
       const PreparedQuery& p = prepared[static_cast<size_t>(task / cchunks)];
+      const uint8_t* mark = used.data() + (task / cchunks) * t.K;
       const int64_t c0 = (task % cchunks) * kCentroidsPerTask, c1 = std::min(t.K, c0 + kCentroidsPerTask);
-      kernels.qc_table(p.qt.data(), p.nq_pad, t.d, t.centroids, c0, c1, tables.data() + p.table, rows[tid].data());
+      for (int64_t r0 = c0; r0 < c1;) {  // runs of used centroids
+        while (r0 < c1 && !mark[r0]) ++r0;
+        int64_t r1 = r0;
+        while (r1 < c1 && mark[r1]) ++r1;
+        if (r1 > r0)
+          kernels.qc_table(p.qt.data(), p.nq_pad, t.d, t.centroids, r0, r1, tables.data() + p.table, rows[tid].data());
+        r0 = r1;
+      }
     });
     score_candidates(b0, b1, C, candidates, alive, offsets, scores, threads, kDocsPerTask,
                      [&](int64_t i, int tid, int64_t begin, int64_t m) {

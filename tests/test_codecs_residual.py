@@ -338,3 +338,26 @@ def test_residual_without_faiss_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImportError, match="needs faiss-cpu"):
         _faiss()
+
+
+@pytest.mark.parametrize("isa", _core.residual_isas())
+def test_few_candidates_compute_only_their_centroids_rows_and_score_the_same(isa):
+    """With candidates holding fewer tokens than 4 K, only the query x centroid rows their tokens
+    use are computed; the scores equal the full table's bit for bit."""
+    d = 16
+    docs = _docs(300, d)
+    x, off = _pack(docs)
+    codec = make_codec("residual:2:k=256", d)
+    codec.train(x)
+    codes = codec.encode(x)
+    q, qoff = _pack([RNG.normal(size=(7, d)).astype(np.float32), RNG.normal(size=(17, d)).astype(np.float32)])
+    args = (codec.centroids, codec.lo, codec.step, 2)
+    full = _core.residual_scores(q, qoff, codes, off, None, *args, 1, isa)  # every centroid's row
+    cand = np.array([[5, 17, 200, -1], [9, 9 + 1, 250, 299]], dtype=np.int64)
+    few = _core.residual_scores(q, qoff, codes, off, cand, *args, 2, isa)
+    for i in range(2):
+        for c, r in enumerate(cand[i]):
+            if r >= 0:
+                assert few[i, c] == full[i, r], (i, c, r)
+            else:
+                assert few[i, c] == -np.inf
