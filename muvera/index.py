@@ -389,6 +389,10 @@ class MuveraIndex:
                    num_threads: Optional[int] = None) -> "MuveraIndex":
         """An index over parts made elsewhere (``encode_dataset``'s shards): every part must hold
         the same rows; ValueError otherwise. The parts are used, not copied."""
+        for name, value, kind in (("config", config, FDEConfig), ("ids", ids, IdMap), ("store", store, TokenStore),
+                                  ("backend", backend, Backend)):
+            if not isinstance(value, kind):
+                raise TypeError(f"{name}: expected a {kind.__name__}, got {type(value).__name__}")
         if not (ids.num_rows == len(store) == backend.ntotal):
             raise ValueError(f"parts: ids hold {ids.num_rows} rows, the store {len(store)}, the backend "
                              f"{backend.ntotal}; they must agree")
@@ -505,6 +509,8 @@ class MuveraIndex:
                                    lengths=lengths, offsets=offsets, mask=mask, name="documents")
         items = None if metadata is None else MetadataStore.check(metadata, len(lens))
         text_list = None if texts is None else _check_texts(texts, len(lens))
+        if not isinstance(upsert, bool):
+            raise TypeError(f"upsert: expected True or False, got {upsert!r}")
         if upsert and ids is None:
             raise ValueError("upsert: give the ids to replace")
         with self._mutate:

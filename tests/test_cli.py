@@ -452,7 +452,8 @@ def test_help_texts_show_defaults_once_and_readably(capsys):
             cli.main([command, "--help"])
         out = " ".join(capsys.readouterr().out.split())
         assert "(default: None)" not in out and "(default: False)" not in out
-        assert out.count("(default:") == len(re.findall(r"\(default: [^)]*\)", out))
+        if command == "search":  # a help text that states its default gets no second note
+            assert "else max(200, k))" in out and "max(200, k)) (default:" not in out
         if command in ("index", "bench", "import"):
             assert "auto (by corpus size" in out
     with pytest.raises(SystemExit):

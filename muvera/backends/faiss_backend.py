@@ -52,7 +52,7 @@ def _check_magnitude(vectors: np.ndarray) -> None:
     and adding: a faiss exception inside a parallel region cannot be caught, it terminates)."""
     if not len(vectors):
         return
-    peak = float(np.abs(vectors).max())
+    peak = max(float(vectors.max()), -float(vectors.min()))  # no |x| copy of the chunk
     if peak > 1e15 or (peak > 1e12 and float(np.einsum("ij,ij->i", vectors.astype(np.float64),
                                                               vectors.astype(np.float64)).max()) > MAX_SQUARED_NORM):
         raise ValueError(f"documents: FDE values up to {peak:.3g} are too large for the faiss backend (squared norms "

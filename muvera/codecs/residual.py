@@ -374,8 +374,9 @@ MAX_TOKEN_VALUE = 65504.0
 def _check_range(x: np.ndarray) -> None:
     """ValueError for token values the float16 centroids cannot hold (their squared distances
     would also overflow faiss's float32 k-means, which aborts the process instead of raising)."""
-    if len(x) and float(np.abs(x).max()) > MAX_TOKEN_VALUE:
-        raise ValueError(f"tokens: values up to {float(np.abs(x).max()):.3g}, beyond +-{MAX_TOKEN_VALUE:g} "
+    peak = max(float(x.max()), -float(x.min())) if len(x) else 0.0  # no |x| copy of the tokens
+    if peak > MAX_TOKEN_VALUE:
+        raise ValueError(f"tokens: values up to {peak:.3g}, beyond +-{MAX_TOKEN_VALUE:g} "
                          "(the residual codecs keep float16 centroids); scale the tokens down (e.g. normalise them)")
 
 

@@ -275,6 +275,7 @@ class ShardedIndex:
         self._backend = self._proto.name
         self._token_codec = make_codec(_codec_spec(token_dtype, token_codec), config.dimension)
         self._keep_exact = bool(keep_exact)
+        self._exact_tiers: Optional[bool] = None  # whether every shard keeps one (asked on first rescore)
         self._config = config
         self._encoder = FDEEncoder(config, num_threads=num_threads)
         self._id_kind: Optional[str] = None
@@ -553,7 +554,10 @@ class ShardedIndex:
             rescore = positive_int(rescore, "rescore")
             if rescore < k:
                 raise ValueError(f"rescore: expected >= k ({k}), got {rescore}")
-            if not all(self._get({i: a.has_exact_tier.remote() for i, a in enumerate(self._actors)}).values()):
+            if self._exact_tiers is None:  # asked once: shards never gain or lose their tier
+                self._exact_tiers = all(self._get({i: a.has_exact_tier.remote()
+                                                   for i, a in enumerate(self._actors)}).values())
+            if not self._exact_tiers:
                 raise ValueError("rescore: needs an exact tier; build the sharded index with keep_exact=True")
         _check_where(where, where_params)
         qtok, qoff, qfde, nq = self._queries(queries, lengths, offsets, mask, encode=True)
