@@ -3,11 +3,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cerrno>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "chamfer.h"
+#include "datasync.h"
 #include "fde.h"
 #include "fde_fastembed.h"  // fastembed variant
 #include "kernels.h"
@@ -260,6 +262,31 @@ PYBIND11_MODULE(_core, m) {
     return out;
   });
   m.def("default_num_threads", &muvera::default_num_threads);
+
+  py::class_<muvera::DataSyncWorker>(m, "DataSyncWorker",
+                                     "A thread that runs fdatasync(fd) while the caller goes on (the write-ahead "
+                                     "log's overlapped flush).")
+      .def(py::init<>())
+      .def("start",
+           [](muvera::DataSyncWorker& w, int fd) {
+             if (fd < 0) throw py::value_error("fd must be an open file descriptor (>= 0), got " + std::to_string(fd));
+             if (!w.start(fd)) throw py::value_error("a started flush was not waited for yet");
+           },
+           py::arg("fd"))
+      .def("wait",
+           [](muvera::DataSyncWorker& w) {
+             int err;
+             {
+               py::gil_scoped_release release;
+               err = w.wait();
+             }
+             if (err != 0) {
+               errno = err;
+               PyErr_SetFromErrno(PyExc_OSError);  // an OSError with the flush's errno
+               throw py::error_already_set();
+             }
+           },
+           "Wait for the started flush; raises OSError with its errno if it failed.");
 
   m.def("chamfer_scores",
         [](F32Array qtok, I64Array qoff, py::array dtok, I64Array doff, std::optional<I64Array> cand,

@@ -1462,10 +1462,7 @@ class MuveraIndex:
         return index
 
     def _attach_wal(self, directory: Path, sync: bool) -> None:
-        log = WriteAheadLog(directory, sync=sync)
-        _, good, dropped = WriteAheadLog.read(directory)
-        if dropped:  # a torn tail: the record a crash interrupted was never acknowledged
-            log.truncate(good)
+        log = WriteAheadLog(directory, sync=sync)  # cuts a torn tail: that record was never acknowledged
         self._wal, self._wal_dir, self._wal_sync = log, index_format.resolve_index_dir(directory), sync
 
     def checkpoint(self) -> None:

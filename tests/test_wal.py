@@ -58,15 +58,15 @@ def test_a_failed_add_is_not_logged(tmp_path, monkeypatch):
     path = tmp_path / "idx"
     live = MuveraIndex.open(path, CFG, backend="exact")
     live.add(_docs(5))
-    size = (path / WAL_FILE).stat().st_size
+    size = WriteAheadLog.read(path)[1]  # the records' bytes (zeros are written ahead of them)
     monkeypatch.setattr(live._store, "append_codes", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         live.add(_docs(3, seed=1))
     monkeypatch.undo()
-    assert (path / WAL_FILE).stat().st_size == size
+    assert WriteAheadLog.read(path)[1] == size and live._wal.tell() == size
     with pytest.raises(KeyError):
         live.remove([99])  # refused before it is logged
-    assert (path / WAL_FILE).stat().st_size == size
+    assert WriteAheadLog.read(path)[1] == size and live._wal.tell() == size
     assert len(MuveraIndex.load(path)) == 5
 
 
@@ -183,3 +183,94 @@ def test_upsert_replaces_as_one_change_and_replays(tmp_path, monkeypatch):
     _same(live, back, docs[:2])
     with pytest.raises(ValueError, match="upsert: give the ids"):
         live.add(docs[:1], upsert=True)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_records_overwrite_zeros_written_ahead_and_replay_after_a_crash(tmp_path, monkeypatch, overlap):
+    """The log is written ahead in zeros; records overwrite them (flushed inline, or on the log's
+    own thread while the change is applied). A crash leaves the zeros: they are no torn tail,
+    and the next open cuts them off."""
+    import shutil
+
+    from muvera import wal as wal_module
+
+    if overlap:  # every record takes the overlapped path
+        monkeypatch.setattr(wal_module, "_OVERLAP_BYTES", 0)
+    path = tmp_path / "idx"
+    live = MuveraIndex.open(path, CFG, backend="exact")
+    docs = _docs(12)
+    live.add(docs[:7], metadata=[{"i": i} for i in range(7)])
+    live.remove([2])
+    live.add(docs[7:])
+    log = path / WAL_FILE
+    end = live._wal.tell()
+    assert log.stat().st_size > end and set(log.read_bytes()[end:]) == {0}
+    crashed = tmp_path / "crashed"
+    shutil.copytree(path, crashed)  # the directory as a crash would leave it: the zeros stay
+    records, good, dropped = WriteAheadLog.read(crashed)
+    assert [r.kind for r in records] == ["add", "remove", "add"] and good == end and dropped == 0
+    _same(live, MuveraIndex.load(crashed), docs[:3])
+    reopened = MuveraIndex.open(crashed)
+    assert (crashed / WAL_FILE).stat().st_size == end  # cut on open
+    reopened.add(docs[:1], ids=[99])
+    reopened.close()
+    assert (crashed / WAL_FILE).stat().st_size == WriteAheadLog.read(crashed)[1]  # and on close
+    assert len(MuveraIndex.load(crashed)) == 12
+    live.close()
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_a_failed_flush_fails_the_change(tmp_path, monkeypatch, overlap):
+    from muvera import wal as wal_module
+
+    path = tmp_path / "idx"
+    live = MuveraIndex.open(path, CFG, backend="exact")
+    live.add(_docs(4))
+    end = live._wal.tell()
+    if overlap:
+        monkeypatch.setattr(wal_module, "_OVERLAP_BYTES", 0)
+
+        class FailingWorker:
+            def start(self, fd):
+                pass
+
+            def wait(self):
+                raise OSError(5, "Input/output error")
+
+        live._wal._flusher = FailingWorker()
+    else:
+        def failing(fd):
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(wal_module, "_datasync", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        live.add(_docs(2, seed=5))
+    assert len(live) == 4 and live._wal.tell() == end and WriteAheadLog.read(path)[1] == end
+    monkeypatch.undo()
+    live._wal._flusher = None
+    live.add(_docs(1, seed=6))
+    assert len(MuveraIndex.load(path)) == 5
+    live.close()
+
+
+def test_the_flush_worker_reports_errors_and_refuses_misuse(tmp_path):
+    from muvera import _core
+
+    worker = _core.DataSyncWorker()
+    worker.wait()  # nothing started: nothing to wait for
+    f = open(tmp_path / "x", "wb")  # noqa: SIM115
+    f.write(b"abc")
+    f.flush()
+    worker.start(f.fileno())
+    with pytest.raises(ValueError, match="not waited"):
+        worker.start(f.fileno())
+    worker.wait()
+    f.close()
+    with pytest.raises(ValueError, match="fd must be"):
+        worker.start(-1)
+    r, w = __import__("os").pipe()  # fdatasync of a pipe fails (EINVAL): the errno comes back
+    worker.start(r)
+    with pytest.raises(OSError):
+        worker.wait()
+    __import__("os").close(r)
+    __import__("os").close(w)
