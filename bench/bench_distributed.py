@@ -83,6 +83,8 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--workers", default="1,2", help="encode_dataset pool sizes to time")
     ap.add_argument("--shards", default="1,2", help="ShardedIndex shard counts to time")
+    ap.add_argument("--shard-rows", type=int, default=2000, help="documents per block/shard of encode_packed")
+    ap.add_argument("--skip-dataset", action="store_true", help="skip the per-row Ray Dataset runs")
     ap.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     ap.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -90,7 +92,7 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
 
     import ray  # noqa: PLC0415
 
-    from muvera.distributed import ShardedIndex, encode_dataset  # noqa: PLC0415
+    from muvera.distributed import ShardedIndex, encode_dataset, encode_packed  # noqa: PLC0415
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     if address:
@@ -119,7 +121,33 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
         rate = args.docs / (time.perf_counter() - t)
         out["encode_docs_per_s"][f"in-process, {threads} thread(s)"] = rate
 
-    ds = ray.data.from_items(
+    # The same job in this process, no Ray: blocks encoded and written as shards one after another.
+    from muvera.distributed.jobs import _ShardWorker  # noqa: PLC0415
+
+    tmp = Path(tempfile.mkdtemp(prefix="muvera-bench-enc-"))
+    try:
+        worker = _ShardWorker(config.to_dict(), str(tmp), 1)
+        t = time.perf_counter()
+        for i, a in enumerate(range(0, args.docs, args.shard_rows)):
+            b = min(args.docs, a + args.shard_rows)
+            out_i = worker.write(i, "", list(range(a, b)), tokens[offsets[a]: offsets[b]], lengths[a:b])
+            assert out_i[0] == "ok", out_i
+        out["encode_docs_per_s"]["in-process job (encode + write shards), 1 thread"] = (
+            args.docs / (time.perf_counter() - t))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for w in workers:  # packed blocks through the object store; workers write the shards
+        tmp = Path(tempfile.mkdtemp(prefix="muvera-bench-enc-"))
+        try:
+            t = time.perf_counter()
+            encode_packed(tokens, lengths, config, tmp / "out", shard_rows=args.shard_rows, num_workers=w)
+            out["encode_docs_per_s"][f"encode_packed, {w} worker(s)"] = args.docs / (time.perf_counter() - t)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if args.skip_dataset:
+        workers = []
+
+    ds = None if not workers else ray.data.from_items(
         [{"id": i, "tokens": tokens[offsets[i]: offsets[i + 1]]} for i in range(args.docs)],
         override_num_blocks=max(8, 4 * cpus)).materialize()  # timed runs read from the object store
     for w in workers:

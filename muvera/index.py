@@ -386,9 +386,11 @@ class MuveraIndex:
 
     @classmethod
     def from_parts(cls, config: FDEConfig, *, ids: IdMap, store: TokenStore, backend: Backend,
-                   num_threads: Optional[int] = None) -> "MuveraIndex":
+                   num_threads: Optional[int] = None, metadata: Optional[Sequence[Dict[str, Any]]] = None,
+                   texts: Optional[Sequence[str]] = None) -> "MuveraIndex":
         """An index over parts made elsewhere (``encode_dataset``'s shards): every part must hold
-        the same rows; ValueError otherwise. The parts are used, not copied."""
+        the same rows; ValueError otherwise. The parts are used, not copied; ``metadata`` (one
+        dict per row) and ``texts`` (kept for BM25) are added as :meth:`add` adds them."""
         for name, value, kind in (("config", config, FDEConfig), ("ids", ids, IdMap), ("store", store, TokenStore),
                                   ("backend", backend, Backend)):
             if not isinstance(value, kind):
@@ -399,6 +401,16 @@ class MuveraIndex:
         if store.dimension != config.dimension:
             raise ValueError(f"store: {store.dimension}-d tokens, the config says {config.dimension}")
         index = cls(config, backend.name, num_threads=num_threads, token_codec=store.codec.name)
+        rows = np.arange(ids.num_rows, dtype=np.int64)
+        if metadata is not None:
+            items = MetadataStore.check(list(metadata), ids.num_rows)
+            index._meta.check_columns(items)
+            index._meta.add(rows, items)
+        if texts is not None:
+            texts = list(texts)
+            if len(texts) != ids.num_rows or not all(isinstance(t, str) for t in texts):
+                raise ValueError(f"texts: expected {ids.num_rows} strings, one per row")
+            index._meta.add_texts(rows, texts)
         index._ids, index._store, index._backend = ids, store, backend
         return index
 

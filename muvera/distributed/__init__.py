@@ -7,6 +7,9 @@ Install with ``pip install "muvera-toolkit[ray]"``.
 * :func:`encode_dataset` encodes a Ray Dataset (or a list of ``.npy``/``.npz`` files) on a pool of
   Ray actors and writes checksummed shards; :func:`load_encoded` and :func:`index_from_encoded`
   read them back.
+* :func:`encode_packed` encodes packed token arrays (tokens ``(T, d)`` + lengths) in blocks;
+  :func:`index_texts` runs the model in one actor pool and the FDEs in another, from texts,
+  a Ray Dataset or files. Both are resumable and survive a worker's death.
 * :class:`ShardedIndex` spreads documents over N :class:`~muvera.MuveraIndex` shards held by Ray
   actors and merges their top-k.
 """
@@ -14,7 +17,8 @@ Install with ``pip install "muvera-toolkit[ray]"``.
 from __future__ import annotations
 
 from .encode import ENCODED_FORMAT, encode_dataset, index_from_encoded, load_encoded
+from .jobs import encode_packed, index_texts
 from .sharded import SHARDED_FORMAT, ShardedIndex, shard_of
 
-__all__ = ["encode_dataset", "load_encoded", "index_from_encoded", "ShardedIndex", "shard_of",
+__all__ = ["encode_dataset", "encode_packed", "index_texts", "load_encoded", "index_from_encoded", "ShardedIndex", "shard_of",
            "ENCODED_FORMAT", "SHARDED_FORMAT"]

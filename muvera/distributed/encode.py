@@ -42,10 +42,10 @@ __all__ = ["encode_dataset", "load_encoded", "index_from_encoded", "ENCODED_FORM
            "ENCODED_FORMAT_VERSION"]
 
 ENCODED_FORMAT = "muvera-encoded"
-ENCODED_FORMAT_VERSION = 2  # 2: the manifest is checksummed
+ENCODED_FORMAT_VERSION = 3  # 2: the manifest is checksummed; 3: shards may carry metadata and texts
 PathLike = Union[str, "os.PathLike[str]"]
 
-_SHARD_FILE = re.compile(r"^(fdes|tokens|lengths)-\d{5,}\.npy$|^ids-\d{5,}\.json$")
+_SHARD_FILE = re.compile(r"^(fdes|tokens|lengths)-\d{5,}\.npy$|^(ids|metadata|texts)-\d{5,}\.json$")
 _TMP_MARK = TMP_MARK
 _PATH_COLUMN = "__muvera_path__"  # file-list input: one path per row
 _ERRORS = {e.__name__: e for e in (ValueError, TypeError, KeyError, OSError, FileNotFoundError,
@@ -524,6 +524,28 @@ def _checked(root: Path, entry: Dict[str, Any], verify: bool) -> Path:
     return check_file(root / name, entry, name, verify)
 
 
+def _read_json_list(root: Path, entry: Dict[str, Any], verify: bool, n: int, what: str) -> List[Any]:
+    out = loads_json(_checked(root, entry, verify).read_text(encoding="utf-8"), str(entry.get("name")))
+    if not isinstance(out, list) or len(out) != n:
+        raise ValueError(f"{entry.get('name')}: expected {n} {what}")
+    return out
+
+
+def _read_extras(root: Path, verify: bool) -> Tuple[Optional[List[Any]], Optional[List[str]]]:
+    """The shards' metadata and texts (written by :func:`index_texts`), or None where absent."""
+    m = _read_manifest(root)
+    metadata: Optional[List[Any]] = [] if all("metadata" in s["files"] for s in m["shards"]) else None
+    texts: Optional[List[str]] = [] if all("texts" in s["files"] for s in m["shards"]) else None
+    if not m["shards"]:
+        return None, None
+    for s in m["shards"]:
+        if metadata is not None:
+            metadata += _read_json_list(root, s["files"]["metadata"], verify, s["rows"], "metadata dicts")
+        if texts is not None:
+            texts += _read_json_list(root, s["files"]["texts"], verify, s["rows"], "texts")
+    return metadata, texts
+
+
 def _read_shards(root: Path, verify: bool) -> Tuple[Dict[str, Any], List[Any], np.ndarray,
                                                     np.ndarray, np.ndarray]:
     m = _read_manifest(root)
@@ -621,9 +643,11 @@ def index_from_encoded(output_dir: PathLike, backend: str = "auto", *, index_dir
     m, ids, fdes, tokens, lengths = _read_shards(root, verify)
     config = FDEConfig.from_dict(m["config"])
     if reencode:
-        index = MuveraIndex(config, backend, num_threads=num_threads)
+        metadata, texts = _read_extras(root, verify)
+        index = MuveraIndex(config, backend, num_threads=num_threads,
+                            model=m["model"] if isinstance(m.get("model"), str) else None)
         if ids:
-            index.add(tokens, ids=ids, lengths=lengths)
+            index.add(tokens, ids=ids, lengths=lengths, metadata=metadata, texts=texts)
         return index
 
     keep = index_dir is not None
@@ -636,9 +660,13 @@ def index_from_encoded(output_dir: PathLike, backend: str = "auto", *, index_dir
         idmap.append(idmap.check_new(ids, len(ids)))
         store = TokenStore.from_arrays(np.ascontiguousarray(tokens, dtype=np.float16),
                                        _offsets_of(np.asarray(lengths, dtype=np.int64)), "float16")
+        metadata, texts = _read_extras(root, verify)
         index = MuveraIndex.from_parts(config, ids=idmap, store=store,
                                        backend=ExactBackend(config.output_dimension).set_vectors(
-                                           np.ascontiguousarray(fdes)), num_threads=num_threads)
+                                           np.ascontiguousarray(fdes)), num_threads=num_threads,
+                                       metadata=metadata, texts=texts)
+        if isinstance(m.get("model"), str):
+            index.model = m["model"]  # recorded, so the index encodes query texts the same way
         index.save(target)
         # The loader checks what was just written (sizes, shapes, ids); checksums were already
         # checked on the shards.
