@@ -1,20 +1,20 @@
-"""Ray benchmark: distributed encoding and sharded search next to single-process muvera.
+"""Ray benchmark: distributed encoding and sharded search next to single-process muvera, in one run.
 
-* encoding throughput (documents/s) of :func:`muvera.distributed.encode_dataset` with 1 and 2
-  workers (end to end: reading the materialised Ray Dataset, float16 rounding, FDEs, shipping the
-  results to the driver, writing checksummed shards), against ``FDEEncoder.encode_documents``
-  in this process;
-* search QPS of a :class:`muvera.distributed.ShardedIndex` with 1 and 2 shards (query batches
-  fanned out to the shard actors, top-k merged) against one in-process ``MuveraIndex``.
+* tokens in: documents/s of :func:`muvera.distributed.encode_packed` with 1 and 2 workers
+  (packed blocks through the object store, workers encode and write checksummed shards)
+  against the same job in this process (encode + write shards, one thread) and against
+  ``FDEEncoder.encode_documents`` alone; also :func:`encode_dataset` over a per-row Ray Dataset
+  (unless ``--skip-dataset``);
+* text in (``--text-docs N``): :func:`muvera.distributed.index_texts` with 1 and 2 model actors
+  against an in-process :class:`muvera.Retriever` on the first N documents of ``--corpus``;
+* search: QPS (batches) and one-query p50 latency of a :class:`muvera.distributed.ShardedIndex`
+  with 1 and 2 shards against one in-process ``MuveraIndex``.
 
-Synthetic data: normalised random token sets of 64-256 tokens, d = 128, FDE preset "10240".
+Synthetic tokens: normalised random token sets of 64-256 tokens, d = 128, FDE preset "10240".
 
     python bench/bench_distributed.py                       # 20k documents, local Ray
-    python bench/bench_distributed.py --docs 5000 --json out.json
+    python bench/bench_distributed.py --skip-dataset --text-docs 400 --nodes 2   # two Ray nodes here
     RAY_ADDRESS=auto python bench/bench_distributed.py      # an existing cluster
-
-On a single machine Ray adds serialisation and object-store copies that the in-process figures
-do not pay; workers and shards pay off when they sit on more cores or more machines.
 """
 
 from __future__ import annotations
@@ -70,6 +70,46 @@ def qps(search: Any, queries: np.ndarray, q_tokens: int, batch: int, repeats: in
     return repeats * nq / (time.perf_counter() - t0)
 
 
+def p50_ms(search: Any, queries: np.ndarray, q_tokens: int, n: int = 100) -> float:
+    """Median latency (ms) of one-query searches (after a warm-up): the per-query overhead."""
+    lens = np.array([q_tokens], dtype=np.int64)
+    nq = len(queries) // q_tokens
+    search(queries[:q_tokens], lens)
+    times = []
+    for i in range(n):
+        j = i % nq
+        t = time.perf_counter()
+        search(queries[j * q_tokens: (j + 1) * q_tokens], lens)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def text_rates(n_docs: int, workers: List[int], corpus: Path) -> Dict[str, float]:
+    """Documents/s from text: an in-process Retriever (the model on every core) against
+    index_texts with 1 and 2 model actors (one core each), on the first ``n_docs`` of a corpus."""
+    from muvera import Retriever  # noqa: PLC0415
+    from muvera.distributed import index_texts  # noqa: PLC0415
+    from muvera.documents import load_documents  # noqa: PLC0415
+
+    docs = load_documents(corpus)
+    texts, ids = docs.texts[:n_docs], list(docs.ids[:n_docs])
+    out: Dict[str, float] = {}
+    t = time.perf_counter()
+    r = Retriever("default", config="10240", backend="exact", progress=False, batch_size=64)
+    r.add(texts, ids=ids)
+    out["in-process Retriever.add (model on all cores)"] = n_docs / (time.perf_counter() - t)
+    for w in workers:
+        tmp = Path(tempfile.mkdtemp(prefix="muvera-bench-text-"))
+        try:
+            t = time.perf_counter()
+            index_texts(texts, tmp / "out", ids=ids, config="10240", model_workers=w, shard_rows=100,
+                        batch_size=64)
+            out[f"index_texts, {w} model actor(s) of 1 thread"] = n_docs / (time.perf_counter() - t)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def main(argv: List[str] = None) -> Dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=20_000)
@@ -85,8 +125,12 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
     ap.add_argument("--shards", default="1,2", help="ShardedIndex shard counts to time")
     ap.add_argument("--shard-rows", type=int, default=2000, help="documents per block/shard of encode_packed")
     ap.add_argument("--skip-dataset", action="store_true", help="skip the per-row Ray Dataset runs")
+    ap.add_argument("--text-docs", type=int, default=0,
+                    help="also time text in (the model in the workers) on this many documents of --corpus")
+    ap.add_argument("--corpus", type=Path, default=HERE.parent.parent / "shared" / "data" / "scifact")
     ap.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     ap.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)")
+    ap.add_argument("--nodes", type=int, default=1, help="start a local cluster of this many Ray nodes (CPUs split)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
 
@@ -97,8 +141,16 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
     address = args.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
-    else:
+    elif args.nodes <= 1:
         ray.init(num_cpus=args.cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    elif args.nodes > 1:  # a multi-node cluster on this machine: one raylet per node, CPUs split
+        from ray.cluster_utils import Cluster  # noqa: PLC0415
+
+        per = max(1, (args.cpus or os.cpu_count() or 1) // args.nodes)
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per, "include_dashboard": False})
+        for _ in range(args.nodes - 1):
+            cluster.add_node(num_cpus=per)
+        ray.init(address=cluster.address, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     cpus = int(ray.cluster_resources().get("CPU", 1))
     config = muvera.FDEConfig.preset(args.preset, dimension=args.dim)
@@ -109,8 +161,8 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
     tokens, lengths, offsets, queries, sources = make_data(args.docs, args.queries, args.dim, args.query_tokens)
     print(f"data: {args.docs} docs, {len(tokens)} tokens (d={args.dim}), {args.queries} queries of "
           f"{args.query_tokens} tokens, preset {args.preset} ({config.output_dimension} dims); "
-          f"Ray CPUs: {cpus}; built in {time.perf_counter() - t0:.1f}s", flush=True)
-    out: Dict[str, Any] = {"docs": args.docs, "tokens": int(len(tokens)), "preset": args.preset,
+          f"Ray CPUs: {cpus} on {len(ray.nodes())} node(s); built in {time.perf_counter() - t0:.1f}s", flush=True)
+    out: Dict[str, Any] = {"nodes": len(ray.nodes()), "docs": args.docs, "tokens": int(len(tokens)), "preset": args.preset,
                            "ray_cpus": cpus, "encode_docs_per_s": {}, "search_qps": {}}
 
     # ---- encoding -----------------------------------------------------------------------------
@@ -144,13 +196,11 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
             out["encode_docs_per_s"][f"encode_packed, {w} worker(s)"] = args.docs / (time.perf_counter() - t)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    if args.skip_dataset:
-        workers = []
-
-    ds = None if not workers else ray.data.from_items(
+    ds_workers = [] if args.skip_dataset else workers
+    ds = None if not ds_workers else ray.data.from_items(
         [{"id": i, "tokens": tokens[offsets[i]: offsets[i + 1]]} for i in range(args.docs)],
         override_num_blocks=max(8, 4 * cpus)).materialize()  # timed runs read from the object store
-    for w in workers:
+    for w in ds_workers:
         for in_workers in (True, False):
             tmp = Path(tempfile.mkdtemp(prefix="muvera-bench-enc-"))
             try:
@@ -172,6 +222,8 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
         queries, args.query_tokens, args.batch, args.repeats)
     got = single.search(queries, args.k, args.candidates, lengths=np.full(args.queries, args.query_tokens))[0]
     out["hit@1"] = {"in-process MuveraIndex": float(np.mean(got[:, 0] == sources))}
+    out["p50_ms"] = {"in-process MuveraIndex": p50_ms(
+        lambda q, ln: single.search(q, args.k, args.candidates, lengths=ln), queries, args.query_tokens)}
     del single
     for s in shards:
         # Shards on one node split its cores; on a cluster, give each shard its own node's.
@@ -187,6 +239,8 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
                 lambda q, ln: index.search(q, args.k, args.candidates, lengths=ln),
                 queries, args.query_tokens, args.batch, args.repeats)
             out["hit@1"][f"ShardedIndex, {s} shard(s)"] = float(np.mean(got[:, 0] == sources))
+            out["p50_ms"][f"ShardedIndex, {s} shard(s)"] = p50_ms(
+                lambda q, ln: index.search(q, args.k, args.candidates, lengths=ln), queries, args.query_tokens)
         finally:
             index.close()
 
@@ -196,6 +250,13 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
     print(f"search (k={args.k}, candidates={args.candidates} per shard, batches of {args.batch})   QPS")
     for name, v in out["search_qps"].items():
         print(f"  {name:<38s} {v:>10.1f}")
+    if out.get("p50_ms"):
+        print("one-query latency, p50 ms: " + ", ".join(f"{name}: {v:.2f}" for name, v in out["p50_ms"].items()))
+    if args.text_docs:
+        out["text_docs_per_s"] = text_rates(args.text_docs, workers, args.corpus)
+        print(f"from text ({args.text_docs} documents of {args.corpus.name})   docs/s")
+        for name, v in out["text_docs_per_s"].items():
+            print(f"  {name:<50s} {v:>8.1f}")
     print("hit@1 (top result is the query's source document): " +
           ", ".join(f"{name}: {v:.3f}" for name, v in out["hit@1"].items()))
     if args.json:

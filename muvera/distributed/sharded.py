@@ -258,6 +258,10 @@ class ShardedIndex:
     * Searches may run from several threads; calls that change the index should not overlap.
     """
 
+    #: Query batches smaller than this (tokens + FDEs) are sent inside each shard's call, larger
+    #: ones through the object store once.
+    INLINE_QUERY_BYTES = 1 << 20
+
     def __init__(self, config: FDEConfig, num_shards: int, *, backend: str = "auto",
                  shard_dir: Optional[PathLike] = None, autosave: Optional[bool] = None,
                  token_dtype: Optional[str] = None, num_threads: Optional[int] = None,
@@ -508,8 +512,12 @@ class ShardedIndex:
         qtok, qlens = pack_tokens(queries, self._config.dimension, np.float32, lengths=lengths,
                                   offsets=offsets, mask=mask, name="queries")
         qoff = _offsets_of(qlens)
-        # Encoded once here, not in every shard; one object-store copy shared by every shard's call.
+        # Encoded once here, not in every shard. A large batch goes into the object store once,
+        # shared by every shard's call; a small one travels inside the calls (a put costs about
+        # as much as a call: 3 puts took 2.6 ms of a 32-token query's 8.9 ms).
         qfde = self._encoder.encode_spans(qtok, qoff[:-1], qlens, is_document=False) if encode else None
+        if qtok.nbytes + (0 if qfde is None else qfde.nbytes) < self.INLINE_QUERY_BYTES:
+            return qtok, qoff, qfde, len(qlens)
         return ray.put(qtok), ray.put(qoff), (ray.put(qfde) if encode else None), len(qlens)
 
     def _filter_groups(self, filter_ids: Optional[Iterable[Hashable]]) -> Optional[Dict[int, List[Any]]]:
