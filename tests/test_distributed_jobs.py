@@ -226,3 +226,45 @@ def test_index_texts_reads_files_and_datasets(ray_session, tmp_path):
     ds = ray.data.from_items([{"id": i, "text": f"Short text {i}.", "metadata": {"k": i}} for i in range(7)])
     built = index_from_encoded(index_texts(ds, tmp_path / "d", config="1280", keep_text=False), backend="exact")
     assert built.ids == list(range(7)) and built.metadata([4]) == [{"k": 4}]
+
+
+MULTI_NODE = textwrap.dedent("""
+    import sys, numpy as np, ray, muvera
+    from ray.cluster_utils import Cluster
+    from muvera.distributed import ShardedIndex, encode_packed, load_encoded
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        cfg = muvera.FDEConfig.preset("1280", dimension=16, seed=7)
+        rng = np.random.default_rng(0)
+        lengths = rng.integers(2, 12, size=400).astype(np.int64)
+        tokens = rng.standard_normal((int(lengths.sum()), 16)).astype(np.float32)
+        # two 1-CPU workers on two 1-CPU nodes: one on each
+        ids, fdes, tok16, lens = load_encoded(encode_packed(tokens, lengths, cfg, sys.argv[1], shard_rows=50,
+                                                            num_workers=2))
+        ref16 = tokens.astype(np.float16)
+        assert ids == list(range(400)) and np.array_equal(tok16, ref16)
+        assert np.array_equal(fdes, muvera.FDEEncoder(cfg).encode_documents(ref16, lengths=lengths))
+        sharded = ShardedIndex(cfg, 2, backend="exact", actor_options={"num_cpus": 1})  # a shard per node
+        sharded.add(tokens, ids=list(range(400)), lengths=lengths)
+        single = muvera.MuveraIndex(cfg, backend="exact")
+        single.add(tokens, ids=list(range(400)), lengths=lengths)
+        q = tokens[:20]
+        a, b = sharded.search(q, k=5, lengths=[10, 10]), single.search(q, k=5, lengths=[10, 10])
+        assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1])
+        sharded.close()
+        print("ok", flush=True)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+""")
+
+
+def test_a_two_node_cluster_encodes_and_serves(tmp_path):
+    """A real multi-node Ray cluster on this machine (two raylets), in its own process."""
+    pytest.importorskip("ray.cluster_utils")
+    res = subprocess.run([sys.executable, "-c", MULTI_NODE, str(tmp_path / "enc")], cwd=str(tmp_path),
+                         env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
