@@ -36,13 +36,13 @@ class TokenBatch:
     arrays: Optional[List[np.ndarray]] = None
 
 
-def _is_torch(x: Any) -> bool:
+def is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "detach")
 
 
 def _to_numpy(x: Any, name: str) -> "tuple[np.ndarray, int]":
     """A NumPy view of x and its dtype code; bfloat16 tensors are viewed as uint16 bits."""
-    if _is_torch(x):
+    if is_torch(x):
         import torch
 
         if x.device.type != "cpu":
@@ -96,8 +96,8 @@ def as_matrix(x: Any, dimension: int, name: str) -> "tuple[np.ndarray, int]":
     return _rows_contiguous(arr), code
 
 
-def _int_vector(values: Any, name: str) -> np.ndarray:
-    arr = values.detach().cpu().numpy() if _is_torch(values) else np.asarray(values)
+def int_vector(values: Any, name: str) -> np.ndarray:
+    arr = values.detach().cpu().numpy() if is_torch(values) else np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array of integers, got shape {tuple(arr.shape)}")
     if arr.size and arr.dtype.kind not in "iu":
@@ -154,7 +154,7 @@ def as_token_batch(batch: Any, dimension: int, *, lengths: Any = None, offsets: 
                              f"got shape {tuple(arr.shape)}")
         rows = arr.shape[0]
         if lengths is not None:
-            lens = _int_vector(lengths, "lengths")
+            lens = int_vector(lengths, "lengths")
             if lens.size == 0:
                 raise ValueError("lengths: expected at least one item, got an empty array")
             if (lens < 0).any():
@@ -163,7 +163,7 @@ def as_token_batch(batch: Any, dimension: int, *, lengths: Any = None, offsets: 
                 raise ValueError(f"lengths: sum is {int(lens.sum())} but {name} has {rows} rows")
             starts = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(np.int64)
         else:
-            offs = _int_vector(offsets, "offsets")
+            offs = int_vector(offsets, "offsets")
             if offs.size < 2:
                 raise ValueError("offsets: expected n_items + 1 >= 2 values")
             if offs[0] != 0 or offs[-1] != rows or (np.diff(offs) < 0).any():
@@ -186,7 +186,7 @@ def as_token_batch(batch: Any, dimension: int, *, lengths: Any = None, offsets: 
             lens = np.full(n, L, dtype=np.int64)
             valid_prefix = True
         else:
-            m = mask.detach().cpu().numpy() if _is_torch(mask) else np.asarray(mask)
+            m = mask.detach().cpu().numpy() if is_torch(mask) else np.asarray(mask)
             if m.ndim == 3 and m.shape[2] == 1:  # colbert-ai returns (n, L, 1) masks
                 m = m[:, :, 0]
             if m.shape != (n, L):

@@ -24,7 +24,7 @@ def _model(spec: str):
     return load_model(spec)
 
 
-def _load_model(spec: str):
+def resolve_model(spec: str):
     """The model, or one clear line saying why it could not be loaded (no 80-line traceback)."""
     try:
         return _model(spec)
@@ -87,7 +87,7 @@ def _backend(text: str) -> str:
 def cmd_encode(args) -> int:
     from .eval.embed import embed_beir
 
-    emb = embed_beir(_dataset(args.dataset), _load_model(args.model), cache_root=args.cache)
+    emb = embed_beir(_dataset(args.dataset), resolve_model(args.model), cache_root=args.cache)
     print(f"{emb.data.name}: {len(emb.doc_offsets) - 1} documents ({emb.doc_tokens.shape[0]} tokens), "
           f"{len(emb.query_offsets) - 1} queries, {emb.dim}-d; cached")
     return 0
@@ -110,7 +110,7 @@ def _check_index_args(args) -> None:
     the preset, --keep-exact without a compressed codec, an output folder that is not an index."""
     from .backends import make_backend
     from .config import FDEConfig
-    from .index_format import FORMAT_NAME, _is_index_dir
+    from .index_format import FORMAT_NAME, is_index_dir
 
     fde_dim = FDEConfig.preset(args.preset, dimension=8).output_dimension  # independent of the token size
     try:
@@ -121,7 +121,7 @@ def _check_index_args(args) -> None:
         raise ValueError(f"--keep-exact: the {args.token_codec} store is exact already; use it with a compressed "
                          "--token-codec (int8, residual:4, residual:2)")
     out = Path(args.output)
-    if out.exists() and not (out.is_dir() and (_is_index_dir(out, FORMAT_NAME) or not any(out.iterdir()))):
+    if out.exists() and not (out.is_dir() and (is_index_dir(out, FORMAT_NAME) or not any(out.iterdir()))):
         raise ValueError(f"--output: {out} exists and is not a muvera index (nor an empty folder); "
                          "choose another path")
 
@@ -136,7 +136,7 @@ def cmd_index(args) -> int:
     source = _dataset(args.dataset)
     _check_index_args(args)  # before the model loads and the corpus is encoded
     docs = load_documents(source)  # documents alone: queries and judgements are not needed
-    model = _load_model(args.model)
+    model = resolve_model(args.model)
     tokens, offsets = _encode_documents(docs, model, args.cache, beir=(source / "corpus.jsonl").is_file(),
                                         progress=not args.quiet)
     index = MuveraIndex(FDEConfig.preset(args.preset, dimension=int(tokens.shape[1])), backend=args.backend,
@@ -194,7 +194,7 @@ def cmd_search(args) -> int:
                          "and a compressed --token-codec")
     spec = args.model or index.model or "default"
     _warn_model(args.model, index)
-    model = _load_model(spec)
+    model = resolve_model(spec)
     if model.dim != index.config.dimension:
         raise ValueError(f"--model: {spec!r} gives {model.dim}-d tokens but the index holds "
                          f"{index.config.dimension}-d ones; pass the model the index was built with")
@@ -277,7 +277,7 @@ def cmd_tune(args) -> int:
             raise ValueError(f"--queries: {path} holds no queries (one per line)")
         spec = args.model or index.model or "default"
         _warn_model(args.model, index)
-        model = _load_model(spec)
+        model = resolve_model(spec)
         if model.dim != index.config.dimension:
             raise ValueError(f"--model: {spec!r} gives {model.dim}-d tokens but the index holds "
                              f"{index.config.dimension}-d ones")
@@ -298,7 +298,7 @@ def cmd_bench(args) -> int:
     small = [c for c in cands if c < 100]
     if small:  # checked before the model loads (Recall@100 needs 100 results)
         raise ValueError(f"--candidates: each count must be >= 100, got {small[0]}")
-    rep = run_bench(_dataset(args.dataset), model=_load_model(args.model), preset=args.preset, backend=args.backend,
+    rep = run_bench(_dataset(args.dataset), model=resolve_model(args.model), preset=args.preset, backend=args.backend,
                     candidates=cands, pca=args.pca, max_queries=args.max_queries, cache_root=args.cache,
                     progress=not args.quiet, ignore_identical_ids=not args.keep_identical_ids,
                     token_codec=args.token_codec, rescore=args.rescore, tune=not args.no_tune)

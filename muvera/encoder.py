@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _core
 from ._validate import MAX_THREADS, positive_int
-from .batch import _int_vector, as_matrix, as_token_batch
+from .batch import int_vector, as_matrix, as_token_batch
 from .config import FDEConfig
 
 __all__ = ["FDEEncoder", "active_isa", "supported_isas"]
@@ -148,7 +148,7 @@ class FDEEncoder:
         2-D array (spans may leave gaps or repeat); used to re-encode rows of a token store.
         """
         arr, _ = as_matrix(tokens, self._config.dimension, "tokens")
-        starts, lengths = _int_vector(starts, "starts"), _int_vector(lengths, "lengths")
+        starts, lengths = int_vector(starts, "starts"), int_vector(lengths, "lengths")
         if starts.shape != lengths.shape:
             raise ValueError(f"starts/lengths: expected equal lengths, got {starts.shape} and {lengths.shape}")
         return self._core.encode_packed(arr, starts, lengths, is_document, self._num_threads, self._isa,

@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .durable import write_npy
-from .store import _Growable
+from .buffers import Growable
 
 __all__ = ["IdMap", "normalise_id", "id_list", "IdLike"]
 
@@ -76,18 +76,18 @@ class IdMap:
             raise ValueError(f"kind: expected 'int', 'str' or None, got {kind!r}")
         self._kind = kind
         self._ids = self._new_ids_buffer(kind)
-        self._alive = _Growable((), np.uint8)
+        self._alive = Growable((), np.uint8)
         self._to_row: Dict[IdLike, int] = {}
         self._next_id = 0
         # int ids: a dense id -> live row table (-1: none), kept in step with every change while
         # the ids are compact (max id < 4 n + 4096); None once they are not (dict lookups then).
-        self._table: Optional[_Growable] = _Growable((), np.int64) if kind != "str" else None
+        self._table: Optional[Growable] = Growable((), np.int64) if kind != "str" else None
         # The alive flags as little-endian packed bits (faiss's IDSelectorBitmap), kept in step.
-        self._packed = _Growable((), np.uint8)
+        self._packed = Growable((), np.uint8)
 
     @staticmethod
-    def _new_ids_buffer(kind: Optional[str], data: Optional[np.ndarray] = None) -> _Growable:
-        return _Growable((), object if kind == "str" else np.int64, data)
+    def _new_ids_buffer(kind: Optional[str], data: Optional[np.ndarray] = None) -> Growable:
+        return Growable((), object if kind == "str" else np.int64, data)
 
     # -- properties ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -305,10 +305,10 @@ class IdMap:
         keep = self._alive.view.astype(bool)
         ids = self._ids.view[keep]
         self._ids = self._new_ids_buffer(self._kind, np.ascontiguousarray(ids))
-        self._alive = _Growable((), np.uint8, np.ones(len(ids), dtype=np.uint8))
+        self._alive = Growable((), np.uint8, np.ones(len(ids), dtype=np.uint8))
         self._to_row = {x: i for i, x in enumerate(ids.tolist())}
         self._rebuild_table()
-        self._packed = _Growable((), np.uint8, np.packbits(self._alive.view.view(bool), bitorder="little"))
+        self._packed = Growable((), np.uint8, np.packbits(self._alive.view.view(bool), bitorder="little"))
         return keep
 
     def compacted(self) -> "IdMap":
@@ -320,7 +320,7 @@ class IdMap:
 
     def _rebuild_table(self) -> None:
         """The dense id -> row table from scratch (after compact or load)."""
-        self._table = None if self._kind == "str" else _Growable((), np.int64)
+        self._table = None if self._kind == "str" else Growable((), np.int64)
         if self._kind == "int":
             live = np.flatnonzero(self._alive.view)
             self._table_set(self._ids.view[live].astype(np.int64), live)
@@ -399,13 +399,13 @@ class IdMap:
         else:
             arr = np.asarray(ids, dtype=np.int64).reshape(len(ids))
         m._ids = cls._new_ids_buffer(kind, arr)
-        m._alive = _Growable((), np.uint8, np.ascontiguousarray(alive))
+        m._alive = Growable((), np.uint8, np.ascontiguousarray(alive))
         live = np.flatnonzero(alive)
         m._to_row = {x: int(r) for x, r in zip(arr[live].tolist(), live.tolist())}
         if len(m._to_row) != len(live):
             raise ValueError("manifest.json: duplicate live ids")
         m._rebuild_table()
-        m._packed = _Growable((), np.uint8, np.packbits(m._alive.view.view(bool), bitorder="little"))
+        m._packed = Growable((), np.uint8, np.packbits(m._alive.view.view(bool), bitorder="little"))
         m._next_id = int(next_id)
         if kind == "int" and len(live):
             m._next_id = max(m._next_id, int(arr[live].max()) + 1)

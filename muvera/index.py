@@ -21,13 +21,14 @@ from ._validate import MAX_THREADS, positive_int
 from .backends import AllowedRows, Backend, make_backend
 from .config import FDEConfig
 from .encoder import FDEEncoder
-from .idmap import IdLike, IdMap, id_list, normalise_id
+from .idmap import IdLike, IdMap, id_list
 from .metadata import MetadataStore
 from ._progress import progress as _progress_bar
 from .stream import as_batch, is_stream
 from .index_format import FORMAT_NAME, FORMAT_VERSION
 from ._threads import SEARCH_GATE
-from .store import TokenStore, _offsets_of, pack_tokens
+from .ragged import offsets_of, span_index
+from .store import TokenStore, pack_tokens
 from .tune import TuneResult, check_tuned
 from .wal import WriteAheadLog
 from .wal import encode_add as wal_add
@@ -93,7 +94,7 @@ class _RWLock:
                     self._cond.notify_all()
 
 
-def _tau_of(ball_carving: Any) -> Optional[float]:
+def ball_carving_tau(ball_carving: Any) -> Optional[float]:
     if ball_carving is None or ball_carving is False:
         return None
     if ball_carving is True:
@@ -140,7 +141,7 @@ def ball_carve(tokens: np.ndarray, offsets: np.ndarray, tau: float) -> Tuple[np.
         out.append(clusters)
         lens[i] = len(clusters)
     carved = np.concatenate(out, axis=0) if out else np.zeros((0, tokens.shape[1]), np.float32)
-    return np.ascontiguousarray(carved, dtype=np.float32), _offsets_of(lens)
+    return np.ascontiguousarray(carved, dtype=np.float32), offsets_of(lens)
 
 
 #: Similarity values held at once while carving one query: memory stays linear in its length.
@@ -212,7 +213,7 @@ def _same_kind(exc: BaseException) -> type:
     return TypeError if isinstance(exc, TypeError) else ValueError
 
 
-def _codec_spec(token_dtype: Any, token_codec: Any) -> str:
+def codec_spec(token_dtype: Any, token_codec: Any) -> str:
     if token_dtype is not None and not isinstance(token_dtype, str):
         token_dtype = np.dtype(token_dtype).name
     if token_dtype is not None and token_codec is not None and token_dtype != token_codec:
@@ -297,7 +298,7 @@ class MuveraIndex:
         self._encoder = FDEEncoder(config, num_threads=num_threads)
         self._num_threads = 0 if num_threads is None else int(num_threads)
         self._backend: Backend = make_backend(backend, config.output_dimension)
-        self._store = TokenStore(config.dimension, _codec_spec(token_dtype, token_codec))
+        self._store = TokenStore(config.dimension, codec_spec(token_dtype, token_codec))
         # FDEs are encoded from the tokens in the codec's input dtype (float16 for the default
         # store), so they are a pure function of the store: compact() or a change of backend on
         # load re-encodes them bit for bit.
@@ -739,7 +740,7 @@ class MuveraIndex:
         codes = codec.encode(tokens)
         self._grow_backend(len(lens))
         source = codec.fde_source(codes)  # float codecs: the tokens themselves
-        starts = _offsets_of(lens)[:-1]
+        starts = offsets_of(lens)[:-1]
         chunk = self._backend.add_chunk
         for s in range(0, len(lens), chunk):
             e = min(len(lens), s + chunk)
@@ -773,7 +774,7 @@ class MuveraIndex:
                     have += take
                 lens = np.concatenate(lens_parts)
                 source = parts[0] if len(parts) == 1 else np.concatenate(parts)
-                self._backend.train(self._encoder.encode_spans(source, _offsets_of(lens)[:-1], lens,
+                self._backend.train(self._encoder.encode_spans(source, offsets_of(lens)[:-1], lens,
                                                                is_document=True))
         except BaseException:
             if trained_codec:
@@ -899,9 +900,9 @@ class MuveraIndex:
                 fdes = np.empty((len(r), self._config.output_dimension), dtype=np.float32)
                 for a in range(0, len(r), _DECODE_ROWS):
                     rr = r[a: a + _DECODE_ROWS]
-                    idx = np.repeat(off[rr] - _offsets_of(lens[rr])[:-1], lens[rr]) + np.arange(int(lens[rr].sum()))
+                    idx = span_index(off[rr], lens[rr])
                     fdes[a: a + len(rr)] = self._encoder.encode_spans(
-                        codec.fde_source(codes[idx]), _offsets_of(lens[rr])[:-1], lens[rr], is_document=True)
+                        codec.fde_source(codes[idx]), offsets_of(lens[rr])[:-1], lens[rr], is_document=True)
                 target.add(fdes)
                 del fdes
 
@@ -993,7 +994,7 @@ class MuveraIndex:
         c = positive_int(candidates, "candidates")
         if c < k:
             raise ValueError(f"candidates: expected >= k ({k}), got {c}")
-        tau = _tau_of(ball_carving)
+        tau = ball_carving_tau(ball_carving)
         if rescore is not None:
             rescore = positive_int(rescore, "rescore")
             if self._exact is None:
@@ -1241,7 +1242,7 @@ class MuveraIndex:
                       mask: Any) -> Tuple[np.ndarray, np.ndarray]:
         tokens, lens = pack_tokens(queries, self._config.dimension, np.float32, lengths=lengths,
                                    offsets=offsets, mask=mask, name="queries")
-        return tokens, _offsets_of(lens)
+        return tokens, offsets_of(lens)
 
     def _result_width(self, k: int) -> int:
         """Results have ``min(k, live documents)`` columns (at least one): a huge ``k`` never

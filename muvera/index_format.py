@@ -139,7 +139,7 @@ def _marker_owner(directory: Path) -> Optional[str]:
         return None
 
 
-def _is_index_dir(directory: Path, format_name: str) -> bool:
+def is_index_dir(directory: Path, format_name: str) -> bool:
     """Whether ``directory`` holds a saved index of ``format_name`` (ours to replace): its marker,
     or a manifest of that format (indexes saved by 0.1.0 have no marker). A folder that merely
     has some other ``manifest.json`` is never replaced."""
@@ -295,7 +295,7 @@ def save_directory(target: Path, format_name: str, write: Callable[[Path], Dict[
         ``target`` exists and is not an index of ``format_name`` (nor an empty directory), or
         ``<target>.bak`` exists and was not written by muvera for this index.
     """
-    if target.exists() and not (target.is_dir() and (_is_index_dir(target, format_name)
+    if target.exists() and not (target.is_dir() and (is_index_dir(target, format_name)
                                                       or not any(target.iterdir()))):
         raise ValueError(f"path: {target} exists and is not a muvera index directory")
     backup = _backup_of(target)

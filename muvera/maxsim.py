@@ -11,7 +11,8 @@ import numpy as np
 
 from . import _core
 from .batch import as_matrix
-from .store import _offsets_of, pack_tokens
+from .ragged import offsets_of
+from .store import pack_tokens
 
 __all__ = ["chamfer", "chamfer_matrix", "rerank", "chamfer_reference"]
 
@@ -33,7 +34,7 @@ def _packed_float32(batch: Any, dimension: int, name: str, lengths: Any = None, 
     and ``requires_grad`` tensors included) -> (packed float32 tokens, offsets), finite."""
     tokens, lens = pack_tokens(batch, dimension, np.float32, lengths=lengths, offsets=offsets, mask=mask,
                                name=name, allow_empty_items=True)
-    return tokens, _offsets_of(lens)
+    return tokens, offsets_of(lens)
 
 
 def _check_finite(x: np.ndarray, name: str) -> None:

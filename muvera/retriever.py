@@ -55,7 +55,7 @@ class Hit:
     text: Optional[str]
 
 
-def _load_model(model: Any) -> Any:
+def resolve_model(model: Any) -> Any:
     from .models.base import TokenEncoder  # noqa: PLC0415 (no optional dependency at import)
 
     if isinstance(model, TokenEncoder):
@@ -72,7 +72,7 @@ def _load_model(model: Any) -> Any:
         raise ValueError(f"model {model!r}: cannot load it ({type(exc).__name__}: {exc})") from None
 
 
-def _config_for(config: Any, dim: int) -> FDEConfig:
+def config_for(config: Any, dim: int) -> FDEConfig:
     if config is None:
         return FDEConfig.preset("10240", dimension=dim)
     if isinstance(config, str):
@@ -87,7 +87,7 @@ def _config_for(config: Any, dim: int) -> FDEConfig:
     return config
 
 
-def _texts(texts: Any, name: str) -> List[str]:
+def check_texts(texts: Any, name: str) -> List[str]:
     if isinstance(texts, str):
         raise TypeError(f"{name}: expected a list of strings, got one string (wrap it in a list)")
     if isinstance(texts, (bytes, dict)) or not isinstance(texts, Sequence):
@@ -103,7 +103,7 @@ def _texts(texts: Any, name: str) -> List[str]:
     return out
 
 
-def _is_index_dir(path: Path) -> bool:
+def is_index_dir(path: Path) -> bool:
     return (path / "manifest.json").is_file() or Path(f"{path}.bak", "manifest.json").is_file()
 
 
@@ -150,19 +150,19 @@ class Retriever:
         self.keep_text = bool(keep_text)
         self.progress = bool(progress)
         self.path = None if path is None else Path(path)
-        if self.path is not None and _is_index_dir(self.path):
+        if self.path is not None and is_index_dir(self.path):
             index = MuveraIndex.load(self.path, num_threads=num_threads)
             if isinstance(model, str) and index.model is not None and model != index.model:
                 raise ValueError(f"model: {model!r} differs from the model the index at {self.path} was built with "
                                  f"({index.model!r}); use Retriever.load({str(self.path)!r})")
-            if config is not None and _config_for(config, index.config.dimension) != index.config:
+            if config is not None and config_for(config, index.config.dimension) != index.config:
                 raise ValueError(f"config: differs from the config of the index at {self.path}")
             self._index = index
-            self._model = _load_model(model if not isinstance(model, str) or index.model is None else index.model)
+            self._model = resolve_model(model if not isinstance(model, str) or index.model is None else index.model)
             self._check_dim()
             return
-        self._model = _load_model(model)
-        cfg = _config_for(config, int(self._model.dim))
+        self._model = resolve_model(model)
+        cfg = config_for(config, int(self._model.dim))
         spec = model if isinstance(model, str) else None
         self._index = MuveraIndex(cfg, backend=backend, token_codec=token_codec, model=spec,
                                   num_threads=num_threads)
@@ -196,7 +196,7 @@ class Retriever:
         self.batch_size = positive_int(batch_size, "batch_size")
         self.keep_text, self.progress, self.path = bool(keep_text), bool(progress), Path(path)
         self._index = index
-        self._model = _load_model(model)
+        self._model = resolve_model(model)
         self._check_dim()
         return self
 
@@ -248,7 +248,7 @@ class Retriever:
             If encoding fails part way, the documents of this call already added are removed
             again, so the retriever holds none of them.
         """
-        texts = _texts(texts, "texts")
+        texts = check_texts(texts, "texts")
         n = len(texts)
         items = [{} for _ in range(n)] if metadata is None else MetadataStore.check(metadata, n)
         if self.keep_text:
@@ -308,7 +308,7 @@ class Retriever:
             for a list of questions.
         """
         single = isinstance(query, str)
-        queries = _texts([query] if single else query, "query")
+        queries = check_texts([query] if single else query, "query")
         k = positive_int(k, "k")
         if candidates is not None:
             candidates = positive_int(candidates, "candidates")

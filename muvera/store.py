@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 import numpy as np
 
 from .batch import DTYPE_CODES, as_token_batch
+from .buffers import Growable
+from .ragged import offsets_of, span_index
 from .durable import write_atomic, write_npy
 
 if TYPE_CHECKING:
@@ -24,62 +26,6 @@ __all__ = ["TokenStore", "pack_tokens"]
 
 _STORE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 _CHECK_ROWS = 1 << 16  # finite check in blocks: bounds the temporary boolean array
-
-
-class _Growable:
-    """An array that grows along axis 0 with amortised doubling.
-
-    The buffer may start as a read-only array (a memory map); the first write copies it into
-    memory. Views handed out earlier stay valid: growth allocates a new buffer instead of
-    resizing in place.
-    """
-
-    def __init__(self, tail: Tuple[int, ...], dtype: Any, data: Optional[np.ndarray] = None):
-        self._tail = tuple(tail)
-        self._dtype = np.dtype(dtype)
-        if data is None:
-            data = np.empty((0,) + self._tail, dtype=self._dtype)
-        self._buf = data
-        self._n = len(data)
-
-    def __len__(self) -> int:
-        return self._n
-
-    @property
-    def view(self) -> np.ndarray:
-        return self._buf[: self._n]
-
-    @property
-    def nbytes(self) -> int:
-        return int(self._buf.nbytes)
-
-    @property
-    def is_memmap(self) -> bool:
-        return isinstance(self._buf, np.memmap) or not self._buf.flags.writeable
-
-    def _reserve(self, total: int) -> None:
-        cap = len(self._buf)
-        if total <= cap and self._buf.flags.writeable and not isinstance(self._buf, np.memmap):
-            return
-        new_cap = max(total, 2 * cap, 16) if total > cap else cap
-        buf = np.empty((new_cap,) + self._tail, dtype=self._dtype)
-        buf[: self._n] = self._buf[: self._n]
-        self._buf = buf
-
-    def extend(self, values: np.ndarray) -> None:
-        m = len(values)
-        self._reserve(self._n + m)
-        self._buf[self._n: self._n + m] = values
-        self._n += m
-
-    def truncate(self, n: int) -> None:
-        """Keep the first ``n`` rows (the rollback of a failed append)."""
-        self._n = min(self._n, int(n))
-
-    def writable(self) -> np.ndarray:
-        """A writeable view of the used part (copies a read-only buffer into memory once)."""
-        self._reserve(self._n)
-        return self._buf[: self._n]
 
 
 class _Spilled:
@@ -160,12 +106,6 @@ def _as_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
     return dt
 
 
-def _offsets_of(lengths: np.ndarray) -> np.ndarray:
-    off = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=off[1:])
-    return off
-
-
 def _check_finite(tokens: np.ndarray, offsets: np.ndarray, name: str, dtype: np.dtype) -> None:
     for r0 in range(0, len(tokens), _CHECK_ROWS):
         ok = np.isfinite(tokens[r0: r0 + _CHECK_ROWS]).all(axis=1)
@@ -215,7 +155,7 @@ def pack_tokens(batch: Any, dimension: int, dtype: Any = np.float32, *, lengths:
         raise ValueError(f"{name}: expected at least one item")
     if not allow_empty_items and (lens == 0).any():
         raise ValueError(f"{name}[{int(np.argmin(lens))}]: expected at least one token, got 0")
-    offs = _offsets_of(lens)
+    offs = offsets_of(lens)
     total = int(offs[-1])
     if tb.arrays is not None:
         src = tb.arrays[0] if len(tb.arrays) == 1 else np.concatenate(tb.arrays, axis=0)
@@ -223,7 +163,7 @@ def pack_tokens(batch: Any, dimension: int, dtype: Any = np.float32, *, lengths:
         src = tb.tokens  # already packed: no copy
     else:
         # Padded or gapped input: one vectorised gather of the valid rows.
-        idx = np.repeat(tb.starts - offs[:-1], lens) + np.arange(total, dtype=np.int64)
+        idx = span_index(tb.starts, lens)
         src = tb.tokens[idx]
     if tb.dtype_code == DTYPE_CODES["bfloat16"]:
         src = (src.astype(np.uint32) << 16).view(np.float32)
@@ -273,8 +213,8 @@ class TokenStore:
             self._codec = codec
         else:
             self._codec = make_codec(codec, self._dim)
-        self._codes = _Growable((self._codec.code_width,), self._codec.code_dtype)
-        self._offsets = _Growable((), np.int64, np.zeros(1, dtype=np.int64))
+        self._codes = Growable((self._codec.code_width,), self._codec.code_dtype)
+        self._offsets = Growable((), np.int64, np.zeros(1, dtype=np.int64))
 
     @classmethod
     def from_arrays(cls, tokens: np.ndarray, offsets: np.ndarray,
@@ -303,8 +243,8 @@ class TokenStore:
             raise ValueError("offsets: expected a 1-D int64 array of n_documents + 1 values")
         if offsets[0] != 0 or offsets[-1] != len(tokens) or (np.diff(offsets) <= 0).any():
             raise ValueError(f"offsets: expected a strictly increasing sequence from 0 to {len(tokens)}")
-        store._codes = _Growable((c.code_width,), c.code_dtype, tokens)
-        store._offsets = _Growable((), np.int64, offsets)
+        store._codes = Growable((c.code_width,), c.code_dtype, tokens)
+        store._offsets = Growable((), np.int64, offsets)
         return store
 
     @classmethod
@@ -389,14 +329,14 @@ class TokenStore:
         rows, off, lens, codes = np.flatnonzero(keep), self.offsets, self.lengths, self.tokens
         for a in range(0, len(rows), 4096):
             r = rows[a: a + 4096]
-            idx = np.repeat(off[r] - _offsets_of(lens[r])[:-1], lens[r]) + np.arange(int(lens[r].sum()))
+            idx = span_index(off[r], lens[r])
             out.append_codes(codes[idx], lens[r])
         return out
 
     def reserve(self, num_tokens: int, num_documents: int) -> None:
         """Make room for this many code rows and documents in all (no effect on a spilled or
         larger buffer): a build of known size then never holds two copies while growing."""
-        if isinstance(self._codes, _Growable):
+        if isinstance(self._codes, Growable):
             self._codes._reserve(max(num_tokens, len(self._codes)))
         self._offsets._reserve(max(num_documents + 1, len(self._offsets)))
 
@@ -448,8 +388,8 @@ class TokenStore:
         mapping[keep] = np.arange(int(keep.sum()), dtype=np.int64)
         lens = self.lengths
         codes = self._codes.view[np.repeat(keep, lens)]  # one boolean gather, no per-row loop
-        self._codes = _Growable((self._codec.code_width,), self._codec.code_dtype, np.ascontiguousarray(codes))
-        self._offsets = _Growable((), np.int64, _offsets_of(lens[keep]))
+        self._codes = Growable((self._codec.code_width,), self._codec.code_dtype, np.ascontiguousarray(codes))
+        self._offsets = Growable((), np.int64, offsets_of(lens[keep]))
         return mapping
 
     def get(self, row: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from .batch import _is_torch
+from .batch import is_torch
 
 __all__ = ["is_stream", "Batch", "as_batch"]
 
@@ -26,7 +26,7 @@ _DICT_KEYS = {"tokens", "documents", "lengths", "offsets", "mask", "ids", "metad
 
 def is_stream(documents: Any) -> bool:
     """Whether ``documents`` is a stream of batches rather than one batch."""
-    if isinstance(documents, (list, tuple, str, bytes, Mapping, np.ndarray)) or _is_torch(documents):
+    if isinstance(documents, (list, tuple, str, bytes, Mapping, np.ndarray)) or is_torch(documents):
         return False
     return isinstance(documents, (Iterator, Iterable)) and not hasattr(documents, "__array__")
 
@@ -44,7 +44,7 @@ class Batch:
 
 
 def _is_lengths(x: Any) -> bool:
-    if _is_torch(x):
+    if is_torch(x):
         return x.dim() == 1 and not x.is_floating_point() and not x.is_complex()
     arr = np.asarray(x)
     return arr.ndim == 1 and arr.dtype.kind in "iu"
@@ -70,7 +70,7 @@ def as_batch(item: Any, position: int) -> Batch:
     if (isinstance(item, tuple) and len(item) == 2 and getattr(item[0], "ndim", 0) == 2
             and _is_lengths(item[1])):
         return Batch(item[0], lengths=item[1])
-    if isinstance(item, (list, tuple, np.ndarray)) or _is_torch(item):
+    if isinstance(item, (list, tuple, np.ndarray)) or is_torch(item):
         return Batch(item)
     raise TypeError(f"{where}: expected a list of (n_i, d) arrays, a padded (n, L, d) array, "
                     f"(tokens, lengths) or a dict with 'tokens', got {type(item).__name__}")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 import numpy as np
 
 from ._validate import positive_int
-from .store import _offsets_of
+from .ragged import offsets_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from .index import MuveraIndex
@@ -139,7 +139,7 @@ def pseudo_queries(index: "MuveraIndex", n: int, seed: int = 0) -> np.ndarray:
             q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         parts.append(q.astype(np.float32))
         lens.append(len(q))
-    return np.concatenate(parts), _offsets_of(np.asarray(lens, dtype=np.int64))
+    return np.concatenate(parts), offsets_of(np.asarray(lens, dtype=np.int64))
 
 
 @contextlib.contextmanager
@@ -202,7 +202,7 @@ def tune_index(index: "MuveraIndex", queries: Any = None, *, target_recall: floa
             pick = np.sort(np.random.default_rng(seed).choice(len(qoff) - 1, num_queries, replace=False))
             lens = np.diff(qoff)[pick]
             qtok = np.concatenate([qtok[qoff[i]: qoff[i + 1]] for i in pick])
-            qoff = _offsets_of(lens)
+            qoff = offsets_of(lens)
         kind = "given"
     nq = len(qoff) - 1
     truth = index._exact_rows(qtok, qoff, k)

@@ -12,7 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from scale_corpus import SyntheticCorpus  # noqa: E402
 
-from muvera.store import TokenStore, _offsets_of  # noqa: E402
+from muvera.ragged import offsets_of  # noqa: E402
+from muvera.store import TokenStore  # noqa: E402
 
 
 def test_blocks_are_deterministic_and_well_formed():
@@ -32,7 +33,7 @@ def test_query_targets_are_the_exact_best_match():
     tok = np.concatenate([c.block_docs(b)[0] for b in range(2)])
     lens = np.concatenate([c.block_docs(b)[1] for b in range(2)])
     qt, qo, targets = c.queries(10, q_tokens=16)
-    rows, _ = TokenStore.from_arrays(tok.astype(np.float16), _offsets_of(lens), "float16").rerank(
+    rows, _ = TokenStore.from_arrays(tok.astype(np.float16), offsets_of(lens), "float16").rerank(
         qt, qo, 4, None, None, 1)
     assert np.mean(rows[:, 0] == targets) >= 0.9
     # near-duplicate family members (4 consecutive documents) rank right behind the target

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, Tuple
 import numpy as np
 
 from ..durable import write_npy
-from ..store import _Growable
+from ..buffers import Growable
 from .._validate import positive_int
 from .base import Backend, Entries, as_allowed_rows, as_queries, topk
 
@@ -39,7 +39,7 @@ class ExactBackend(Backend):
 
     def __init__(self, dimension: Optional[int] = None):
         self._dim = None if dimension is None else int(dimension)
-        self._vecs: Optional[_Growable] = None if dimension is None else _Growable((self._dim,), np.float32)
+        self._vecs: Optional[Growable] = None if dimension is None else Growable((self._dim,), np.float32)
 
     @classmethod
     def from_spec(cls, rest: str, dimension: Optional[int]) -> "ExactBackend":
@@ -85,7 +85,7 @@ class ExactBackend(Backend):
         # Not scanned for NaN: the index only hands over FDEs of checked, finite tokens.
         if self._vecs is None:
             self._dim = arr.shape[1]
-            self._vecs = _Growable((self._dim,), np.float32)
+            self._vecs = Growable((self._dim,), np.float32)
         self._vecs.extend(arr)
 
     def truncate(self, n: int) -> None:
@@ -129,7 +129,7 @@ class ExactBackend(Backend):
 
     def reset(self) -> None:
         if self._vecs is not None:
-            self._vecs = _Growable((self._dim,), np.float32)
+            self._vecs = Growable((self._dim,), np.float32)
 
     def empty_copy(self) -> "ExactBackend":
         return ExactBackend(self._dim)
@@ -153,5 +153,5 @@ class ExactBackend(Backend):
         if self._dim is not None and arr.shape[1] != self._dim:
             raise ValueError(f"{_FILE}: expected {self._dim} columns, got {arr.shape[1]}")
         self._dim = arr.shape[1]
-        self._vecs = _Growable((self._dim,), np.float32, arr)
+        self._vecs = Growable((self._dim,), np.float32, arr)
         return self

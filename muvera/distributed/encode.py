@@ -45,10 +45,10 @@ ENCODED_FORMAT = "muvera-encoded"
 ENCODED_FORMAT_VERSION = 3  # 2: the manifest is checksummed; 3: shards may carry metadata and texts
 PathLike = Union[str, "os.PathLike[str]"]
 
-_SHARD_FILE = re.compile(r"^(fdes|tokens|lengths)-\d{5,}\.npy$|^(ids|metadata|texts)-\d{5,}\.json$")
+SHARD_FILE = re.compile(r"^(fdes|tokens|lengths)-\d{5,}\.npy$|^(ids|metadata|texts)-\d{5,}\.json$")
 _TMP_MARK = TMP_MARK
 _PATH_COLUMN = "__muvera_path__"  # file-list input: one path per row
-_ERRORS = {e.__name__: e for e in (ValueError, TypeError, KeyError, OSError, FileNotFoundError,
+WORKER_ERRORS = {e.__name__: e for e in (ValueError, TypeError, KeyError, OSError, FileNotFoundError,
                                     PermissionError)}
 
 
@@ -148,7 +148,7 @@ class _EncodeWorker:
         try:
             item = self._encode(batch)
             if self._root is not None:  # write the shard here; only its entry goes to the driver
-                item = ("written", item[1], _write_shard(self._root, _shard_number(), *item[1:]) if item[1] else None)
+                item = ("written", item[1], write_shard(self._root, _shard_number(), *item[1:]) if item[1] else None)
             payload[0] = pickle.dumps(item, protocol=5)
         except (ValueError, TypeError, KeyError, OSError) as exc:
             # Bad input: hand the error to the driver as data, which re-raises it with its own
@@ -188,7 +188,7 @@ class _EncodeWorker:
 
 
 # -- file writing -------------------------------------------------------------------------------
-def _write_atomic(path: Path, write: Any) -> Dict[str, Any]:
+def write_named(path: Path, write: Any) -> Dict[str, Any]:
     """:func:`muvera.durable.write_atomic`, with the file name in the entry."""
     return {"name": path.name, **write_atomic(path, write)}
 
@@ -281,7 +281,7 @@ class _ShardWriter:
                lengths: np.ndarray) -> None:
         names = [f"fdes-{i:05d}.npy", f"tokens-{i:05d}.npy", f"lengths-{i:05d}.npy", f"ids-{i:05d}.json"]
         self.written += [self._root / n for n in names]  # before writing: discard() must see them
-        self.shards.append({"index": i, **_write_shard(self._root, i, ids, fdes, tokens, lengths)})
+        self.shards.append({"index": i, **write_shard(self._root, i, ids, fdes, tokens, lengths)})
 
     def add_written(self, ids: List[Any], entry: Optional[Dict[str, Any]]) -> None:
         """Record a shard a worker wrote (in arrival order, which is the input order)."""
@@ -302,14 +302,14 @@ def _shard_number() -> int:
     return 10**15 + secrets.randbelow(9 * 10**15)
 
 
-def _write_shard(root: Path, i: int, ids: List[Any], fdes: np.ndarray, tokens: np.ndarray,
+def write_shard(root: Path, i: int, ids: List[Any], fdes: np.ndarray, tokens: np.ndarray,
                  lengths: np.ndarray) -> Dict[str, Any]:
     """Write one shard's four files (each atomically); returns its manifest entry (no index)."""
     files = {
-        "fdes": _write_atomic(root / f"fdes-{i:05d}.npy", _npy_writer(fdes)),
-        "tokens": _write_atomic(root / f"tokens-{i:05d}.npy", _npy_writer(tokens.astype(np.float16, copy=False))),
-        "lengths": _write_atomic(root / f"lengths-{i:05d}.npy", _npy_writer(lengths.astype(np.int64, copy=False))),
-        "ids": _write_atomic(root / f"ids-{i:05d}.json", lambda f: f.write(json.dumps(ids).encode("utf-8"))),
+        "fdes": write_named(root / f"fdes-{i:05d}.npy", _npy_writer(fdes)),
+        "tokens": write_named(root / f"tokens-{i:05d}.npy", _npy_writer(tokens.astype(np.float16, copy=False))),
+        "lengths": write_named(root / f"lengths-{i:05d}.npy", _npy_writer(lengths.astype(np.int64, copy=False))),
+        "ids": write_named(root / f"ids-{i:05d}.json", lambda f: f.write(json.dumps(ids).encode("utf-8"))),
     }
     return {"rows": len(ids), "tokens": int(lengths.sum()), "files": files}
 
@@ -317,7 +317,7 @@ def _write_shard(root: Path, i: int, ids: List[Any], fdes: np.ndarray, tokens: n
 def _prepare_dir(root: Path, overwrite: bool) -> None:
     root.mkdir(parents=True, exist_ok=True)
     manifest = root / "manifest.json"
-    ours = [p for p in root.iterdir() if _SHARD_FILE.match(p.name) or _TMP_MARK in p.name]
+    ours = [p for p in root.iterdir() if SHARD_FILE.match(p.name) or _TMP_MARK in p.name]
     if (manifest.exists() or ours) and not overwrite:
         raise FileExistsError(f"output_dir: {root} already holds encoded shards; pass overwrite=True "
                               "to replace them")
@@ -479,7 +479,7 @@ def encode_dataset(dataset: Any, config: FDEConfig, output_dir: PathLike, *, sha
                 for blob in batch["payload"]:
                     item = pickle.loads(blob)  # produced by our own workers
                     if item[0] == "error":
-                        raise _ERRORS.get(item[1], ValueError)(item[2])
+                        raise WORKER_ERRORS.get(item[1], ValueError)(item[2])
                     if item[0] == "written":
                         writer.add_written(item[1], item[2])
                     else:
@@ -489,7 +489,7 @@ def encode_dataset(dataset: Any, config: FDEConfig, output_dir: PathLike, *, sha
         writer.discard()  # shards without a manifest are useless: leave the directory clean
         if write_in_workers:  # and what workers wrote that the driver never heard of
             for p in root.iterdir():
-                if _SHARD_FILE.match(p.name) or _TMP_MARK in p.name:
+                if SHARD_FILE.match(p.name) or _TMP_MARK in p.name:
                     with contextlib.suppress(OSError):
                         p.unlink()
         raise
@@ -519,7 +519,7 @@ def _read_manifest(root: Path) -> Dict[str, Any]:
 def _checked(root: Path, entry: Dict[str, Any], verify: bool) -> Path:
     name = entry.get("name") if isinstance(entry, dict) else None
     # Only plain names of files inside output_dir: never ../ or absolute paths from a manifest.
-    if not isinstance(name, str) or not _SHARD_FILE.match(name) or Path(name).name != name:
+    if not isinstance(name, str) or not SHARD_FILE.match(name) or Path(name).name != name:
         raise ValueError(f"manifest.json: bad shard file name {name!r}")
     return check_file(root / name, entry, name, verify)
 
@@ -637,7 +637,8 @@ def index_from_encoded(output_dir: PathLike, backend: str = "auto", *, index_dir
     from ..backends import ExactBackend  # noqa: PLC0415
     from ..idmap import IdMap  # noqa: PLC0415
     from ..index import MuveraIndex  # noqa: PLC0415
-    from ..store import TokenStore, _offsets_of  # noqa: PLC0415
+    from ..ragged import offsets_of  # noqa: PLC0415
+    from ..store import TokenStore  # noqa: PLC0415
 
     root = Path(os.fspath(output_dir)).absolute()
     m, ids, fdes, tokens, lengths = _read_shards(root, verify)
@@ -659,7 +660,7 @@ def index_from_encoded(output_dir: PathLike, backend: str = "auto", *, index_dir
         idmap = IdMap()
         idmap.append(idmap.check_new(ids, len(ids)))
         store = TokenStore.from_arrays(np.ascontiguousarray(tokens, dtype=np.float16),
-                                       _offsets_of(np.asarray(lengths, dtype=np.int64)), "float16")
+                                       offsets_of(np.asarray(lengths, dtype=np.int64)), "float16")
         metadata, texts = _read_extras(root, verify)
         index = MuveraIndex.from_parts(config, ids=idmap, store=store,
                                        backend=ExactBackend(config.output_dimension).set_vectors(

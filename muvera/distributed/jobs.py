@@ -26,12 +26,12 @@ import numpy as np
 from .._optional import require
 from .._validate import MAX_THREADS, positive_int
 from ..config import FDEConfig
-from ..durable import fsync_dir, loads_json, write_atomic
+from ..durable import TMP_MARK, fsync_dir, loads_json, write_atomic
 from ..encoder import FDEEncoder
 from ..index_format import write_manifest
 from ..store import pack_tokens
-from .encode import (_ERRORS, _SHARD_FILE, _TMP_MARK, ENCODED_FORMAT, ENCODED_FORMAT_VERSION, _write_atomic,
-                     _write_shard)
+from .encode import (WORKER_ERRORS, SHARD_FILE, ENCODED_FORMAT, ENCODED_FORMAT_VERSION, write_named,
+                     write_shard)
 
 __all__ = ["encode_packed", "index_texts"]
 
@@ -93,12 +93,12 @@ class _ShardWorker:
                 msg = re.sub(r"^documents\[(\d+)\]", lambda m: f"document {ids[int(m.group(1))]!r}", str(exc))
                 raise ValueError(msg) from None
             fdes = self._encoder.encode_documents(tok16, lengths=lens)
-            entry = _write_shard(self._root, i, ids, fdes, tok16, lens)
+            entry = write_shard(self._root, i, ids, fdes, tok16, lens)
             if metadata is not None:
-                entry["files"]["metadata"] = _write_atomic(
+                entry["files"]["metadata"] = write_named(
                     self._root / f"metadata-{i:05d}.json", lambda f: f.write(json.dumps(metadata).encode("utf-8")))
             if texts is not None:
-                entry["files"]["texts"] = _write_atomic(
+                entry["files"]["texts"] = write_named(
                     self._root / f"texts-{i:05d}.json", lambda f: f.write(json.dumps(texts).encode("utf-8")))
             entry = {"index": i, "digest": digest, **entry}
             write_atomic(self._root / _entry_name(i), lambda f: f.write(json.dumps(entry).encode("utf-8")))
@@ -119,9 +119,9 @@ class _ModelWorker:
                 torch.set_num_threads(int(model_threads))
             except ImportError:
                 pass
-        from ..retriever import _load_model  # noqa: PLC0415
+        from ..retriever import resolve_model  # noqa: PLC0415
 
-        self._model = _load_model(model)
+        self._model = resolve_model(model)
         self._batch = batch_size
 
     def pid(self) -> int:
@@ -159,7 +159,7 @@ def _prepare(root: Path, spec: Dict[str, Any], resume: bool, overwrite: bool) ->
     root.mkdir(parents=True, exist_ok=True)
     job = root / JOB_FILE
     ours = [p for p in root.iterdir()
-            if _SHARD_FILE.match(p.name) or _ENTRY.match(p.name) or _TMP_MARK in p.name
+            if SHARD_FILE.match(p.name) or _ENTRY.match(p.name) or TMP_MARK in p.name
             or re.match(r"^(metadata|texts)-\d{5,}\.json$", p.name)]
     done: Dict[int, Dict[str, Any]] = {}
     if resume and job.is_file():
@@ -218,7 +218,7 @@ def _run(blocks: Iterable[Tuple[int, str, Dict[str, Any]]], submit: Callable[[in
             load[w] -= 1
             out = ray.get(ref)
             if out[0] == "error":
-                raise _ERRORS.get(out[1], ValueError)(out[2])
+                raise WORKER_ERRORS.get(out[1], ValueError)(out[2])
             entries[out[1]["index"]] = out[1]
 
     for i, digest, block in blocks:
@@ -402,7 +402,7 @@ def _text_source(source: Any, ids: Optional[Sequence[Any]], metadata: Optional[S
     or files :func:`muvera.documents.load_documents` reads (JSONL, BEIR corpus, Parquet, TSV)."""
     from ..documents import load_documents  # noqa: PLC0415
     from ..metadata import MetadataStore  # noqa: PLC0415
-    from ..retriever import _texts  # noqa: PLC0415
+    from ..retriever import check_texts  # noqa: PLC0415
 
     if isinstance(source, (str, os.PathLike)):
         if ids is not None or metadata is not None:
@@ -426,8 +426,8 @@ def _text_source(source: Any, ids: Optional[Sequence[Any]], metadata: Optional[S
             has_meta = has_meta or m is not None
             meta.append(dict(m) if m is not None else ({"title": title} if title else {}))
         out_ids = [x.item() if isinstance(x, np.generic) else x for x in out_ids]
-        return _texts(texts, "dataset"), out_ids, meta if (has_meta or any(meta)) else None
-    texts = _texts(source, "texts")
+        return check_texts(texts, "dataset"), out_ids, meta if (has_meta or any(meta)) else None
+    texts = check_texts(source, "texts")
     items = None if metadata is None else MetadataStore.check(metadata, len(texts))
     return texts, _checked_ids(ids, len(texts)), items
 
@@ -481,8 +481,7 @@ def index_texts(dataset: Any, output_dir: PathLike, *, model: Any = "default", c
     -------
     Path
     """
-    from ..retriever import TEXT_KEY as _TEXT_KEY  # noqa: PLC0415
-    from ..retriever import _config_for, _load_model  # noqa: PLC0415
+    from ..retriever import TEXT_KEY, config_for, resolve_model  # noqa: PLC0415
 
     shard_rows = positive_int(shard_rows, "shard_rows")
     model_threads = positive_int(model_threads, "model_threads", MAX_THREADS)
@@ -495,13 +494,13 @@ def index_texts(dataset: Any, output_dir: PathLike, *, model: Any = "default", c
     if keep_text:
         items = [{} for _ in range(n)] if items is None else items
         for i, m in enumerate(items):
-            if _TEXT_KEY in m:
-                raise ValueError(f"metadata[{i}]: the key {_TEXT_KEY!r} is reserved for the kept text")
-        items = [{**m, _TEXT_KEY: t} for m, t in zip(items, texts)]
+            if TEXT_KEY in m:
+                raise ValueError(f"metadata[{i}]: the key {TEXT_KEY!r} is reserved for the kept text")
+        items = [{**m, TEXT_KEY: t} for m, t in zip(items, texts)]
     ray = _ray_ready()
     spec_name = model if isinstance(model, str) else None
     if spec_name is None:
-        _load_model(model)  # a TypeError for what is not a TokenEncoder, before any actor starts
+        resolve_model(model)  # a TypeError for what is not a TokenEncoder, before any actor starts
     if model_workers is None:
         if num_gpus:
             model_workers = max(1, int(ray.cluster_resources().get("GPU", 0) // num_gpus))
@@ -514,7 +513,7 @@ def index_texts(dataset: Any, output_dir: PathLike, *, model: Any = "default", c
                    model, batch_size, model_threads)
     try:
         dim = ray.get(models[0].dim.remote())
-        cfg = _config_for(config, dim)
+        cfg = config_for(config, dim)
         spec = _job_spec("texts", cfg, shard_rows, model=spec_name, keep_text=bool(keep_text), num_rows=n)
         done = _prepare(root, spec, bool(resume), bool(overwrite))
         # Stage 2 reserves no CPU: it costs about a thousandth of the model and shares its cores

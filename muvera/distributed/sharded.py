@@ -25,7 +25,8 @@ from ..config import FDEConfig
 from ..encoder import FDEEncoder
 from ..idmap import id_list, normalise_id
 from ..index_format import read_manifest, write_manifest
-from ..store import _offsets_of, pack_tokens
+from ..ragged import gather, offsets_of
+from ..store import pack_tokens
 from .._optional import require
 
 __all__ = ["ShardedIndex", "shard_of", "SHARDED_FORMAT", "SHARDED_FORMAT_VERSION"]
@@ -45,16 +46,6 @@ def shard_of(doc_id: Union[int, str], num_shards: int) -> int:
     x = normalise_id(doc_id, "doc_id")
     key = (b"i:" + str(x).encode("ascii")) if isinstance(x, int) else (b"s:" + x.encode("utf-8"))
     return zlib.crc32(key) % num_shards
-
-
-def _gather(tokens: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Tokens and lengths of documents ``rows`` of a packed batch, packed again."""
-    lens = offsets[rows + 1] - offsets[rows]
-    starts = offsets[rows]
-    total = int(lens.sum())
-    new_starts = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(np.int64)
-    idx = np.repeat(starts - new_starts, lens) + np.arange(total, dtype=np.int64)
-    return np.ascontiguousarray(tokens[idx]), lens.astype(np.int64)
 
 
 def _merge(answers: List[Tuple[np.ndarray, np.ndarray, int]], nq: int, k: int,
@@ -267,7 +258,7 @@ class ShardedIndex:
                  token_dtype: Optional[str] = None, num_threads: Optional[int] = None,
                  actor_options: Optional[Dict[str, Any]] = None, token_codec: Optional[str] = None,
                  keep_exact: bool = False, _load: bool = False, _mmap: bool = True) -> None:
-        from ..index import _codec_spec  # noqa: PLC0415
+        from ..index import codec_spec  # noqa: PLC0415
 
         if not isinstance(config, FDEConfig):
             raise TypeError(f"config: expected an FDEConfig, got {type(config).__name__}")
@@ -277,7 +268,7 @@ class ShardedIndex:
         # Checked here, before any actor starts: a bad spec is the caller's error, not a dead shard.
         self._proto = make_backend(backend, config.output_dimension)  # checks search params too
         self._backend = self._proto.name
-        self._token_codec = make_codec(_codec_spec(token_dtype, token_codec), config.dimension)
+        self._token_codec = make_codec(codec_spec(token_dtype, token_codec), config.dimension)
         self._keep_exact = bool(keep_exact)
         self._exact_tiers: Optional[bool] = None  # whether every shard keeps one (asked on first rescore)
         self._config = config
@@ -447,7 +438,7 @@ class ShardedIndex:
         clash = [x for s in sorted(present) for x in present[s]]
         if clash:
             raise ValueError(f"ids: already in the index: {clash[:10]}")
-        offs = _offsets_of(lens)
+        offs = offsets_of(lens)
         if self._token_codec.needs_training:
             # Each shard trains its codec on its first slice: refuse before any shard changes if an
             # untrained shard would get too few tokens to train on.
@@ -461,7 +452,7 @@ class ShardedIndex:
                                  "Add a larger first batch")
         refs = {}
         for s, rows in groups.items():
-            tok, ln = _gather(tokens, offs, rows)
+            tok, ln = gather(tokens, offs, rows)
             refs[s] = self._actors[s].add.remote(ray.put(tok), ln, [new_ids[j] for j in rows.tolist()],
                                                  None if items is None else [items[j] for j in rows.tolist()])
         self._get(refs)
@@ -511,7 +502,7 @@ class ShardedIndex:
 
         qtok, qlens = pack_tokens(queries, self._config.dimension, np.float32, lengths=lengths,
                                   offsets=offsets, mask=mask, name="queries")
-        qoff = _offsets_of(qlens)
+        qoff = offsets_of(qlens)
         # Encoded once here, not in every shard. A large batch goes into the object store once,
         # shared by every shard's call; a small one travels inside the calls (a put costs about
         # as much as a call: 3 puts took 2.6 ms of a 32-token query's 8.9 ms).
@@ -550,13 +541,13 @@ class ShardedIndex:
         RuntimeError
             A shard is unavailable.
         """
-        from ..index import MuveraIndex, _tau_of  # noqa: PLC0415
+        from ..index import MuveraIndex, ball_carving_tau  # noqa: PLC0415
 
         k = positive_int(k, "k")
         c = positive_int(max(MuveraIndex.DEFAULT_CANDIDATES, k) if candidates is None else candidates, "candidates")
         if c < k:
             raise ValueError(f"candidates: expected >= k ({k}), got {c}")
-        tau = _tau_of(ball_carving)
+        tau = ball_carving_tau(ball_carving)
         self._proto.check_params(params)
         if rescore is not None:
             rescore = positive_int(rescore, "rescore")

@@ -13,7 +13,8 @@ from .._validate import positive_int
 from ..durable import loads_json
 from ..config import FDEConfig
 from ..encoder import FDEEncoder
-from ..store import _offsets_of, pack_tokens
+from ..ragged import offsets_of, span_index
+from ..store import pack_tokens
 
 __all__ = ["ExportError", "ExportBatch", "check_index", "export_batches", "header_of", "check_header",
            "QueryEncoder", "results", "uuid_of", "HEADER_FORMAT", "HEADER_VERSION"]
@@ -50,7 +51,7 @@ class ExportBatch:
 
     def split_tokens(self) -> List[np.ndarray]:
         """One ``(n_i, d)`` view per document."""
-        off = _offsets_of(self.lengths)
+        off = offsets_of(self.lengths)
         return [self.tokens[off[i]: off[i + 1]] for i in range(len(self.lengths))]
 
 
@@ -84,8 +85,8 @@ def export_batches(index: Any, batch_size: int = 1024) -> Iterator[ExportBatch]:
     for s in range(0, len(rows_all), batch_size):
         rows = rows_all[s: s + batch_size]
         lens = offsets[rows + 1] - offsets[rows]
-        packed = _offsets_of(lens)
-        idx = np.repeat(offsets[rows] - packed[:-1], lens) + np.arange(int(packed[-1]), dtype=np.int64)
+        packed = offsets_of(lens)
+        idx = span_index(offsets[rows], lens)
         codes = store.tokens[idx]
         tokens = codes if codec.stores_tokens else codec.decode(codes)
         if backend.lossless and backend.can_reconstruct:
@@ -154,7 +155,7 @@ class QueryEncoder:
                  mask: Any = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         tokens, lens = pack_tokens(queries, self.config.dimension, np.float32, lengths=lengths,
                                    offsets=offsets, mask=mask, name="queries")
-        off = _offsets_of(lens)
+        off = offsets_of(lens)
         fdes = self.encoder.encode_spans(tokens, off[:-1], lens, is_document=False)
         return tokens, off, fdes
 
