@@ -137,16 +137,33 @@ using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
 
 // Every array is a by-value parameter of the binding that calls this: converted copies (int32
 // candidates, strided or Fortran-order input) live until the binding returns.
+// The stored rows' layout, as the codec names it ("float32", "float16", "int8": d codes + a
+// float32 scale per row); "" accepts float32 / float16 arrays as they are. The layout is never
+// guessed from the dtype: uint8 rows are int8 codes only when the caller says so.
+int store_layout(const py::array& dtok, const std::string& layout) {
+  const char kind = dtok.dtype().kind();
+  const auto isz = dtok.itemsize();
+  const bool f32 = kind == 'f' && isz == 4, f16 = kind == 'f' && isz == 2, u8 = kind == 'u' && isz == 1;
+  if (layout.empty()) {
+    if (f32) return muvera::kFloat32;
+    if (f16) return muvera::kFloat16;
+    throw py::type_error("doc_tokens: expected float32 or float16 rows (codes need layout=, e.g. 'int8'), got " +
+                         std::string(py::str(dtok.dtype())));
+  }
+  if (layout == "float32" && f32) return muvera::kFloat32;
+  if (layout == "float16" && f16) return muvera::kFloat16;
+  if (layout == "int8" && u8) return muvera::kInt8Scaled;
+  if (layout != "float32" && layout != "float16" && layout != "int8")
+    throw py::value_error("layout: expected '', 'float32', 'float16' or 'int8', got '" + layout + "'");
+  throw py::type_error("doc_tokens: " + std::string(py::str(dtok.dtype())) + " rows do not hold layout '" + layout + "'");
+}
+
 ChamferArgs chamfer_args(const F32Array& qtok, const I64Array& qoff, const py::array& dtok, const I64Array& doff,
-                         const std::optional<I64Array>& cand, const std::optional<U8Array>& alive) {
+                         const std::optional<I64Array>& cand, const std::optional<U8Array>& alive,
+                         const std::string& layout) {
   ChamferArgs a;
   if (dtok.ndim() != 2) throw py::value_error("doc_tokens: expected a 2-D (rows, d) array");
-  const char kind = dtok.dtype().kind();
-  int dtype;
-  if (kind == 'f' && dtok.itemsize() == 4) dtype = muvera::kFloat32;
-  else if (kind == 'f' && dtok.itemsize() == 2) dtype = muvera::kFloat16;
-  else if (kind == 'u' && dtok.itemsize() == 1) dtype = muvera::kInt8Scaled;  // int8 codec rows: d codes + scale
-  else throw py::type_error("doc_tokens: expected float32, float16 or uint8 (int8 codec) rows");
+  const int dtype = store_layout(dtok, layout);
   const int d = static_cast<int>(dtok.shape(1)) - (dtype == muvera::kInt8Scaled ? 4 : 0);
   if (d <= 0) throw py::value_error("doc_tokens: expected d > 0 columns");
   if (!(dtok.flags() & py::array::c_style)) throw py::value_error("doc_tokens: expected a C-contiguous array");
@@ -290,8 +307,8 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("chamfer_scores",
         [](F32Array qtok, I64Array qoff, py::array dtok, I64Array doff, std::optional<I64Array> cand,
-           int num_threads, const std::string& isa) {
-          ChamferArgs a = chamfer_args(qtok, qoff, dtok, doff, cand, std::nullopt);
+           int num_threads, const std::string& isa, const std::string& layout) {
+          ChamferArgs a = chamfer_args(qtok, qoff, dtok, doff, cand, std::nullopt, layout);
           const muvera::KernelSet& kernels = kernels_for(isa);
           py::array_t<float> out({a.q.n_queries, a.C});
           float* dst = out.mutable_data();
@@ -303,14 +320,15 @@ PYBIND11_MODULE(_core, m) {
           return out;
         },
         py::arg("query_tokens"), py::arg("query_offsets"), py::arg("doc_tokens"), py::arg("doc_offsets"),
-        py::arg("candidates"), py::arg("num_threads") = 0, py::arg("isa") = "",
+        py::arg("candidates"), py::arg("num_threads") = 0, py::arg("isa") = "", py::arg("layout") = "",
         "Chamfer scores (n_queries, C) of queries against candidate documents (all if candidates is None).");
 
   m.def("chamfer_topk",
         [](F32Array qtok, I64Array qoff, py::array dtok, I64Array doff, std::optional<I64Array> cand,
-           std::optional<U8Array> alive, int64_t k, int num_threads, const std::string& isa) {
+           std::optional<U8Array> alive, int64_t k, int num_threads, const std::string& isa,
+           const std::string& layout) {
           if (k <= 0) throw py::value_error("k: expected a positive int");
-          ChamferArgs a = chamfer_args(qtok, qoff, dtok, doff, cand, alive);
+          ChamferArgs a = chamfer_args(qtok, qoff, dtok, doff, cand, alive, layout);
           if (a.q.n_queries > 0 && k > (int64_t(1) << 40) / a.q.n_queries)
             throw py::value_error("k: n_queries * k is too large to allocate");
           const muvera::KernelSet& kernels = kernels_for(isa);
@@ -327,6 +345,7 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("query_tokens"), py::arg("query_offsets"), py::arg("doc_tokens"), py::arg("doc_offsets"),
         py::arg("candidates"), py::arg("alive"), py::arg("k"), py::arg("num_threads") = 0, py::arg("isa") = "",
+        py::arg("layout") = "",
         "Exact Chamfer top-k: (rows, scores), each (n_queries, k); -1 / -inf where fewer qualified.");
 
   // ---- residual codes --------------------------------------------------------------------------

@@ -94,3 +94,17 @@ def test_huge_spans_give_a_clean_error():
     big = np.iinfo(np.int64).max
     with pytest.raises(ValueError, match="outside"):
         enc._core.encode_packed(DOCS[:4], np.array([3]), np.array([big]), True, 1, "", "documents")
+
+
+def test_the_store_layout_is_named_never_guessed():
+    """uint8 rows are int8 codes only when the caller says layout='int8' (finding 8 of the
+    composition review): the kernel layer does not infer a codec from a dtype."""
+    codes = np.zeros((len(DOCS), DOCS.shape[1] + 4), dtype=np.uint8)
+    with pytest.raises(TypeError, match="layout"):
+        _core.chamfer_topk(QT, QOFF, codes, DOFF, None, None, 2, 1, "")
+    rows, _ = _core.chamfer_topk(QT, QOFF, codes, DOFF, None, None, 2, 1, "", layout="int8")
+    assert rows.shape == (len(QOFF) - 1, 2)
+    with pytest.raises(TypeError, match="do not hold layout 'int8'"):
+        _core.chamfer_topk(QT, QOFF, DOCS, DOFF, None, None, 2, 1, "", layout="int8")
+    with pytest.raises(ValueError, match="layout: expected"):
+        _core.chamfer_scores(QT, QOFF, DOCS, DOFF, None, 1, "", layout="bogus")

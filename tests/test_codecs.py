@@ -58,7 +58,7 @@ def test_int8_rerank_kernel_matches_numpy_on_every_isa(isa, d):
     qt, qoff = _pack(queries)
     n = len(docs)
     cand = np.broadcast_to(np.arange(n, dtype=np.int64), (len(queries), n)).copy()
-    got = _core.chamfer_scores(qt, qoff, codes, doff, cand, 2, isa)
+    got = _core.chamfer_scores(qt, qoff, codes, doff, cand, 2, isa, layout="int8")
     want = np.array([[int8_chamfer_reference(qt[qoff[i]:qoff[i + 1]], codes[doff[j]:doff[j + 1]], d)
                       for j in range(n)] for i in range(len(queries))], dtype=np.float32)
     np.testing.assert_array_equal(got, want)
@@ -80,7 +80,7 @@ def test_int8_extreme_codes_stay_exact():
     rows[0, :d] = np.full(d, -128, np.int8).view(np.uint8)
     q = np.where(np.arange(d) % 2 == 0, 1.0, -1.0).astype(np.float32)[None].repeat(3, axis=0)
     for isa in muvera.supported_isas():
-        got = _core.chamfer_scores(q, np.array([0, 3]), rows, np.array([0, 6]), None, 1, isa)
+        got = _core.chamfer_scores(q, np.array([0, 3]), rows, np.array([0, 6]), None, 1, isa, layout="int8")
         assert got[0, 0] == int8_chamfer_reference(q, rows, d), isa
 
 

@@ -91,4 +91,4 @@ class Int8Codec(TokenCodec):
                offsets: np.ndarray, k: int, candidates: Optional[np.ndarray],
                allowed: Optional[np.ndarray], num_threads: int) -> Tuple[np.ndarray, np.ndarray]:
         return _core.chamfer_topk(query_tokens, query_offsets, codes, offsets, candidates, allowed,
-                                  int(k), int(num_threads), "")
+                                  int(k), int(num_threads), "", layout="int8")
