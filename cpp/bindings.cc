@@ -3,8 +3,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <cerrno>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -13,6 +15,7 @@
 #include "fde.h"
 #include "fde_fastembed.h"  // fastembed variant
 #include "kernels.h"
+#include "parallel.h"
 #include "residual.h"
 
 namespace py = pybind11;
@@ -279,6 +282,28 @@ PYBIND11_MODULE(_core, m) {
     return out;
   });
   m.def("default_num_threads", &muvera::default_num_threads);
+
+  // A self-check of the shared thread pool (the tests call it from many threads and after a
+  // fork): sums 0..n-1 over parallel_for; task `fail_at` throws, which must reach the caller.
+  m.def("parallel_check",
+        [](int64_t n, int num_threads, int64_t fail_at) {
+          if (n < 0 || n > (int64_t(1) << 32)) throw py::value_error("n: expected 0 <= n <= 2**32");
+          if (num_threads < 1 || num_threads > 1024) throw py::value_error("num_threads: expected 1..1024");
+          std::atomic<int64_t> sum{0};
+          std::vector<std::atomic<int>> used(static_cast<size_t>(num_threads));
+          {
+            py::gil_scoped_release release;
+            muvera::parallel_for(n, num_threads, [&](int64_t t, int tid) {
+              if (t == fail_at) throw std::runtime_error("task " + std::to_string(t) + " failed");
+              sum += t;
+              used[static_cast<size_t>(tid)] = 1;
+            });
+          }
+          int threads = 0;
+          for (auto& u : used) threads += u.load();
+          return py::make_tuple(sum.load(), threads);
+        },
+        py::arg("n"), py::arg("num_threads"), py::arg("fail_at") = -1);
 
   py::class_<muvera::DataSyncWorker>(m, "DataSyncWorker",
                                      "A thread that runs fdatasync(fd) while the caller goes on (the write-ahead "

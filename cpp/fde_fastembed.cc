@@ -12,13 +12,13 @@
 // compiled for AVX-512, AVX2 and the baseline ISA (function target attributes) and picked by the
 // name of the active kernel set, so MUVERA_ISA and FDEEncoder(isa=) apply here too.
 #include "fde_fastembed.h"
+#include "parallel.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
 #include <functional>
-#include <system_error>
 #include <thread>
 #include <type_traits>
 
@@ -614,34 +614,19 @@ int64_t FastembedEncoder::encode(const ItemView* items, int64_t n_items, int dty
   scratch.reserve(static_cast<size_t>(threads));
   for (int64_t t = 0; t < threads; ++t) scratch.emplace_back(tables_, n_max, dtype);
 
-  std::atomic<int64_t> next{0};
   std::atomic<int64_t> first_bad{n_items};
-  auto worker = [&](Scratch& s) {
-    const int64_t chunk = 4;
-    for (;;) {
-      const int64_t begin = next.fetch_add(chunk);
-      if (begin >= n_items) break;
-      const int64_t end = std::min(begin + chunk, n_items);
-      for (int64_t i = begin; i < end; ++i) {
-        if (!fn(tables_, items[i], dtype, is_document, out + i * out_dim, s)) {
-          int64_t cur = first_bad.load();
-          while (i < cur && !first_bad.compare_exchange_weak(cur, i)) {
-          }
+  const int64_t chunk = 4;  // items per task: small enough to balance, large enough to amortise
+  parallel_for((n_items + chunk - 1) / chunk, static_cast<int>(threads), [&](int64_t task, int tid) {
+    auto& s = scratch[static_cast<size_t>(tid)];
+    const int64_t end = std::min((task + 1) * chunk, n_items);
+    for (int64_t i = task * chunk; i < end; ++i) {
+      if (!fn(tables_, items[i], dtype, is_document, out + i * out_dim, s)) {
+        int64_t cur = first_bad.load();
+        while (i < cur && !first_bad.compare_exchange_weak(cur, i)) {
         }
       }
     }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(threads - 1));
-  for (int64_t t = 1; t < threads; ++t) {
-    try {
-      pool.emplace_back(worker, std::ref(scratch[t]));
-    } catch (const std::system_error&) {
-      break;  // could not start another thread: the ones running share the work
-    }
-  }
-  worker(scratch[0]);
-  for (auto& th : pool) th.join();
+  });
   const int64_t bad = first_bad.load();
   return bad < n_items ? bad : -1;
 }

@@ -1,34 +1,74 @@
-// A minimal fork-join loop shared by the Chamfer and residual drivers.
+// One fork-join loop for every kernel driver (FDE encoding, fastembed FDEs, Chamfer, residual),
+// on one process-wide pool of reused threads.
 #pragma once
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <limits>
-#include <system_error>
-#include <thread>
-#include <vector>
+#include <memory>
+#include <mutex>
 
 namespace muvera {
 
-// Runs fn(task, thread_id) for task in [0, n) on up to num_threads threads (the caller's included).
-// If a thread cannot be started, the remaining ones (at least the caller) do the work.
-template <typename Fn>
-void parallel_for(int64_t n, int num_threads, Fn fn) {
+namespace detail {
+
+// The state of one parallel_for call, shared with its helper jobs. A helper that starts after
+// the caller has finished (closed) leaves at once: the caller never waits for helpers queued
+// behind other calls' work, and a pool that lost its threads (a fork) only costs speed.
+struct ForState {
   std::atomic<int64_t> next{0};
-  auto worker = [&](int tid) {
-    for (int64_t t = next.fetch_add(1); t < n; t = next.fetch_add(1)) fn(t, tid);
-  };
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, n)));
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) {
-    try {
-      pool.emplace_back(worker, t);
-    } catch (const std::system_error&) {
-      break;
+  int64_t n = 0;
+  const std::function<void(int64_t, int)>* fn = nullptr;
+  std::atomic<bool> failed{false};
+  std::mutex mu;
+  std::condition_variable cv;
+  int active = 0;
+  bool closed = false;
+  std::exception_ptr error;
+
+  void run(int tid) {
+    for (int64_t t = next.fetch_add(1); t < n && !failed.load(std::memory_order_relaxed); t = next.fetch_add(1)) {
+      try {
+        (*fn)(t, tid);
+      } catch (...) {  // the first exception is rethrown in the caller; the rest stop early
+        std::lock_guard<std::mutex> lock(mu);
+        if (!error) error = std::current_exception();
+        failed = true;
+      }
     }
   }
-  worker(0);
-  for (auto& th : pool) th.join();
+};
+
+// Queues `helpers` jobs on the pool (fewer if threads cannot be started); job j runs
+// state->run(j + 1) unless the call is closed by then.
+void submit_helpers(const std::shared_ptr<ForState>& state, int helpers);
+
+}  // namespace detail
+
+// Runs fn(task, thread_id) for task in [0, n) on up to num_threads threads: the caller (thread
+// id 0) and pool threads (ids 1..num_threads-1). Exceptions thrown by fn are rethrown here (the
+// first one; the others stop taking tasks). One thread, or one task, runs inline.
+template <typename Fn>
+void parallel_for(int64_t n, int num_threads, Fn fn) {
+  if (n <= 0) return;
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, n)));
+  if (threads == 1) {
+    for (int64_t t = 0; t < n; ++t) fn(t, 0);
+    return;
+  }
+  const std::function<void(int64_t, int)> body = [&fn](int64_t t, int tid) { fn(t, tid); };
+  auto state = std::make_shared<detail::ForState>();
+  state->n = n;
+  state->fn = &body;
+  detail::submit_helpers(state, threads - 1);
+  state->run(0);
+  std::unique_lock<std::mutex> lock(state->mu);
+  state->closed = true;  // helpers not started yet will not start
+  state->cv.wait(lock, [&] { return state->active == 0; });
+  if (state->error) std::rethrow_exception(state->error);
 }
 
 // The scoring loop every rerank driver shares: for queries [q0, q1) and their C candidates, in

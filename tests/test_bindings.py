@@ -108,3 +108,39 @@ def test_the_store_layout_is_named_never_guessed():
         _core.chamfer_topk(QT, QOFF, DOCS, DOFF, None, None, 2, 1, "", layout="int8")
     with pytest.raises(ValueError, match="layout: expected"):
         _core.chamfer_scores(QT, QOFF, DOCS, DOFF, None, 1, "", layout="bogus")
+
+
+def test_the_shared_thread_pool_sums_rethrows_and_survives_threads_and_forks():
+    import os
+    import threading
+
+    n = 10_000
+    assert _core.parallel_check(n, 1) == (n * (n - 1) // 2, 1)
+    total, used = _core.parallel_check(n, 4)
+    assert total == n * (n - 1) // 2 and 1 <= used <= 4
+    with pytest.raises(RuntimeError, match="task 77 failed"):  # a worker's exception reaches Python
+        _core.parallel_check(n, 4, 77)
+    with pytest.raises(RuntimeError, match="task 0 failed"):  # and the caller's own
+        _core.parallel_check(n, 1, 0)
+    errors = []
+
+    def hammer(seed):  # concurrent calls share the pool (the GIL is released)
+        try:
+            for i in range(50):
+                m = 1 + (seed * 37 + i * 11) % 3000
+                assert _core.parallel_check(m, 3)[0] == m * (m - 1) // 2
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:1]
+    pid = os.fork()
+    if pid == 0:  # the child has none of the parent's pool threads: it makes its own
+        ok = _core.parallel_check(n, 4)[0] == n * (n - 1) // 2
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
