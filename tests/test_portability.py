@@ -18,7 +18,7 @@ CXX = shutil.which("aarch64-linux-gnu-g++")
 def test_core_compiles_and_links_for_aarch64(tmp_path):
     objs = []
     for src in ("fde.cc", "fde_fastembed.cc", "chamfer.cc", "dispatch.cc", "kernels_generic.cc", "residual.cc",
-                "residual_generic.cc"):
+                "residual_generic.cc", "parallel.cc", "datasync.cc"):
         obj = tmp_path / f"{src}.o"
         flags = ["-ffp-contract=off"] if src in ("fde.cc", "residual.cc", "residual_generic.cc") else []
         subprocess.run([CXX, "-std=c++17", "-O2", "-fPIC", "-Wall", "-Wextra", "-Werror", *flags,
