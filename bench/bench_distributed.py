@@ -162,7 +162,8 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
     print(f"data: {args.docs} docs, {len(tokens)} tokens (d={args.dim}), {args.queries} queries of "
           f"{args.query_tokens} tokens, preset {args.preset} ({config.output_dimension} dims); "
           f"Ray CPUs: {cpus} on {len(ray.nodes())} node(s); built in {time.perf_counter() - t0:.1f}s", flush=True)
-    out: Dict[str, Any] = {"nodes": len(ray.nodes()), "docs": args.docs, "tokens": int(len(tokens)), "preset": args.preset,
+    out: Dict[str, Any] = {"nodes": len(ray.nodes()), "docs": args.docs, "tokens": int(len(tokens)),
+                           "preset": args.preset,
                            "ray_cpus": cpus, "encode_docs_per_s": {}, "search_qps": {}}
 
     # ---- encoding -----------------------------------------------------------------------------

@@ -73,7 +73,8 @@ class _ShardWorker:
         return os.getpid()
 
     def write_encoded(self, i: int, digest: str, ids: List[Any], encoded: Any,
-                      metadata: Optional[List[Dict[str, Any]]] = None, texts: Optional[List[str]] = None) -> Tuple[Any, ...]:
+                      metadata: Optional[List[Dict[str, Any]]] = None,
+                      texts: Optional[List[str]] = None) -> Tuple[Any, ...]:
         """:meth:`write` of the model stage's output ``(tokens, lengths)`` (or its error)."""
         if isinstance(encoded, tuple) and len(encoded) == 3 and isinstance(encoded[0], str):
             return encoded
