@@ -112,7 +112,6 @@ def test_the_store_layout_is_named_never_guessed():
 
 def test_the_shared_thread_pool_sums_rethrows_and_survives_threads_and_forks():
     import os
-    import threading
 
     n = 10_000
     assert _core.parallel_check(n, 1) == (n * (n - 1) // 2, 1)
@@ -122,21 +121,14 @@ def test_the_shared_thread_pool_sums_rethrows_and_survives_threads_and_forks():
         _core.parallel_check(n, 4, 77)
     with pytest.raises(RuntimeError, match="task 0 failed"):  # and the caller's own
         _core.parallel_check(n, 1, 0)
-    errors = []
+    from concurrency import run_concurrently
 
     def hammer(seed):  # concurrent calls share the pool (the GIL is released)
-        try:
-            for i in range(50):
-                m = 1 + (seed * 37 + i * 11) % 3000
-                assert _core.parallel_check(m, 3)[0] == m * (m - 1) // 2
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+        for i in range(50):
+            m = 1 + (seed * 37 + i * 11) % 3000
+            assert _core.parallel_check(m, 3)[0] == m * (m - 1) // 2
 
-    threads = [threading.Thread(target=hammer, args=(s,)) for s in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_concurrently(hammer, 6)
     assert not errors, errors[:1]
     pid = os.fork()
     if pid == 0:  # the child has none of the parent's pool threads: it makes its own

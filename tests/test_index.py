@@ -12,6 +12,8 @@ import muvera
 from muvera import FDEConfig, MuveraIndex, ball_carve
 from muvera.maxsim import chamfer_reference
 
+from concurrency import run_concurrently
+
 D = 32
 
 
@@ -261,22 +263,13 @@ def test_ball_carving_shrinks_queries_and_keeps_results_close(index):
 def test_concurrent_search_equals_sequential(index):
     expected = [index.search([q], k=10, candidates=40) for q in QUERIES]
     results = {}
-    errors = []
 
     def worker(t):
-        try:
-            for _ in range(3):
-                for i in range(t, len(QUERIES), 4):
-                    results[i] = index.search([QUERIES[i]], k=10, candidates=40)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for _ in range(3):
+            for i in range(t, len(QUERIES), 4):
+                results[i] = index.search([QUERIES[i]], k=10, candidates=40)
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors
+    assert not run_concurrently(worker, 4)
     for i, (ids, scores) in enumerate(expected):
         np.testing.assert_array_equal(results[i][0], ids)
         np.testing.assert_array_equal(results[i][1], scores)
