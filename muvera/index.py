@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from . import index_format
-from ._validate import MAX_THREADS, positive_int
+from ._validate import MAX_THREADS, check_search_args, positive_int
 from .backends import AllowedRows, Backend, make_backend
 from .config import FDEConfig
 from .encoder import FDEEncoder
@@ -989,18 +989,12 @@ class MuveraIndex:
         scores : float32, same shape
             Chamfer scores (of the carved query when carving); ``-inf`` padding.
         """
-        k = positive_int(k, "k")
+        k, candidates, rescore = check_search_args(k, candidates, rescore)
         candidates, params, rescore = self._search_defaults(k, candidates, params, rescore)
-        c = positive_int(candidates, "candidates")
-        if c < k:
-            raise ValueError(f"candidates: expected >= k ({k}), got {c}")
+        c = int(candidates)
         tau = ball_carving_tau(ball_carving)
-        if rescore is not None:
-            rescore = positive_int(rescore, "rescore")
-            if self._exact is None:
-                raise ValueError("rescore: needs an exact tier; build the index with keep_exact=True")
-            if rescore < k:
-                raise ValueError(f"rescore: expected >= k ({k}), got {rescore}")
+        if rescore is not None and self._exact is None:
+            raise ValueError("rescore: needs an exact tier; build the index with keep_exact=True")
         self._backend.check_params(params)
         qtok, qoff = self._pack_queries(queries, lengths, offsets, mask)
         qfde = self.encode_packed_queries(qtok, qoff)

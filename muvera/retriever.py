@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ._progress import progress as _progress
-from ._validate import positive_int
+from ._validate import check_search_args, positive_int
 from .config import PRESETS, FDEConfig
 from .index import MuveraIndex
 from .metadata import MetadataStore
@@ -309,11 +309,7 @@ class Retriever:
         """
         single = isinstance(query, str)
         queries = check_texts([query] if single else query, "query")
-        k = positive_int(k, "k")
-        if candidates is not None:
-            candidates = positive_int(candidates, "candidates")
-            if candidates < k:
-                raise ValueError(f"candidates: expected >= k ({k}), got {candidates}")
+        k, candidates, _ = check_search_args(k, candidates)
         if len(self._index) == 0:
             return [] if single else [[] for _ in queries]
         vecs = self._model.encode_queries(queries)

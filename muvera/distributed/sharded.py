@@ -17,7 +17,7 @@ from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from .._validate import MAX_THREADS, positive_int
+from .._validate import MAX_THREADS, check_search_args, positive_int
 from ..backends import make_backend
 from ..metadata import MetadataStore
 from ..codecs import make_codec
@@ -543,16 +543,11 @@ class ShardedIndex:
         """
         from ..index import MuveraIndex, ball_carving_tau  # noqa: PLC0415
 
-        k = positive_int(k, "k")
-        c = positive_int(max(MuveraIndex.DEFAULT_CANDIDATES, k) if candidates is None else candidates, "candidates")
-        if c < k:
-            raise ValueError(f"candidates: expected >= k ({k}), got {c}")
+        k, candidates, rescore = check_search_args(k, candidates, rescore)
+        c = max(MuveraIndex.DEFAULT_CANDIDATES, k) if candidates is None else candidates
         tau = ball_carving_tau(ball_carving)
         self._proto.check_params(params)
         if rescore is not None:
-            rescore = positive_int(rescore, "rescore")
-            if rescore < k:
-                raise ValueError(f"rescore: expected >= k ({k}), got {rescore}")
             if self._exact_tiers is None:  # asked once: shards never gain or lose their tier
                 self._exact_tiers = all(self._get({i: a.has_exact_tier.remote()
                                                    for i, a in enumerate(self._actors)}).values())

@@ -160,15 +160,6 @@ class QueryEncoder:
         return tokens, off, fdes
 
 
-def check_search_args(k: Any, candidates: Any) -> Tuple[int, int]:
-    """``k`` and ``candidates`` checked as :meth:`MuveraIndex.search` checks them."""
-    k = positive_int(k, "k")
-    c = positive_int(candidates, "candidates")
-    if c < k:
-        raise ValueError(f"candidates: expected >= k ({k}), got {c}")
-    return k, c
-
-
 def results(hits: Sequence[Sequence[Tuple[Any, float]]], width: int,
             id_kind: Optional[str]) -> Tuple[np.ndarray, np.ndarray]:
     """Per-query ``[(id, score), ...]`` (best first) -> ``(ids, scores)`` of shape

@@ -29,9 +29,9 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 
 from .._optional import require
-from .._validate import positive_int
+from .._validate import check_search_args, positive_int
 from ..config import FDEConfig
-from ._common import ExportError, QueryEncoder, check_header, check_index, check_search_args, parse_header, results
+from ._common import ExportError, QueryEncoder, check_header, check_index, parse_header, results
 from .arrow import SCHEMA_KEY, arrow_schema, metadata_fields, record_batches
 
 __all__ = ["to_lancedb", "LanceDBSearcher"]
@@ -246,7 +246,7 @@ class LanceDBSearcher:
         ids, scores
             As :meth:`muvera.MuveraIndex.search`.
         """
-        k, c = check_search_args(k, candidates)
+        k, c, _ = check_search_args(k, positive_int(candidates, "candidates"))
         if where is not None and (not isinstance(where, str) or not where.strip()):
             raise TypeError(f"where: expected a LanceDB SQL filter string, got {where!r}")
         tokens, off, fdes = self._encode(queries, lengths, offsets, mask)

@@ -32,9 +32,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from .._optional import require
-from .._validate import positive_int
+from .._validate import check_search_args, positive_int
 from ..config import FDEConfig
-from ._common import (ExportError, QueryEncoder, check_header, check_index, check_search_args,
+from ._common import (ExportError, QueryEncoder, check_header, check_index,
                       export_batches, header_of, parse_header, results, uuid_of)
 
 __all__ = ["to_qdrant", "QdrantSearcher", "FDE_VECTOR", "TOKENS_VECTOR", "point_id"]
@@ -302,7 +302,7 @@ class QdrantSearcher:
             As :meth:`muvera.MuveraIndex.search`: ``(nq, min(k, points))``, ``int64`` padded with
             ``-1`` or ``object`` padded with None (str ids), float32 scores with ``-inf`` padding.
         """
-        k, c = check_search_args(k, candidates)
+        k, c, _ = check_search_args(k, positive_int(candidates, "candidates"))
         flt = _as_filter(where)
         models = _models()
         tokens, off, fdes = self._encode(queries, lengths, offsets, mask)
