@@ -138,6 +138,35 @@ using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
 
+// The candidates (each a document row or -1), the alive flags (one per document) and the
+// document offsets (only the candidates' spans when there are candidates), filled into `a`:
+// the one copy of these checks for every rerank binding.
+void check_selection(ChamferArgs& a, const I64Array& doff, int64_t store_rows, const std::optional<I64Array>& cand,
+                     const std::optional<U8Array>& alive) {
+  if (doff.ndim() != 1 || doff.shape(0) < 1) throw py::value_error("doc_offsets: expected a 1-D array of n + 1 offsets");
+  const int64_t n_docs = doff.shape(0) - 1;
+  if (cand) {
+    const I64Array& c = *cand;
+    if (c.ndim() != 2 || c.shape(0) != a.q.n_queries)
+      throw py::value_error("candidates: expected an (n_queries, C) array of document rows");
+    const int64_t* p = c.data();
+    for (py::ssize_t i = 0; i < c.size(); ++i)
+      if (p[i] < -1 || p[i] >= n_docs)
+        throw py::value_error("candidates: entry " + std::to_string(p[i]) + " is not a document row (or -1)");
+    a.cand = p;
+    a.C = c.shape(1);
+    check_doc_spans(doff, store_rows, p, c.size(), "doc_offsets");
+  } else {
+    a.C = n_docs;
+    check_offsets(doff, store_rows, "doc_offsets");
+  }
+  if (alive) {
+    if (alive->ndim() != 1 || alive->shape(0) != n_docs)
+      throw py::value_error("alive: expected one flag per document (" + std::to_string(n_docs) + ")");
+    a.alive = alive->data();
+  }
+}
+
 // Every array is a by-value parameter of the binding that calls this: converted copies (int32
 // candidates, strided or Fortran-order input) live until the binding returns.
 // The stored rows' layout, as the codec names it ("float32", "float16", "int8": d codes + a
@@ -178,28 +207,7 @@ ChamferArgs chamfer_args(const F32Array& qtok, const I64Array& qoff, const py::a
   if (doff.ndim() != 1 || doff.shape(0) < 1) throw py::value_error("doc_offsets: expected a 1-D array of n + 1 offsets");
   a.q = muvera::QueryBatchView{qtok.data(), qoff.data(), qoff.shape(0) - 1};
   a.s = muvera::TokenStoreView{dtok.data(), dtype, d, doff.data(), doff.shape(0) - 1};
-  const int64_t n_docs = a.s.n_docs;
-  if (cand) {
-    const I64Array& c = *cand;
-    if (c.ndim() != 2 || c.shape(0) != a.q.n_queries)
-      throw py::value_error("candidates: expected an (n_queries, C) array of document rows");
-    const int64_t* p = c.data();
-    for (py::ssize_t i = 0; i < c.size(); ++i)
-      if (p[i] < -1 || p[i] >= n_docs)
-        throw py::value_error("candidates: entry " + std::to_string(p[i]) + " is not a document row (or -1)");
-    a.cand = p;
-    a.C = c.shape(1);
-    check_doc_spans(doff, dtok.shape(0), p, c.size(), "doc_offsets");
-  } else {
-    a.C = n_docs;
-    check_offsets(doff, dtok.shape(0), "doc_offsets");
-  }
-  if (alive) {
-    const U8Array& m = *alive;
-    if (m.ndim() != 1 || m.shape(0) != n_docs)
-      throw py::value_error("alive: expected one flag per document (" + std::to_string(n_docs) + ")");
-    a.alive = m.data();
-  }
+  check_selection(a, doff, dtok.shape(0), cand, alive);
   return a;
 }
 
@@ -242,30 +250,88 @@ ResidualArgs residual_args(const F32Array& qtok, const I64Array& qoff, const U8A
   const int64_t n_docs = doff.shape(0) - 1;
   a.c.q = muvera::QueryBatchView{qtok.data(), qoff.data(), qoff.shape(0) - 1};
   a.c.s = muvera::TokenStoreView{codes.data(), muvera::kFloat32, d, doff.data(), n_docs};
-  if (cand) {
-    const I64Array& c = *cand;
-    if (c.ndim() != 2 || c.shape(0) != a.c.q.n_queries)
-      throw py::value_error("candidates: expected an (n_queries, C) array of document rows");
-    const int64_t* p = c.data();
-    for (py::ssize_t i = 0; i < c.size(); ++i)
-      if (p[i] < -1 || p[i] >= n_docs)
-        throw py::value_error("candidates: entry " + std::to_string(p[i]) + " is not a document row (or -1)");
-    a.c.cand = p;
-    a.c.C = c.shape(1);
-    check_doc_spans(doff, codes.shape(0), p, c.size(), "doc_offsets");
-  } else {
-    a.c.C = n_docs;
-    check_offsets(doff, codes.shape(0), "doc_offsets");
-  }
-  if (alive) {
-    if (alive->ndim() != 1 || alive->shape(0) != n_docs)
-      throw py::value_error("alive: expected one flag per document (" + std::to_string(n_docs) + ")");
-    a.c.alive = alive->data();
-  }
+  check_selection(a.c, doff, codes.shape(0), cand, alive);
   a.t = muvera::ResidualTablesView{static_cast<const uint16_t*>(centroids.data()), centroids.shape(0), lo.data(),
                                    step.data(), d, nbits, plane};
   a.codes = codes.data();
   return a;
+}
+
+// ---- encoder inputs ------------------------------------------------------------------------------
+// Token items as the encoders read them: the views, their element type, and references that keep
+// list items alive while the GIL is released.
+struct Items {
+  std::vector<ItemView> views;
+  int dtype = muvera::kFloat32;
+  std::vector<py::array> owned;
+};
+
+// Items [starts[i], starts[i] + lengths[i]) of one packed (rows, d) array, each range-checked.
+Items packed_items(const py::array& tokens, const I64Array& starts, const I64Array& lengths, int d,
+                   const std::string& what) {
+  Items it;
+  it.dtype = dtype_of(tokens, what);
+  check_matrix(tokens, it.dtype, d, what);
+  if (starts.ndim() != 1 || lengths.ndim() != 1 || starts.shape(0) != lengths.shape(0))
+    throw py::value_error(what + ": starts and lengths must be 1-D arrays of equal length");
+  const int64_t rows = tokens.shape(0), n = starts.shape(0);
+  const int64_t isz = static_cast<int64_t>(itemsize_of(it.dtype));
+  const int64_t stride = rows > 1 ? tokens.strides(0) / isz : d;
+  const int64_t* st = starts.data();
+  const int64_t* ln = lengths.data();
+  it.views.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    if (st[i] < 0 || ln[i] < 0 || st[i] > rows || ln[i] > rows - st[i])
+      throw py::value_error(what + ": item " + std::to_string(i) + " (start " + std::to_string(st[i]) + ", length " +
+                            std::to_string(ln[i]) + ") is outside the " + std::to_string(rows) + " rows given");
+    it.views[static_cast<size_t>(i)] = ItemView{static_cast<const char*>(tokens.data()) + st[i] * stride * isz, ln[i], stride};
+  }
+  return it;
+}
+
+// One item per (n_i, d) array of a list, all of one element type.
+Items list_items(const py::list& arrays, int d, const std::string& what) {
+  Items it;
+  const int64_t n = static_cast<int64_t>(arrays.size());
+  int dtype = -1;
+  it.views.resize(static_cast<size_t>(n));
+  it.owned.reserve(static_cast<size_t>(n));  // the list may change while the GIL is released
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string name = what + "[" + std::to_string(i) + "]";
+    if (!py::isinstance<py::array>(arrays[i])) throw py::type_error(name + ": expected a NumPy array");
+    py::array a = py::reinterpret_borrow<py::array>(arrays[i]);
+    const int item_dtype = dtype_of(a, name);
+    if (dtype >= 0 && item_dtype != dtype) throw py::type_error(name + ": every item of one call must have the same dtype");
+    dtype = item_dtype;
+    check_matrix(a, dtype, d, name);
+    const int64_t stride = a.shape(0) > 1 ? a.strides(0) / static_cast<py::ssize_t>(itemsize_of(dtype)) : d;
+    it.views[static_cast<size_t>(i)] = ItemView{a.data(), a.shape(0), stride};
+    it.owned.push_back(std::move(a));
+  }
+  if (dtype >= 0) it.dtype = dtype;
+  return it;
+}
+
+// encode_packed and encode_list, the same for every encoder class: `dim(enc)` is its token
+// dimension, `run(enc, views, dtype, is_document, num_threads, isa, what)` encodes.
+template <typename Enc, typename Dim, typename Run>
+void bind_encode(py::class_<Enc>& cls, Dim dim, Run run) {
+  cls.def("encode_packed",
+          [dim, run](const Enc& enc, py::array tokens, I64Array starts, I64Array lengths, bool is_document,
+                     int num_threads, const std::string& isa, const std::string& what) {
+            Items it = packed_items(tokens, starts, lengths, dim(enc), what);
+            return run(enc, it.views, it.dtype, is_document, num_threads, isa, what);
+          },
+          py::arg("tokens"), py::arg("starts"), py::arg("lengths"), py::arg("is_document"),
+          py::arg("num_threads") = 0, py::arg("isa") = "", py::arg("what") = "tokens")
+      .def("encode_list",
+           [dim, run](const Enc& enc, const py::list& arrays, bool is_document, int num_threads,
+                      const std::string& isa, const std::string& what) {
+             Items it = list_items(arrays, dim(enc), what);
+             return run(enc, it.views, it.dtype, is_document, num_threads, isa, what);
+           },
+           py::arg("arrays"), py::arg("is_document"), py::arg("num_threads") = 0, py::arg("isa") = "",
+           py::arg("what") = "items");
 }
 
 }  // namespace
@@ -434,7 +500,8 @@ PYBIND11_MODULE(_core, m) {
         "Top-k on residual codes: (rows, scores), each (n_queries, k); -1 / -inf where fewer qualified.");
   // ---- end residual codes ----------------------------------------------------------------------
 
-  py::class_<FdeEncoder>(m, "FdeEncoder")
+  py::class_<FdeEncoder> fde_encoder(m, "FdeEncoder");
+  fde_encoder
       .def(py::init([](int dimension, int num_repetitions, int num_simhash_projections, int32_t seed,
                        bool ams_sketch, int projection_dimension, bool fill_empty_partitions,
                        int64_t final_projection_dimension) {
@@ -467,60 +534,6 @@ PYBIND11_MODULE(_core, m) {
            py::arg("seed"), py::arg("ams_sketch"), py::arg("projection_dimension"),
            py::arg("fill_empty_partitions"), py::arg("final_projection_dimension"))
       .def_property_readonly("output_dimension", &FdeEncoder::output_dimension)
-      .def("encode_packed",
-           [](const FdeEncoder& enc, py::array tokens, I64Array starts, I64Array lengths, bool is_document,
-              int num_threads, const std::string& isa, const std::string& what) {
-             const int d = enc.tables().d;
-             const int dtype = dtype_of(tokens, what);
-             check_matrix(tokens, dtype, d, what);
-             if (starts.ndim() != 1 || lengths.ndim() != 1 || starts.shape(0) != lengths.shape(0))
-               throw py::value_error(what + ": starts and lengths must be 1-D arrays of equal length");
-             const int64_t rows = tokens.shape(0);
-             const int64_t n = starts.shape(0);
-             const int64_t* st = starts.data();
-             const int64_t* ln = lengths.data();
-             const int64_t stride = rows > 1 ? tokens.strides(0) / static_cast<py::ssize_t>(itemsize_of(dtype)) : d;
-             const char* base = static_cast<const char*>(tokens.data());
-             std::vector<ItemView> items(n);
-             for (int64_t i = 0; i < n; ++i) {
-               if (st[i] < 0 || ln[i] < 0 || st[i] > rows || ln[i] > rows - st[i])
-                 throw py::value_error(what + ": item " + std::to_string(i) + " (start " + std::to_string(st[i]) +
-                                       ", length " + std::to_string(ln[i]) + ") is outside the " +
-                                       std::to_string(rows) + " rows given");
-               items[i] = ItemView{base + st[i] * stride * static_cast<int64_t>(itemsize_of(dtype)), ln[i], stride};
-             }
-             return run_encode(enc, items, dtype, is_document, num_threads, isa, what.c_str());
-           },
-           py::arg("tokens"), py::arg("starts"), py::arg("lengths"), py::arg("is_document"),
-           py::arg("num_threads") = 0, py::arg("isa") = "", py::arg("what") = "tokens")
-      .def("encode_list",
-           [](const FdeEncoder& enc, const py::list& arrays, bool is_document, int num_threads,
-              const std::string& isa, const std::string& what) {
-             const int d = enc.tables().d;
-             const int64_t n = static_cast<int64_t>(arrays.size());
-             int dtype = -1;
-             std::vector<ItemView> items(n);
-             std::vector<py::array> owned;  // own references: the list may change while the GIL is released
-             owned.reserve(static_cast<size_t>(n));
-             for (int64_t i = 0; i < n; ++i) {
-               py::handle h = arrays[i];
-               const std::string name = what + "[" + std::to_string(i) + "]";
-               if (!py::isinstance<py::array>(h)) throw py::type_error(name + ": expected a NumPy array");
-               py::array a = py::reinterpret_borrow<py::array>(h);
-               const int item_dtype = dtype_of(a, name);
-               if (dtype >= 0 && item_dtype != dtype)
-                 throw py::type_error(name + ": every item of one call must have the same dtype");
-               dtype = item_dtype;
-               check_matrix(a, dtype, d, name);
-               const int64_t stride = a.shape(0) > 1 ? a.strides(0) / static_cast<py::ssize_t>(itemsize_of(dtype)) : d;
-               items[i] = ItemView{a.data(), a.shape(0), stride};
-               owned.push_back(std::move(a));
-             }
-             return run_encode(enc, items, dtype < 0 ? muvera::kFloat32 : dtype, is_document, num_threads, isa,
-                               what.c_str());
-           },
-           py::arg("arrays"), py::arg("is_document"), py::arg("num_threads") = 0,
-           py::arg("isa") = "", py::arg("what") = "items")
       .def("tables", [](const FdeEncoder& enc) {
         // Copies of the random tables, for tests against the NumPy reference.
         const muvera::FdeTablesView& t = enc.tables();
@@ -538,6 +551,12 @@ PYBIND11_MODULE(_core, m) {
           out["cs_sign"] = py::array_t<float>({t.fde_dim}, t.cs_sign);
         }
         return out;
+      });
+  bind_encode(
+      fde_encoder, [](const FdeEncoder& enc) { return enc.tables().d; },
+      [](const FdeEncoder& enc, std::vector<ItemView>& items, int dtype, bool is_document, int num_threads,
+         const std::string& isa, const std::string& what) {
+        return run_encode(enc, items, dtype, is_document, num_threads, isa, what.c_str());
       });
 
   // ---- fastembed variant: FDEConfig(variant="fastembed"), cpp/fde_fastembed.h --------------------
@@ -565,7 +584,8 @@ PYBIND11_MODULE(_core, m) {
         throw py::value_error(what + "[" + std::to_string(bad) + "] contains NaN or Inf values (or values so large that its encoding overflows float32)");
       return out;
     };
-    py::class_<FE>(m, "FastembedEncoder")
+    py::class_<FE> fastembed(m, "FastembedEncoder");
+    fastembed
         .def(py::init([](F64Array simhash, std::optional<F64Array> projection, bool fill_empty_partitions) {
                if (simhash.ndim() != 3) throw py::value_error("simhash: expected an (R, d, k) float64 array");
                const int64_t R = simhash.shape(0), d = simhash.shape(1), k = simhash.shape(2);
@@ -591,58 +611,8 @@ PYBIND11_MODULE(_core, m) {
              }),
              py::arg("simhash"), py::arg("projection"), py::arg("fill_empty_partitions"),
              "simhash (R, d, k) and projection (R, d, p) or None (no projection); see fde_fastembed.h.")
-        .def_property_readonly("output_dimension", &FE::output_dimension)
-        .def("encode_packed",
-             [run](const FE& enc, py::array tokens, I64Array starts, I64Array lengths, bool is_document,
-                   int num_threads, const std::string& isa, const std::string& what) {
-               const int d = enc.dimension();
-               const int dtype = dtype_of(tokens, what);
-               check_matrix(tokens, dtype, d, what);
-               if (starts.ndim() != 1 || lengths.ndim() != 1 || starts.shape(0) != lengths.shape(0))
-                 throw py::value_error(what + ": starts and lengths must be 1-D arrays of equal length");
-               const int64_t rows = tokens.shape(0), n = starts.shape(0);
-               const int64_t isz = static_cast<int64_t>(itemsize_of(dtype));
-               const int64_t stride = rows > 1 ? tokens.strides(0) / isz : d;
-               const int64_t* st = starts.data();
-               const int64_t* ln = lengths.data();
-               std::vector<ItemView> items(n);
-               for (int64_t i = 0; i < n; ++i) {
-                 if (st[i] < 0 || ln[i] < 0 || st[i] > rows || ln[i] > rows - st[i])
-                   throw py::value_error(what + ": item " + std::to_string(i) + " (start " + std::to_string(st[i]) +
-                                         ", length " + std::to_string(ln[i]) + ") is outside the " +
-                                         std::to_string(rows) + " rows given");
-                 items[i] = ItemView{static_cast<const char*>(tokens.data()) + st[i] * stride * isz, ln[i], stride};
-               }
-               return run(enc, items, dtype, is_document, num_threads, isa, what);
-             },
-             py::arg("tokens"), py::arg("starts"), py::arg("lengths"), py::arg("is_document"),
-             py::arg("num_threads") = 0, py::arg("isa") = "", py::arg("what") = "tokens")
-        .def("encode_list",
-             [run](const FE& enc, const py::list& arrays, bool is_document, int num_threads, const std::string& isa,
-                   const std::string& what) {
-               const int d = enc.dimension();
-               const int64_t n = static_cast<int64_t>(arrays.size());
-               int dtype = -1;
-               std::vector<ItemView> items(n);
-               std::vector<py::array> owned;  // the list may change while the GIL is released
-               owned.reserve(static_cast<size_t>(n));
-               for (int64_t i = 0; i < n; ++i) {
-                 const std::string name = what + "[" + std::to_string(i) + "]";
-                 if (!py::isinstance<py::array>(arrays[i])) throw py::type_error(name + ": expected a NumPy array");
-                 py::array a = py::reinterpret_borrow<py::array>(arrays[i]);
-                 const int item_dtype = dtype_of(a, name);
-                 if (dtype >= 0 && item_dtype != dtype)
-                   throw py::type_error(name + ": every item of one call must have the same dtype");
-                 dtype = item_dtype;
-                 check_matrix(a, dtype, d, name);
-                 const int64_t stride = a.shape(0) > 1 ? a.strides(0) / static_cast<py::ssize_t>(itemsize_of(dtype)) : d;
-                 items[i] = ItemView{a.data(), a.shape(0), stride};
-                 owned.push_back(std::move(a));
-               }
-               return run(enc, items, dtype < 0 ? muvera::kFloat32 : dtype, is_document, num_threads, isa, what);
-             },
-             py::arg("arrays"), py::arg("is_document"), py::arg("num_threads") = 0, py::arg("isa") = "",
-             py::arg("what") = "items");
+        .def_property_readonly("output_dimension", &FE::output_dimension);
+    bind_encode(fastembed, [](const FE& enc) { return enc.dimension(); }, run);
   }
   // ---- end of fastembed variant -------------------------------------------------------------------
 }
