@@ -1502,18 +1502,7 @@ class MuveraIndex:
         index = cls(config, saved.name if backend is None else backend, num_threads=num_threads,
                     token_codec=str(f.tokens_fields["token_codec"]), model=f.model)
         n = f.num_rows
-        if f.version == 1:
-            ids = f.legacy_ids or []
-            kind = index_format.legacy_id_kind(ids)
-            alive = index_format.load_npy(f.root / "alive.npy", False)
-            index_format.expect(alive, "alive.npy", np.uint8, (n,))
-            if any((x is None) == bool(a) for x, a in zip(ids, alive.tolist())):
-                raise ValueError("manifest.json: ids must be given exactly where alive.npy is 1")
-            filler = "" if kind == "str" else 0
-            index._ids = IdMap.from_rows(kind, [filler if x is None else x for x in ids], alive,
-                                         f.ids_fields["next_id"])
-        else:
-            index._ids = IdMap.load(f.root, f.ids_fields, n)
+        index._ids = f.id_map
         index._store = TokenStore.load(f.root, f.tokens_fields, f.files, config.dimension, n, mmap)
         if "metadata.sqlite" in f.files:
             index._meta = MetadataStore.load(f.root)

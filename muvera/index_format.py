@@ -395,8 +395,7 @@ class IndexFiles:
     config: Dict[str, Any]
     model: Optional[str]
     num_rows: int
-    ids_fields: Dict[str, Any]           # version 2: for IdMap.load
-    legacy_ids: Optional[List[Any]]      # version 1: ids inline (None on dead rows)
+    id_map: Any                          # the ids, read (an IdMap, from either version's layout)
     tokens_fields: Dict[str, Any]        # for TokenStore.load
     backend_spec: str
     backend_entries: Dict[str, Dict[str, Any]]
@@ -459,7 +458,10 @@ def read_index(path: Any, verify: bool = True) -> IndexFiles:
     tuned = m.get("tuned")
     if tuned is not None and not isinstance(tuned, dict):
         raise ValueError("manifest.json: tuned must be an object or null")
-    return IndexFiles(root, 2, _field(m, "config", dict), model, _field(m, "num_rows", int), ids, None,
+    from .idmap import IdMap  # noqa: PLC0415 (idmap reads its arrays through this module)
+
+    n = _field(m, "num_rows", int)
+    return IndexFiles(root, 2, _field(m, "config", dict), model, n, IdMap.load(root, ids, n),
                       tokens, spec, entries, files, str(m.get("muvera_version", "")), exact, build, tuned)
 
 
@@ -476,8 +478,21 @@ def _read_v1(root: Path, m: Dict[str, Any], files: Dict[str, Any]) -> IndexFiles
     cfg = _field(m, "config", dict)
     if m.get("dimension") != cfg.get("dimension"):
         raise ValueError("manifest.json: dimension disagrees with the config")
-    return IndexFiles(root, 1, cfg, None, n, {"next_id": _field(m, "next_id", int)}, ids, tokens, spec,
+    return IndexFiles(root, 1, cfg, None, n, _v1_ids(root, ids, n, _field(m, "next_id", int)), tokens, spec,
                       entries, files, str(m.get("muvera_version", "")))
+
+
+def _v1_ids(root: Path, ids: List[Any], n: int, next_id: int) -> Any:
+    """Version 1's inline ids (None on dead rows) and alive.npy, as the IdMap version 2 reads."""
+    from .idmap import IdMap  # noqa: PLC0415
+
+    kind = legacy_id_kind(ids)
+    alive = load_npy(root / "alive.npy", False)
+    expect(alive, "alive.npy", np.uint8, (n,))
+    if any((x is None) == bool(a) for x, a in zip(ids, alive.tolist())):
+        raise ValueError("manifest.json: ids must be given exactly where alive.npy is 1")
+    filler = "" if kind == "str" else 0
+    return IdMap.from_rows(kind, [filler if x is None else x for x in ids], alive, next_id)
 
 
 def legacy_id_kind(ids: List[Any]) -> Optional[str]:
