@@ -174,7 +174,15 @@ def test_manifest_without_texts_checksum_still_loads(tmp_path):
     # entries written before "texts_sha256" existed are reused as they are
     encode_cached(tmp_path, TEXTS, CountingEncoder(), fingerprint="fake", shard_size=5, progress=False)
     m = json.loads((tmp_path / "manifest.json").read_text())
-    del m["texts_sha256"]
+    edited = dict(m, count=m["count"])
+    edited["fingerprint"] = "edited"
+    (tmp_path / "manifest.json").write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match="checksum mismatch"):  # a version-2 manifest is checksummed
+        load_cached(tmp_path)
+    # a version-1 manifest (muvera <= 0.5.0: "version": 1, no checksum, no texts_sha256)
+    for key in ("texts_sha256", "checksum", "format_version"):
+        del m[key]
+    m["version"] = 1
     (tmp_path / "manifest.json").write_text(json.dumps(m))
     enc = CountingEncoder()
     _check(*encode_cached(tmp_path, TEXTS, enc, fingerprint="fake", shard_size=5, progress=False))

@@ -2,13 +2,15 @@
 
 Layout of a cache entry directory::
 
-    manifest.json        {"format": "muvera-embeddings", "version": 1, "dim": D, "count": N,
+    manifest.json        {"format": "muvera-embeddings", "format_version": 2, "dim": D, "count": N,
                           "shard_size": S, "shards": [{"file": ..., "count": ..., "rows": ...,
-                          "sha256": ...}, ...], "fingerprint": ..., "texts_sha256": ...}
+                          "sha256": ...}, ...], "fingerprint": ..., "texts_sha256": ...,
+                          "checksum": {"sha256": ...}}
     shard-00000.npz      tokens (rows, D) float16, lengths (count,) int64
 
 Shards are written to a temporary name, fsynced and renamed, and the manifest is rewritten the
-same way after each shard, so an interrupted run resumes at the first missing shard. A shard whose
+same way after each shard (by the writer every muvera manifest uses, with its checksum; version 1
+entries, without one, are still read and are rewritten as version 2 when a shard is added), so an interrupted run resumes at the first missing shard. A shard whose
 checksum does not match is reported (ValueError) and can be re-encoded with ``repair=True``.
 """
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import re
 from pathlib import Path
@@ -25,10 +26,26 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..durable import TMP_MARK, file_sha256, write_atomic, write_json
+from ..durable import TMP_MARK, file_sha256, loads_json, write_atomic
+from ..index_format import read_manifest, write_manifest
 
 FORMAT = "muvera-embeddings"
-VERSION = 1
+VERSION = 2  # 2: "format_version" and a checksum, as every muvera manifest
+
+
+def _read_cache_manifest(root: Path) -> dict:
+    """The entry's manifest, checked; a version-1 one (no checksum) is read as it is."""
+    raw = loads_json((root / "manifest.json").read_text(encoding="utf-8"), "manifest.json")
+    if isinstance(raw, dict) and raw.get("format") == FORMAT and "format_version" not in raw and raw.get("version") == 1:
+        doc = dict(raw)
+        doc.pop("version")
+        doc["format_version"] = VERSION
+        return doc
+    try:
+        return read_manifest(root, FORMAT, VERSION)
+    except ValueError as exc:
+        raise ValueError(f"{root / 'manifest.json'}: not a muvera embedding cache of version <= {VERSION} "
+                         f"({exc})") from None
 
 
 def default_cache_root() -> Path:
@@ -80,12 +97,10 @@ def encode_cached(directory: os.PathLike, texts: Sequence[str],
     manifest_path = root / "manifest.json"
     n_shards = (len(texts) + shard_size - 1) // shard_size
     texts_sha256 = _texts_sha256(texts)
-    manifest = {"format": FORMAT, "version": VERSION, "count": len(texts), "shard_size": shard_size,
+    manifest = {"format": FORMAT, "format_version": VERSION, "count": len(texts), "shard_size": shard_size,
                 "fingerprint": fingerprint, "texts_sha256": texts_sha256, "dim": None, "shards": []}
     if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
-        if old.get("format") != FORMAT or old.get("version", 0) > VERSION:
-            raise ValueError(f"{manifest_path}: not a muvera embedding cache of version <= {VERSION}")
+        old = _read_cache_manifest(root)
         if (old.get("count"), old.get("shard_size"), old.get("fingerprint")) != (len(texts), shard_size, fingerprint):
             raise ValueError(f"{manifest_path}: the cache was built for other texts, shard size or model "
                              f"(fingerprint {old.get('fingerprint')!r}); use another directory")
@@ -94,7 +109,7 @@ def encode_cached(directory: os.PathLike, texts: Sequence[str],
                              f"content); use another directory")
         manifest = old
     else:  # written up front so that an entry with no shards (no texts) is complete too
-        write_json(manifest_path, manifest)
+        write_manifest(root, manifest)
     done = {s["file"]: s for s in manifest["shards"]}
     bar = _progress(n_shards, description) if progress else None
     shards: List[Optional[dict]] = []
@@ -124,7 +139,7 @@ def encode_cached(directory: os.PathLike, texts: Sequence[str],
         entry = {"file": name, "count": len(batch), "rows": int(tokens.shape[0]), "sha256": written["sha256"]}
         manifest["dim"] = dim
         manifest["shards"] = [s for s in manifest["shards"] if s["file"] != name] + [entry]
-        write_json(manifest_path, manifest)
+        write_manifest(root, manifest)
         shards.append(entry)
         if bar:
             bar.update(1)
@@ -136,7 +151,7 @@ def encode_cached(directory: os.PathLike, texts: Sequence[str],
 def load_cached(directory: os.PathLike) -> Tuple[np.ndarray, np.ndarray]:
     """All shards of a complete cache entry, verified: (tokens float16, offsets int64)."""
     root = Path(directory)
-    manifest = json.loads((root / "manifest.json").read_text())
+    manifest = _read_cache_manifest(root)
     n_shards = (manifest["count"] + manifest["shard_size"] - 1) // manifest["shard_size"]
     by_name = {s["file"]: s for s in manifest["shards"]}
     parts, lengths = [], []
