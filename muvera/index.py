@@ -27,7 +27,7 @@ from ._progress import progress as _progress_bar
 from .stream import as_batch, is_stream
 from .index_format import FORMAT_NAME, FORMAT_VERSION
 from ._threads import SEARCH_GATE
-from .ragged import offsets_of, span_index
+from .ragged import offsets_of
 from .store import TokenStore, pack_tokens
 from .tune import TuneResult, check_tuned
 from .wal import WriteAheadLog
@@ -306,8 +306,8 @@ class MuveraIndex:
         self._model = model
         if not isinstance(keep_exact, (bool, np.bool_)):
             raise TypeError(f"keep_exact: expected a bool, got {type(keep_exact).__name__}")
-        if keep_exact and self._store.codec.stores_tokens:
-            raise ValueError(f"keep_exact: the {self._store.codec.name!r} store is exact already; the exact "
+        if keep_exact and self._store.stores_tokens:
+            raise ValueError(f"keep_exact: the {self._store.codec_name!r} store is exact already; the exact "
                              "tier serves compressed codecs such as 'int8'")
         # The exact tier: float16 tokens beside the codes (memory-mapped once saved and loaded),
         # read only to rescore the best candidates (search(..., rescore=N)).
@@ -337,7 +337,7 @@ class MuveraIndex:
 
     def __repr__(self) -> str:
         return (f"MuveraIndex(documents={len(self)}, backend={self._backend.name!r}, "
-                f"token_codec={self._store.codec.name!r}, fde_dimension={self._config.output_dimension})")
+                f"token_codec={self._store.codec_name!r}, fde_dimension={self._config.output_dimension})")
 
     @property
     def config(self) -> FDEConfig:
@@ -401,7 +401,7 @@ class MuveraIndex:
                              f"{backend.ntotal}; they must agree")
         if store.dimension != config.dimension:
             raise ValueError(f"store: {store.dimension}-d tokens, the config says {config.dimension}")
-        index = cls(config, backend.name, num_threads=num_threads, token_codec=store.codec.name)
+        index = cls(config, backend.name, num_threads=num_threads, token_codec=store.codec_name)
         rows = np.arange(ids.num_rows, dtype=np.int64)
         if metadata is not None:
             items = MetadataStore.check(list(metadata), ids.num_rows)
@@ -452,7 +452,7 @@ class MuveraIndex:
         """Approximate memory held: token codes and the codec's tables, FDEs / backend, ids, and the
         exact tier unless it is memory-mapped (a loaded index that has not been changed since)."""
         exact = 0 if self._exact is None or self._exact.is_memory_mapped else self._exact.nbytes
-        return (self._store.nbytes + self._store.codec.state_nbytes + self._backend.nbytes + self._ids.nbytes
+        return (self._store.nbytes + self._store.codec_nbytes + self._backend.nbytes + self._ids.nbytes
                 + exact)
 
     @property
@@ -518,7 +518,7 @@ class MuveraIndex:
             if texts is not None or upsert:
                 raise ValueError("texts, upsert: give them with a single batch (not a stream)")
             return self._add_stream(documents, ids, metadata, True if progress is None else bool(progress))
-        tokens, lens = pack_tokens(documents, self._config.dimension, self._store.codec.input_dtype,
+        tokens, lens = pack_tokens(documents, self._config.dimension, self._store.input_dtype,
                                    lengths=lengths, offsets=offsets, mask=mask, name="documents")
         items = None if metadata is None else MetadataStore.check(metadata, len(lens))
         text_list = None if texts is None else _check_texts(texts, len(lens))
@@ -541,14 +541,14 @@ class MuveraIndex:
         """Add a stream of batches one by one (see :meth:`add`)."""
         all_ids = None if ids is None else id_list(ids, "ids", single_ok=False)
         all_meta = None if metadata is None else list(metadata)
-        dtype = self._store.codec.input_dtype
+        dtype = self._store.input_dtype
         added: List[IdLike] = []
         pending: List[Tuple[np.ndarray, np.ndarray, List[IdLike], Any]] = []
         pending_ids: set = set()
         used = 0  # documents consumed from all_ids / all_meta
 
         def training() -> bool:
-            return self._store.codec.needs_training or self._backend.needs_training
+            return self._store.needs_training or self._backend.needs_training
 
         def flush() -> None:
             """Train on the gathered batches as one add of them would, then add them one by one
@@ -620,7 +620,7 @@ class MuveraIndex:
                 if training() or pending:
                     pending.append((tokens, lens, new_ids, items))
                     pending_ids.update(new_ids)
-                    want_tokens = None if self._backend.needs_training else self._store.codec.stream_training_tokens()
+                    want_tokens = None if self._backend.needs_training else self._store.training_tokens_wanted()
                     if (sum(len(p[1]) for p in pending) >= self.STREAM_TRAIN_DOCS
                             or (want_tokens is not None and sum(len(p[0]) for p in pending) >= want_tokens)):
                         flush()
@@ -686,9 +686,9 @@ class MuveraIndex:
         refused metadata key, memory) each part is put back as it was. Caller holds the write
         lock and has checked the ids and the metadata keys."""
         n0 = self._ids.num_rows
-        backend0, codec = self._backend, self._store.codec
+        backend0 = self._backend
         spare = backend0.empty_copy() if backend0.needs_training else None  # untrained, empty
-        codec_trained_now = codec.needs_training
+        codec_trained_now = self._store.needs_training
         try:
             rows = self._add_packed(tokens, lens)
             if items is not None:
@@ -701,8 +701,8 @@ class MuveraIndex:
             return rows
         except BaseException:
             self._roll_back(n0, backend0, spare)
-            if codec_trained_now and not codec.needs_training:
-                codec.untrain()  # the index is left as it was: untrained, empty
+            if codec_trained_now and not self._store.needs_training:
+                self._store.untrain()  # the index is left as it was: untrained, empty
             raise
 
     def _roll_back(self, n0: int, backend0: Backend, spare: Optional[Backend]) -> None:
@@ -730,16 +730,14 @@ class MuveraIndex:
         batch (40 KB per document at 10240 d) never exist all at once."""
         exact = None
         if self._exact is not None:  # checked before anything changes: float16 must hold the values
-            with np.errstate(over="ignore", invalid="ignore"):
-                exact = tokens.astype(np.float16)
-            if not np.isfinite(exact).all():
-                raise ValueError("documents: values beyond the float16 range (keep_exact stores float16 tokens)")
-        codec = self._store.codec
-        if codec.needs_training:  # the first add trains the codec (centroids, levels) on its own tokens
-            codec.train(tokens)
-        codes = codec.encode(tokens)
+            try:
+                exact, _ = self._exact.encode(tokens)
+            except ValueError:
+                raise ValueError("documents: values beyond the float16 range (keep_exact stores float16 "
+                                 "tokens)") from None
+        codes, _ = self._store.encode(tokens)  # the first add trains the codec on its own tokens
         self._grow_backend(len(lens))
-        source = codec.fde_source(codes)  # float codecs: the tokens themselves
+        source = self._store.fde_source(codes)  # float codecs: the tokens themselves
         starts = offsets_of(lens)[:-1]
         chunk = self._backend.add_chunk
         for s in range(0, len(lens), chunk):
@@ -753,12 +751,11 @@ class MuveraIndex:
     def _train_on(self, batches: List[Tuple[np.ndarray, np.ndarray, Any, Any]]) -> None:
         """Train the codec and the backend on packed batches exactly as one ``add`` of their
         concatenation trains them (caller holds the write lock); all-or-nothing."""
-        codec = self._store.codec
-        trained_codec = codec.needs_training
+        trained_codec = False
         try:
-            if trained_codec:
+            if self._store.needs_training:
                 tokens = batches[0][0] if len(batches) == 1 else np.concatenate([b[0] for b in batches])
-                codec.train(tokens)
+                trained_codec = self._store.train(tokens)
                 del tokens
             if self._backend.needs_training:
                 # One add trains the backend on its first chunk of FDEs: encode just that chunk.
@@ -769,7 +766,7 @@ class MuveraIndex:
                     if take <= 0:
                         break
                     end = int(lens[:take].sum())
-                    parts.append(codec.fde_source(codec.encode(tokens[:end])))
+                    parts.append(self._store.fde_source(self._store.encode(tokens[:end])[0]))
                     lens_parts.append(lens[:take])
                     have += take
                 lens = np.concatenate(lens_parts)
@@ -778,7 +775,7 @@ class MuveraIndex:
                                                                is_document=True))
         except BaseException:
             if trained_codec:
-                codec.untrain()
+                self._store.untrain()
             raise
 
     def _grow_backend(self, n_new: int) -> None:
@@ -809,19 +806,19 @@ class MuveraIndex:
             The codec needs no training (float16/float32/int8), the index already holds
             documents or a trained codec, too few tokens, bad input.
         """
-        codec = self._store.codec
-        if not codec.needs_training:
-            raise ValueError(f"train: the {codec.name!r} token codec is trained already or needs no training")
-        tokens, _ = pack_tokens(documents, self._config.dimension, codec.input_dtype, lengths=lengths,
+        store = self._store
+        if not store.needs_training:
+            raise ValueError(f"train: the {store.codec_name!r} token codec is trained already or needs no training")
+        tokens, _ = pack_tokens(documents, self._config.dimension, store.input_dtype, lengths=lengths,
                                 offsets=offsets, mask=mask, name="documents")
         with self._mutate:
             if self._ids.num_rows:
                 raise ValueError("train: the index already holds documents encoded with the current codec")
             with self._rw.write():
                 try:
-                    codec.train(tokens)
+                    store.train(tokens)
                 except BaseException:
-                    codec.untrain()
+                    store.untrain()
                     raise
         if self._wal is not None:  # training is not logged: make it durable by a checkpoint
             self.checkpoint()
@@ -867,14 +864,8 @@ class MuveraIndex:
             with self._rw.read():  # writers are excluded by _mutate: the parts hold still
                 backend = self._backend.empty_copy()
                 self._fill_backend(backend, np.flatnonzero(keep), self._backend)
-                store = TokenStore.from_arrays(self._store.tokens, self._store.offsets, self._store.codec)
-                store.compact(keep)
-                exact = None
-                if self._exact is not None and self._exact.is_spilled:
-                    exact = self._exact.compacted_spill(keep)
-                elif self._exact is not None:
-                    exact = TokenStore.from_arrays(self._exact.tokens, self._exact.offsets, self._exact.codec)
-                    exact.compact(keep)
+                store = self._store.compacted(keep)
+                exact = None if self._exact is None else self._exact.compacted(keep)
                 ids = self._ids.compacted()
             with self._rw.write():  # all or nothing: the one step that can fail goes first
                 self._meta.compact(keep)  # one SQL transaction
@@ -886,25 +877,19 @@ class MuveraIndex:
         """Add the FDEs of store ``rows`` to ``target``: copied from a lossless ``source``
         backend, else re-encoded from the stored tokens (bit-identical to the first encoding)."""
         lossless = source is not None and source.lossless
-        codec, codes = self._store.codec, self._store.tokens
-        off, lens = self._store.offsets, self._store.lengths
         chunk = target.add_chunk
         for s in range(0, len(rows), chunk):
             r = rows[s: s + chunk]
             if lossless:
                 target.add(source.reconstruct(r))  # type: ignore[union-attr]
-            elif codec.stores_tokens:
-                target.add(self._encoder.encode_spans(codes, off[r], lens[r], is_document=True))
-            else:  # decode a few thousand rows at a time: the float32 tokens of a whole chunk
-                # (40,000 documents train an IVF) would cost more than its FDEs
-                fdes = np.empty((len(r), self._config.output_dimension), dtype=np.float32)
-                for a in range(0, len(r), _DECODE_ROWS):
-                    rr = r[a: a + _DECODE_ROWS]
-                    idx = span_index(off[rr], lens[rr])
-                    fdes[a: a + len(rr)] = self._encoder.encode_spans(
-                        codec.fde_source(codes[idx]), offsets_of(lens[rr])[:-1], lens[rr], is_document=True)
-                target.add(fdes)
-                del fdes
+                continue
+            # decoded a few thousand rows at a time: the float32 tokens of a whole chunk (40,000
+            # documents train an IVF) would cost more than its FDEs
+            fdes = np.empty((len(r), self._config.output_dimension), dtype=np.float32)
+            for a, src, starts, lens in self._store.fde_sources(r, _DECODE_ROWS):
+                fdes[a: a + len(lens)] = self._encoder.encode_spans(src, starts, lens, is_document=True)
+            target.add(fdes)
+            del fdes
 
     def metadata(self, ids: Any) -> List[Optional[Dict[str, Any]]]:
         """The metadata dicts of live ids (one id or a sequence); None where none was given.
@@ -925,8 +910,7 @@ class MuveraIndex:
         others: decoded to float32)."""
         with self._rw.read():
             row = self._ids.row_of(doc_id)
-            codes = self._store.get(row)
-            return codes.copy() if self._store.codec.stores_tokens else self._store.codec.decode(codes)
+            return self._store.get(row).copy() if self._store.stores_tokens else self._store.get_tokens(row)
 
     # -- search --------------------------------------------------------------------------------
     def search(self, queries: Any, k: int = 10, candidates: Optional[int] = None, *, ball_carving: Any = None,
@@ -1412,7 +1396,7 @@ class MuveraIndex:
                         with self._rw.write():
                             self._ids.remove(live)
                     new_ids = self._ids.check_new(rec.ids, len(lens))
-                    tokens = np.ascontiguousarray(rec.tokens, dtype=self._store.codec.input_dtype)
+                    tokens = np.ascontiguousarray(rec.tokens, dtype=self._store.input_dtype)
                     with self._rw.write():
                         self._add_batch(tokens, lens, new_ids, items, rec.texts)
             except (KeyError, ValueError, TypeError) as exc:
@@ -1460,7 +1444,7 @@ class MuveraIndex:
             if other:
                 raise ValueError(f"{other[0]}: {root} holds an index already; options of a new index do not apply")
             given = {"config": config, "backend": kwargs.get("backend"), "token_codec": kwargs.get("token_codec")}
-            saved = {"config": index.config, "backend": index.backend.name, "token_codec": index.store.codec.name}
+            saved = {"config": index.config, "backend": index.backend.name, "token_codec": index.store.codec_name}
             for key, value in given.items():
                 if value is not None and value != saved[key]:
                     raise ValueError(f"{key}: {root} holds an index with {key} {saved[key]!r}, not {value!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -331,6 +331,87 @@ class TokenStore:
             r = rows[a: a + 4096]
             idx = span_index(off[r], lens[r])
             out.append_codes(codes[idx], lens[r])
+        return out
+
+    # -- the codec, owned: the index asks the store, never the codec ---------------------------
+    @property
+    def codec_name(self) -> str:
+        return self._codec.name
+
+    @property
+    def codec_nbytes(self) -> int:
+        """Bytes of the codec's learned tables (centroids, levels)."""
+        return self._codec.state_nbytes
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        """The dtype tokens must be packed in for :meth:`encode` (the codec's)."""
+        return self._codec.input_dtype
+
+    @property
+    def stores_tokens(self) -> bool:
+        """The codes are the tokens themselves (float codecs): exact already."""
+        return self._codec.stores_tokens
+
+    @property
+    def needs_training(self) -> bool:
+        return self._codec.needs_training
+
+    def training_tokens_wanted(self) -> Optional[int]:
+        """Tokens a stream should gather to train the codec (None: the first batch will do)."""
+        return self._codec.stream_training_tokens()
+
+    def train(self, tokens: np.ndarray) -> bool:
+        """Train the codec on ``tokens`` if it is untrained; returns whether it trained now (the
+        caller's rollback then calls :meth:`untrain`)."""
+        if not self._codec.needs_training:
+            return False
+        self._codec.train(tokens)
+        return True
+
+    def untrain(self) -> None:
+        """Forget a training made by :meth:`train` (an add that failed after it)."""
+        self._codec.untrain()
+
+    def encode(self, tokens: np.ndarray) -> Tuple[np.ndarray, bool]:
+        """Checked tokens (in :attr:`input_dtype`) -> ``(codes, trained_now)``: the first call
+        trains the codec on them. Nothing is appended: :meth:`append_codes` commits."""
+        trained = self.train(tokens)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                codes = self._codec.encode(tokens)
+            # Rounding to float16 can overflow what the input held (the exact tier of a coded store).
+            if tokens.dtype != np.float16 and codes.dtype == np.float16 and not np.isfinite(codes).all():
+                raise ValueError("documents: values beyond the float16 range (this store keeps float16 tokens)")
+            return codes, trained
+        except BaseException:
+            if trained:
+                self._codec.untrain()
+            raise
+
+    def fde_source(self, codes: np.ndarray) -> np.ndarray:
+        """What FDEs are encoded from for these codes (float codecs: the codes themselves)."""
+        return self._codec.fde_source(codes)
+
+    def fde_sources(self, rows: np.ndarray, block: int = 4096) -> Iterator[Tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """``(position in rows, source tokens, starts, lengths)`` for the documents ``rows``, so
+        their FDEs can be encoded again bit for bit: spans of the stored tokens, or (coded
+        stores) the decoded tokens of ``block`` documents at a time."""
+        codes, off, lens = self._codes.view, self._offsets.view, self.lengths
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._codec.stores_tokens:
+            yield 0, codes, off[rows], lens[rows]
+            return
+        for a in range(0, len(rows), block):
+            r = rows[a: a + block]
+            yield a, self._codec.fde_source(codes[span_index(off[r], lens[r])]), offsets_of(lens[r])[:-1], lens[r]
+
+    def compacted(self, keep: np.ndarray) -> "TokenStore":
+        """A new store of the rows where ``keep``, this one unchanged (spilled stays spilled)."""
+        if self.is_spilled:
+            return self.compacted_spill(keep)
+        out = TokenStore.from_arrays(self.tokens, self.offsets, self._codec)
+        out.compact(keep)
         return out
 
     def reserve(self, num_tokens: int, num_documents: int) -> None:
