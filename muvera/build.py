@@ -374,7 +374,7 @@ def build_index(source: Union[PathLike, TokenShards], path: PathLike, config: Op
             # While something still trains, gather shards into one stream: the training sample is
             # the first STREAM_TRAIN_DOCS documents, as in one add of the whole corpus.
             group = [i]
-            if index.store.codec.needs_training or index.backend.needs_training:
+            if index.store.needs_training or index.backend.needs_training:
                 n = shards.shards[i].documents
                 while n < index.STREAM_TRAIN_DOCS and group[-1] + 1 < len(shards):
                     group.append(group[-1] + 1)

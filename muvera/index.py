@@ -1030,6 +1030,13 @@ class MuveraIndex:
     #: Candidates reranked per query when neither the caller nor :meth:`tune` sets them.
     DEFAULT_CANDIDATES = 200
 
+    def search_settings(self, k: int, candidates: Optional[int] = None, params: Optional[Dict[str, Any]] = None,
+                        rescore: Optional[int] = None) -> Tuple[int, Optional[Dict[str, Any]], Optional[int]]:
+        """``(candidates, params, rescore)`` a :meth:`search` with these arguments uses: the
+        ones given, else the setting :meth:`tune` stored, else the defaults (arguments already
+        checked, e.g. by ``muvera._validate.check_search_args``)."""
+        return self._search_defaults(k, candidates, params, rescore)
+
     def _search_defaults(self, k: int, candidates: Optional[int], params: Optional[Dict[str, Any]],
                          rescore: Optional[int]) -> Tuple[int, Optional[Dict[str, Any]], Optional[int]]:
         """Fill unset search arguments: the tuned setting (its params and rescore only while the

@@ -171,7 +171,7 @@ def create_app(index_path: Union[str, os.PathLike], *, api_key: Optional[str] = 
         backend = index.backend
         return {"documents": len(index), "deleted": index.num_deleted, "dimension": index.config.dimension,
                 "fde_dimension": index.config.output_dimension, "backend": backend.name,
-                "active": getattr(backend, "active", backend.name), "codec": index.store.codec.name,
+                "active": getattr(backend, "active", backend.name), "codec": index.store.codec_name,
                 "tuned": index.tuned, "model": spec, "durable_writes": wal,
                 "bytes": int(backend.nbytes + index.store.nbytes)}
 

@@ -356,3 +356,35 @@ def test_sharded_search_takes_metadata_where_and_rescore_like_one_index(ray_sess
         plain.add(docs[:10], ids=ids[:10])
         with pytest.raises(ValueError, match="keep_exact"):
             plain.search(queries, k=2, rescore=5)
+
+
+def test_sharded_tune_stores_each_shards_setting_and_search_uses_it(ray_session, tmp_path):
+    """tune() runs on every shard; search() then takes unset candidates/params from each shard's
+    setting, as MuveraIndex.search does: one shard equals one tuned index exactly."""
+    docs = make_docs(120, seed=11)
+    ids = list(range(120))
+    queries = make_docs(12, seed=12, lo=2, hi=6)
+    single = muvera.MuveraIndex(CONFIG, backend="exact")
+    single.add(docs, ids=ids)
+    want = single.tune(queries, target_recall=0.9, k=5, verbose=False)
+    with ShardedIndex(CONFIG, 1, backend="exact", num_threads=1, actor_options=ACTORS) as one:
+        one.add(docs, ids=ids)
+        assert one.tuned == [None]
+        got = one.tune(queries, target_recall=0.9, k=5)
+        assert got[0].chosen["candidates"] == want.chosen["candidates"]
+        assert one.tuned[0]["candidates"] == single.tuned["candidates"]
+        assert_same(one.search(queries, k=5), single.search(queries, k=5))  # the tuned candidates
+    with ShardedIndex(CONFIG, 2, backend="exact", num_threads=1, actor_options=ACTORS,
+                      shard_dir=str(tmp_path / "sh")) as two:
+        two.add(docs, ids=ids)
+        results = two.tune(queries, target_recall=0.9, k=5)
+        assert len(results) == 2 and all(t is not None for t in two.tuned)
+        cands = [t["candidates"] for t in two.tuned]
+        ids_tuned, _ = two.search(queries, k=5)
+        two.save()
+    again = ShardedIndex.load(tmp_path / "sh", actor_options=ACTORS)
+    try:
+        assert [t["candidates"] for t in again.tuned] == cands  # saved with the shards
+        np.testing.assert_array_equal(again.search(queries, k=5)[0], ids_tuned)
+    finally:
+        again.close()

@@ -126,7 +126,7 @@ class _ShardWorker:
         return [x for x in ids if x in self._index]
 
     def needs_training(self) -> bool:
-        return self._index.store.codec.needs_training
+        return self._index.store.needs_training
 
     def add(self, tokens: np.ndarray, lengths: np.ndarray, ids: List[Hashable],
             metadata: Optional[List[Dict[str, Any]]] = None) -> int:
@@ -148,11 +148,24 @@ class _ShardWorker:
     def get_tokens(self, doc_id: Hashable) -> np.ndarray:
         return self._index.get_tokens(doc_id)
 
-    def search(self, qtok: np.ndarray, qoff: np.ndarray, qfde: np.ndarray, k: int, candidates: int,
+    def search(self, qtok: np.ndarray, qoff: np.ndarray, qfde: np.ndarray, k: int, candidates: Optional[int],
                kwargs: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
-        # The driver checked and encoded the queries once for every shard.
-        ids, scores = self._index.search_packed(qtok, qoff, qfde, k, candidates, **kwargs)
+        # The driver checked and encoded the queries once for every shard. What the caller left
+        # unset comes from this shard's tuned setting, else the defaults, as in MuveraIndex.search.
+        kwargs = dict(kwargs)
+        c, kwargs["params"], kwargs["rescore"] = self._index.search_settings(k, candidates, kwargs.get("params"),
+                                                                             kwargs.get("rescore"))
+        ids, scores = self._index.search_packed(qtok, qoff, qfde, k, c, **kwargs)
         return ids, scores, len(self._index)
+
+    def tune(self, queries: Optional[Tuple[np.ndarray, np.ndarray]], options: Dict[str, Any]) -> Any:
+        qtok, lens = (None, None) if queries is None else queries
+        result = self._index.tune(qtok, lengths=lens, verbose=False, **options)
+        self._persist()
+        return result
+
+    def tuned(self) -> Optional[Dict[str, Any]]:
+        return self._index.tuned
 
     def search_exact(self, qtok: np.ndarray, qoff: np.ndarray, k: int, filter_ids: Optional[List[Hashable]],
                      where: Optional[str] = None, where_params: Sequence[Any] = ()) -> Tuple[np.ndarray, np.ndarray, int]:
@@ -534,17 +547,18 @@ class ShardedIndex:
 
         Same arguments and return convention as :meth:`muvera.MuveraIndex.search`;
         ``candidates`` applies per shard (so up to ``num_shards * candidates`` documents are
-        reranked per query).
+        reranked per query). Unset ``candidates``, ``params`` and ``rescore`` come from each
+        shard's :meth:`tune` setting, else the defaults.
 
         Raises
         ------
         RuntimeError
             A shard is unavailable.
         """
-        from ..index import MuveraIndex, ball_carving_tau  # noqa: PLC0415
+        from ..index import ball_carving_tau  # noqa: PLC0415
 
         k, candidates, rescore = check_search_args(k, candidates, rescore)
-        c = max(MuveraIndex.DEFAULT_CANDIDATES, k) if candidates is None else candidates
+        c = candidates  # None: each shard's tuned setting, else the default
         tau = ball_carving_tau(ball_carving)
         self._proto.check_params(params)
         if rescore is not None:
@@ -564,6 +578,36 @@ class ShardedIndex:
             refs[i] = a.search.remote(qtok, qoff, qfde, k, c, kw)
         got = self._get(refs)
         return _merge([got[i] for i in sorted(got)], nq, k, self._id_kind)
+
+    def tune(self, queries: Any = None, *, target_recall: float = 0.95, k: int = 10, num_queries: int = 64,
+             seed: int = 0, lengths: Any = None, offsets: Any = None, mask: Any = None,
+             max_settings: int = 200) -> List[Any]:
+        """:meth:`muvera.MuveraIndex.tune` on every shard, in parallel: each stores (and, with a
+        ``shard_dir``, saves) the fastest setting meeting ``target_recall`` on its own documents,
+        which :meth:`search` then uses where the caller leaves it unset. A shard meeting the
+        target on its documents keeps its share of the true top-k, so the merged recall meets
+        it too. Default queries: pseudo-queries from each shard's documents.
+
+        Returns
+        -------
+        list of TuneResult
+            One per shard, in shard order.
+        """
+        packed = None
+        if queries is not None:
+            qtok, qlens = pack_tokens(queries, self._config.dimension, np.float32, lengths=lengths,
+                                      offsets=offsets, mask=mask, name="queries")
+            packed = (qtok, qlens)
+        options = {"target_recall": target_recall, "k": k, "num_queries": num_queries, "seed": seed,
+                   "max_settings": max_settings}
+        got = self._get({i: a.tune.remote(packed, options) for i, a in enumerate(self._actors)})
+        return [got[i] for i in sorted(got)]
+
+    @property
+    def tuned(self) -> List[Optional[Dict[str, Any]]]:
+        """Each shard's stored :meth:`tune` setting (None where a shard has none)."""
+        got = self._get({i: a.tuned.remote() for i, a in enumerate(self._actors)})
+        return [got[i] for i in sorted(got)]
 
     def search_exact(self, queries: Any, k: int = 10, *, filter_ids: Optional[Iterable[Hashable]] = None,
                      where: Optional[str] = None, where_params: Sequence[Any] = (),

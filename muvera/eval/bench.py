@@ -122,7 +122,7 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
             bar.update(e - s)
     exact_ids, exact_scores = np.concatenate(parts_ids), np.concatenate(parts_scores)
     exact_qps = nq / (time.perf_counter() - t0)
-    if not index.store.codec.stores_tokens:
+    if not index.store.stores_tokens:
         # A compressed store's brute force ranks its codes; the ground truth is Chamfer over the
         # tokens themselves (as embedded: float16 or float32).
         truth = TokenStore.from_arrays(np.ascontiguousarray(dtok), np.asarray(emb.doc_offsets, dtype=np.int64))
@@ -164,7 +164,7 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
             "exact_ndcg@10": exact_metrics["ndcg@10"], "exact_recall@100": exact_metrics["recall@100"],
             "recall@10_vs_exact": recall_against(found, exact_ids, 10),
             "latency_ms_p50": float(np.median(lat)), "latency_ms_p95": float(np.percentile(lat, 95)),
-            "qps": qps, "bytes_per_doc": bytes_per_doc, "token_codec": index.store.codec.name,
+            "qps": qps, "bytes_per_doc": bytes_per_doc, "token_codec": index.store.codec_name,
             "token_bytes_per_token": token_bytes, "rescore": rescore,
         })
     tuned, tuned_run = None, None
@@ -187,14 +187,14 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
             "exact_ndcg@10": exact_metrics["ndcg@10"], "exact_recall@100": exact_metrics["recall@100"],
             "recall@10_vs_exact": recall_against(found, exact_ids, 10),
             "latency_ms_p50": float(np.median(lat)), "latency_ms_p95": float(np.percentile(lat, 95)),
-            "qps": float("nan"), "bytes_per_doc": bytes_per_doc, "token_codec": index.store.codec.name,
+            "qps": float("nan"), "bytes_per_doc": bytes_per_doc, "token_codec": index.store.codec_name,
             "token_bytes_per_token": token_bytes, "rescore": tuned["rescore"],
         }
     return {
         "tuned": tuned, "tuned_run": tuned_run, "active_backend": getattr(index.backend, "active", index.backend.name),
         "dataset": data.name, "n_docs": n_docs, "n_queries": nq, "latency_queries": lat_n, "dim": dim, "pca": pca, "preset": preset,
         "backend": backend, "fde_dimension": config.output_dimension, "build_s": build_s, "embed_s": embed_s,
-        "ignore_identical_ids": bool(ignore_identical_ids), "token_codec": index.store.codec.name,
+        "ignore_identical_ids": bool(ignore_identical_ids), "token_codec": index.store.codec_name,
         "token_bytes_per_token": token_bytes, "codec_train_s": train_s,
         "fde_only": fde_metrics, "exact": dict(exact_metrics, latency_ms_p50=float(np.median(exact_lat)),
                                                latency_ms_p95=float(np.percentile(exact_lat, 95)), qps=exact_qps),

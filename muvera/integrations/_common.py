@@ -104,7 +104,7 @@ def header_of(index: Any) -> Dict[str, Any]:
     return {"format": HEADER_FORMAT, "version": HEADER_VERSION, "muvera_version": __version__,
             "config": index.config.to_dict(), "dimension": index.config.dimension,
             "fde_dimension": index.config.output_dimension, "id_kind": index.id_kind,
-            "token_codec": index.store.codec.name, "token_dtype": token_dtype(index).name,
+            "token_codec": index.store.codec_name, "token_dtype": token_dtype(index).name,
             "model": index.model}
 
 
