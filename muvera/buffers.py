@@ -63,3 +63,9 @@ class Growable:
         """A writeable view of the used part (copies a read-only buffer into memory once)."""
         self._reserve(self._n)
         return self._buf[: self._n]
+
+    def file_location(self) -> Optional[Tuple[str, int]]:
+        """``(path, byte offset of row 0)`` when the rows are a memory map of a file (a loaded
+        index), else None."""
+        name = getattr(self._buf, "filename", None)
+        return None if name is None else (str(name), int(getattr(self._buf, "offset", 0)))

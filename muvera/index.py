@@ -1027,6 +1027,10 @@ class MuveraIndex:
                 out_scores[i, :len(top)] = [s for _, s in top]
             return self._ids.ids_of(out_rows), out_scores
 
+    #: Hint the OS to read the rescored documents' exact-tier rows all at once before the
+    #: rescore reads them (``TokenStore.prefetch``); a class setting, for benchmarks.
+    PREFETCH_EXACT = True
+
     #: Candidates reranked per query when neither the caller nor :meth:`tune` sets them.
     DEFAULT_CANDIDATES = 200
 
@@ -1179,6 +1183,8 @@ class MuveraIndex:
         # Two tiers: the best `rescore` on the codes, then exact float16 Chamfer over those.
         width = self._result_width(rescore)
         top, _ = self._store.rerank(qtok, qoff, width, cand, None, threads)
+        if self.PREFETCH_EXACT:  # the exact tier is usually on disk: read the rescored rows at once
+            self._exact.prefetch(top)  # type: ignore[union-attr]
         return self._exact.rerank(qtok, qoff, k, top, None, threads)  # type: ignore[union-attr]
 
     def _exact_rows(self, qtok: np.ndarray, qoff: np.ndarray, k: int) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -189,3 +191,35 @@ def test_bfloat16_torch_input():
     store = TokenStore(D, "float32")
     store.append([x])
     np.testing.assert_array_equal(store.tokens, x.float().numpy())
+
+
+def test_prefetch_hints_file_backed_rows_and_changes_no_result(tmp_path, monkeypatch):
+    """prefetch() asks the OS to read the given documents' rows of a memory-mapped (or spilled)
+    store; in memory it does nothing. Rescored searches are the same with and without it."""
+    import muvera
+    from muvera import FDEConfig, MuveraIndex
+
+    rng = np.random.default_rng(3)
+    docs = [rng.standard_normal((int(rng.integers(3, 40)), 16)).astype(np.float32) for _ in range(300)]
+    index = MuveraIndex(FDEConfig.preset("1280", dimension=16), backend="exact", token_codec="int8", keep_exact=True)
+    index.add(docs)
+    assert index.exact_tier.prefetch(np.arange(10)) == 0  # in memory: nothing to read
+    index.save(tmp_path / "idx")
+    loaded = MuveraIndex.load(tmp_path / "idx", mmap=True)
+    tier = loaded.exact_tier
+    assert tier.prefetch(np.array([5, 6, 7])) == 1  # adjacent rows: one merged range
+    assert tier.prefetch(np.array([[-1, 299], [0, 10_000]])) >= 1  # padding and strays ignored
+    assert tier.prefetch(np.array([-1])) == 0
+    calls = []
+    real = os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, adv: calls.append((off, n)) or real(fd, off, n, adv))
+    q = docs[:4]
+    with_hint = loaded.search(q, k=5, candidates=60, rescore=20)
+    assert calls  # the rescore hinted its rows
+    monkeypatch.setattr(MuveraIndex, "PREFETCH_EXACT", False)
+    without = loaded.search(q, k=5, candidates=60, rescore=20)
+    for a, b in zip(with_hint, without):
+        np.testing.assert_array_equal(a, b)
+    spill = muvera.TokenStore.spilled(16, "float16", tmp_path)
+    spill.append_codes(np.ones((12, 16), np.float16), np.array([4, 4, 4]))
+    assert spill.prefetch(np.array([0, 2])) >= 1
