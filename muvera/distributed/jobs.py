@@ -182,8 +182,10 @@ def _prepare(root: Path, spec: Dict[str, Any], resume: bool, overwrite: bool) ->
         return done
     if (root / "manifest.json").exists() or ours:
         if not overwrite:
+            hint = ("it holds a finished job (manifest.json), nothing to resume" if resume
+                    else "or resume=True to finish an interrupted job")
             raise FileExistsError(f"output_dir: {root} already holds encoded shards; pass overwrite=True "
-                                  "to replace them (or resume=True to finish an interrupted job)")
+                                  f"to replace them ({hint})")
         if (root / "manifest.json").exists():
             (root / "manifest.json").unlink()  # first: no manifest ever describes a mix
             fsync_dir(root)
