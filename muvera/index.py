@@ -980,7 +980,7 @@ class MuveraIndex:
         if rescore is not None and self._exact is None:
             raise ValueError("rescore: needs an exact tier; build the index with keep_exact=True")
         self._backend.check_params(params)
-        qtok, qoff = self._pack_queries(queries, lengths, offsets, mask)
+        qtok, qoff = self.pack_queries(queries, lengths, offsets, mask)
         qfde = self.encode_packed_queries(qtok, qoff)
         if lexical is not None:
             return self._hybrid(qtok, qoff, qfde, k, c, _check_texts(lexical, len(qoff) - 1), fusion, lexical_weight,
@@ -1141,14 +1141,14 @@ class MuveraIndex:
         """:meth:`search` on already checked input: packed float32 query tokens and offsets and
         their FDEs (a :class:`~muvera.distributed.ShardedIndex` encodes queries once for every
         shard). Arguments are not validated again."""
-        return self._search_rows(qtok, qoff, qfde, k, c, tau=tau, filter_ids=filter_ids, params=params,
+        return self.search_rows(qtok, qoff, qfde, k, c, tau=tau, filter_ids=filter_ids, params=params,
                                  rescore=rescore, where=where, where_params=where_params, to_ids=True)
 
-    def _search_rows(self, qtok: np.ndarray, qoff: np.ndarray, qfde: np.ndarray, k: int, c: int, *,
-                     tau: Optional[float] = None, filter_ids: Optional[Iterable[IdLike]] = None,
-                     params: Optional[Dict[str, Any]] = None, rescore: Optional[int] = None,
-                     where: Optional[str] = None, where_params: Sequence[Any] = (),
-                     to_ids: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    def search_rows(self, qtok: np.ndarray, qoff: np.ndarray, qfde: np.ndarray, k: int, c: int, *,
+                    tau: Optional[float] = None, filter_ids: Optional[Iterable[IdLike]] = None,
+                    params: Optional[Dict[str, Any]] = None, rescore: Optional[int] = None,
+                    where: Optional[str] = None, where_params: Sequence[Any] = (),
+                    to_ids: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """:meth:`search_packed` returning store rows (``-1`` padding), or ids with ``to_ids``
         (mapped under the same read lock as the search)."""
         pre = self._where_first(where, where_params)
@@ -1187,7 +1187,7 @@ class MuveraIndex:
             self._exact.prefetch(top)  # type: ignore[union-attr]
         return self._exact.rerank(qtok, qoff, k, top, None, threads)  # type: ignore[union-attr]
 
-    def _exact_rows(self, qtok: np.ndarray, qoff: np.ndarray, k: int) -> np.ndarray:
+    def exact_rows(self, qtok: np.ndarray, qoff: np.ndarray, k: int) -> np.ndarray:
         """Rows of the exact Chamfer top-``k`` over every live document, on the exact tier when
         the index keeps one (else on the store): the ground truth :meth:`tune` measures against."""
         with SEARCH_GATE.enter() as shared, self._rw.read():
@@ -1209,7 +1209,7 @@ class MuveraIndex:
         Same arguments and return convention as :meth:`search`.
         """
         k = positive_int(k, "k")
-        qtok, qoff = self._pack_queries(queries, lengths, offsets, mask)
+        qtok, qoff = self.pack_queries(queries, lengths, offsets, mask)
         return self.search_exact_packed(qtok, qoff, k, filter_ids=filter_ids, where=where,
                                         where_params=where_params)
 
@@ -1229,8 +1229,10 @@ class MuveraIndex:
                 return self._rerank(qtok, qoff, k, cand, None, threads)
             return self._rerank(qtok, qoff, k, None, None if allowed is None else allowed.bitmap, threads)
 
-    def _pack_queries(self, queries: Any, lengths: Any, offsets: Any,
-                      mask: Any) -> Tuple[np.ndarray, np.ndarray]:
+    def pack_queries(self, queries: Any, lengths: Any = None, offsets: Any = None,
+                     mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Queries in any batch form -> checked packed float32 tokens and offsets (what
+        :meth:`search_rows` and :meth:`exact_rows` take)."""
         tokens, lens = pack_tokens(queries, self._config.dimension, np.float32, lengths=lengths,
                                    offsets=offsets, mask=mask, name="queries")
         return tokens, offsets_of(lens)

@@ -166,7 +166,7 @@ def _grids(index: "MuveraIndex", k: int, n_live: int) -> Dict[str, List[Any]]:
     nprobe: List[Optional[int]] = [None]
     k_factor: List[Optional[int]] = [None]
     try:
-        nlist = int(inner._ivf().nlist)  # type: ignore[union-attr]
+        nlist = int(inner.ivf_index().nlist)  # type: ignore[union-attr]
         nprobe = [p for p in _NPROBE_GRID if p <= nlist] or [nlist]
     except (AttributeError, ValueError):
         pass
@@ -197,7 +197,7 @@ def tune_index(index: "MuveraIndex", queries: Any = None, *, target_recall: floa
         qtok, qoff = pseudo_queries(index, num_queries, seed)
         kind = "pseudo"
     else:
-        qtok, qoff = index._pack_queries(queries, lengths, offsets, mask)
+        qtok, qoff = index.pack_queries(queries, lengths, offsets, mask)
         if len(qoff) - 1 > num_queries:  # a seeded sample of the given queries
             pick = np.sort(np.random.default_rng(seed).choice(len(qoff) - 1, num_queries, replace=False))
             lens = np.diff(qoff)[pick]
@@ -205,14 +205,14 @@ def tune_index(index: "MuveraIndex", queries: Any = None, *, target_recall: floa
             qoff = offsets_of(lens)
         kind = "given"
     nq = len(qoff) - 1
-    truth = index._exact_rows(qtok, qoff, k)
+    truth = index.exact_rows(qtok, qoff, k)
     qfde = index.encode_packed_queries(qtok, qoff)
     grids = _grids(index, k, n_live)
     rows: List[Dict[str, Any]] = []
     notes: List[str] = []
 
     def measure(c: int, params: Dict[str, int], rescore: Optional[int]) -> Dict[str, Any]:
-        found, _ = index._search_rows(qtok, qoff, qfde, k, c, params=params or None, rescore=rescore)
+        found, _ = index.search_rows(qtok, qoff, qfde, k, c, params=params or None, rescore=rescore)
         recall = float(np.mean([len(set(found[i][found[i] >= 0].tolist()) & set(truth[i][truth[i] >= 0].tolist()))
                                 / max(1, int((truth[i] >= 0).sum())) for i in range(nq)]))
         lat = []
@@ -221,7 +221,7 @@ def tune_index(index: "MuveraIndex", queries: Any = None, *, target_recall: floa
                 a, b = int(qoff[i]), int(qoff[i + 1])
                 one_off = np.array([0, b - a], dtype=np.int64)
                 t = time.perf_counter()
-                index._search_rows(qtok[a:b], one_off, qfde[i: i + 1], k, c, params=params or None,
+                index.search_rows(qtok[a:b], one_off, qfde[i: i + 1], k, c, params=params or None,
                                    rescore=rescore)
                 lat.append(time.perf_counter() - t)
         row = {"candidates": int(c), "params": dict(params), "rescore": rescore, "recall": recall,

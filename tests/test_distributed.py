@@ -7,6 +7,7 @@ import re
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -290,6 +291,9 @@ def test_dead_shard_reported_and_reloaded_without_loss(ray_session, tmp_path):
         assert_same(before, single.search_exact(queries, k=7))
 
         ray.kill(sharded.actors[1])
+        deadline = time.time() + 30  # ray.kill is asynchronous: a call may still land before it
+        while sharded.ping()[1] and time.time() < deadline:
+            time.sleep(0.05)
         with pytest.raises(RuntimeError, match=r"shard 1 is unavailable \(.*\); call reload_shard\(1\)"):
             sharded.search(queries, k=7)
         on_dead = [x for x in range(40, 50) if shard_of(x, 3) == 1][:1]

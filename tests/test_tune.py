@@ -38,20 +38,20 @@ def test_tune_meets_a_reachable_target_and_search_uses_it(pq_index, tmp_path):
     assert tuned["candidates"] == res.chosen["candidates"] and tuned["met"] and tuned["k"] == 10
     # search() without arguments uses the tuned setting; explicit arguments win
     seen = {}
-    real = pq_index._search_rows
+    real = pq_index.search_rows
 
     def spy(qtok, qoff, qfde, k, c, **kw):
         seen.update(c=c, params=kw.get("params"))
         return real(qtok, qoff, qfde, k, c, **kw)
 
-    pq_index._search_rows = spy
+    pq_index.search_rows = spy
     try:
         pq_index.search(queries[:2], k=10)
         assert seen["c"] == tuned["candidates"] and (seen["params"] or {}) == tuned["params"]
         pq_index.search(queries[:2], k=10, candidates=37, params={"k_factor": 2})
         assert seen["c"] == 37 and seen["params"] == {"k_factor": 2}
     finally:
-        del pq_index._search_rows
+        del pq_index.search_rows
     # measured recall holds when searched the ordinary way
     ids, _ = pq_index.search(queries, k=10)
     truth, _ = pq_index.search_exact(queries, k=10)

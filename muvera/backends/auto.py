@@ -263,7 +263,7 @@ class AutoBackend(Backend):
                            nlist=self._nlist, phase=self._phase, refine=self._refine)
         copy._inner = self._inner.empty_copy()  # keeps trained quantizers
         if self._phase == "ivf" and isinstance(copy._inner, FaissBackend) and copy._inner.index is not None:
-            copy._inner.nprobe = min(self._nprobe, int(copy._inner._ivf().nlist))
+            copy._inner.nprobe = min(self._nprobe, int(copy._inner.ivf_index().nlist))
         return copy
 
     # -- persistence ---------------------------------------------------------------------------

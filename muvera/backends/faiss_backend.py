@@ -234,7 +234,7 @@ class FaissBackend(Backend):
 
     @property
     def can_reconstruct(self) -> bool:
-        return self._index is not None and (self._refine() is not None or not self._is_ivf())
+        return self._index is not None and (self._refine() is not None or not self.is_ivf())
 
     @property
     def lossless(self) -> bool:
@@ -284,11 +284,11 @@ class FaissBackend(Backend):
     @property
     def nprobe(self) -> int:
         """IVF ``nprobe`` default (ValueError for non-IVF indexes)."""
-        return int(self._ivf().nprobe)
+        return int(self.ivf_index().nprobe)
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        ivf = self._ivf()
+        ivf = self.ivf_index()
         ivf.nprobe = _bounded_int(value, "nprobe", int(ivf.nlist))
 
     def _hnsw(self) -> Any:
@@ -318,14 +318,16 @@ class FaissBackend(Backend):
             raise ValueError(f"params: k_factor needs a refine stage; {self._factory!r} has none")
         self._k_factor = _bounded_int(value, "k_factor", _MAX_K_FACTOR)
 
-    def _is_ivf(self) -> bool:
+    def is_ivf(self) -> bool:
+        """Whether the faiss index (inside any refine stage) is an IVF one."""
         try:
-            self._ivf()
+            self.ivf_index()
             return True
         except ValueError:
             return False
 
-    def _ivf(self) -> Any:
+    def ivf_index(self) -> Any:
+        """The IVF index inside the faiss index (its ``nlist``, ``nprobe``); ValueError if none."""
         if self._index is not None:
             try:
                 return _faiss().extract_index_ivf(self._index)
@@ -359,7 +361,7 @@ class FaissBackend(Backend):
         """With ``pq_iterations`` set and a flat PQ (no IVF): that many k-means iterations per
         codebook, on one OpenMP thread (restored afterwards)."""
         pq = None
-        if self._pq_iterations is not None and not self._is_ivf():
+        if self._pq_iterations is not None and not self.is_ivf():
             refine = self._refine()
             base = _faiss().downcast_index(refine.base_index if refine is not None else self._index)
             pq = getattr(base, "pq", None)
@@ -414,7 +416,7 @@ class FaissBackend(Backend):
             self._hnsw()
             out["efSearch"] = _bounded_int(ef, "efSearch", _MAX_EF)
         if nprobe is not None:
-            ivf = self._ivf()
+            ivf = self.ivf_index()
             out["nprobe"] = _bounded_int(nprobe, "nprobe", int(ivf.nlist))
         return out
 
@@ -440,8 +442,8 @@ class FaissBackend(Backend):
             return faiss.SearchParametersIVF(nprobe=values["nprobe"], **({"sel": sel} if sel else {}))
         if sel is None:
             return None
-        if self._is_ivf():
-            return faiss.SearchParametersIVF(sel=sel, nprobe=int(self._ivf().nprobe))
+        if self.is_ivf():
+            return faiss.SearchParametersIVF(sel=sel, nprobe=int(self.ivf_index().nprobe))
         if hasattr(faiss.downcast_index(self._index), "hnsw"):
             return faiss.SearchParametersHNSW(sel=sel, efSearch=int(self._hnsw().efSearch))
         return faiss.SearchParameters(sel=sel)
@@ -617,8 +619,8 @@ def _widened(values: Dict[str, int], fetch: int, backend: FaissBackend, nprobe_f
     if hasattr(_faiss().downcast_index(backend.index), "hnsw"):
         ef = values.get("efSearch", backend.ef_search)
         return {**values, "efSearch": max(ef, min(fetch, _MAX_EF))}
-    if nprobe_factor > 1 and backend._is_ivf():
-        ivf = backend._ivf()
+    if nprobe_factor > 1 and backend.is_ivf():
+        ivf = backend.ivf_index()
         return {**values, "nprobe": min(int(ivf.nlist), nprobe_factor * values.get("nprobe", int(ivf.nprobe)))}
     return values
 
