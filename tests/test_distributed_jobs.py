@@ -104,7 +104,7 @@ def test_a_worker_killed_mid_job_loses_and_doubles_nothing(ray_session, tmp_path
 
     def run():
         try:
-            box["out"] = encode_packed(tokens, lengths, BIG, tmp_path / "enc", shard_rows=150, num_workers=2)
+            box["out"] = encode_packed(tokens, lengths, BIG, tmp_path / "enc", shard_rows=100, num_workers=2)
         except BaseException as exc:  # noqa: BLE001
             box["error"] = exc
 
@@ -139,7 +139,7 @@ DRIVER = textwrap.dedent("""
     lengths = rng.integers(16, 48, size=6000).astype(np.int64)
     tokens = rng.standard_normal((int(lengths.sum()), 128)).astype(np.float32)
     encode_packed(tokens, lengths, muvera.FDEConfig.preset("10240", dimension=128), sys.argv[1],
-                  shard_rows=150, num_workers=1, resume=len(sys.argv) > 3)
+                  shard_rows=100, num_workers=1, resume=len(sys.argv) > 3)
     print("done", flush=True)
 """)
 
