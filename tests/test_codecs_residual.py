@@ -105,16 +105,19 @@ def test_rerank_kernel_equals_numpy_reference_bit_for_bit(isa, nbits, d):
     assert np.abs(got - exact).max() <= 0.02 * scale
 
 
+def _trained_residual2(n_docs, k, query_lengths, d=16):
+    """A trained residual:2 codec's codes over random documents, two packed queries, and the
+    codec's tables as the binding takes them."""
+    x, off = _pack(_docs(n_docs, d))
+    codec = make_codec(f"residual:2:k={k}", d)
+    codec.train(x)
+    q, qoff = _pack([RNG.normal(size=(n, d)).astype(np.float32) for n in query_lengths])
+    return codec.encode(x), off, q, qoff, (codec.centroids, codec.lo, codec.step, 2)
+
+
 @pytest.mark.parametrize("isa", _core.residual_isas())
 def test_topk_candidates_and_flags(isa):
-    d = 16
-    docs = _docs(80, d)
-    x, off = _pack(docs)
-    codec = make_codec("residual:2:k=32", d)
-    codec.train(x)
-    codes = codec.encode(x)
-    q, qoff = _pack([RNG.normal(size=(5, d)).astype(np.float32), RNG.normal(size=(20, d)).astype(np.float32)])
-    args = (codec.centroids, codec.lo, codec.step, 2)
+    codes, off, q, qoff, args = _trained_residual2(80, 32, (5, 20))
     full = _core.residual_scores(q, qoff, codes, off, None, *args, 1, isa)
     cand = np.array([RNG.permutation(80)[:30] for _ in range(2)], dtype=np.int64)
     cand[0, 3] = -1
@@ -344,14 +347,7 @@ def test_residual_without_faiss_says_what_to_install(monkeypatch):
 def test_few_candidates_compute_only_their_centroids_rows_and_score_the_same(isa):
     """With candidates holding fewer tokens than 4 K, only the query x centroid rows their tokens
     use are computed; the scores equal the full table's bit for bit."""
-    d = 16
-    docs = _docs(300, d)
-    x, off = _pack(docs)
-    codec = make_codec("residual:2:k=256", d)
-    codec.train(x)
-    codes = codec.encode(x)
-    q, qoff = _pack([RNG.normal(size=(7, d)).astype(np.float32), RNG.normal(size=(17, d)).astype(np.float32)])
-    args = (codec.centroids, codec.lo, codec.step, 2)
+    codes, off, q, qoff, args = _trained_residual2(300, 256, (7, 17))
     full = _core.residual_scores(q, qoff, codes, off, None, *args, 1, isa)  # every centroid's row
     cand = np.array([[5, 17, 200, -1], [9, 9 + 1, 250, 299]], dtype=np.int64)
     few = _core.residual_scores(q, qoff, codes, off, cand, *args, 2, isa)

@@ -36,7 +36,7 @@ from .encode import (WORKER_ERRORS, SHARD_FILE, ENCODED_FORMAT, ENCODED_FORMAT_V
 __all__ = ["encode_packed", "index_texts"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-JOB_FILE = "job.json"
+JOB_FILE = "muvera-job.json"  # named so that it cannot be a file of the user's
 _ENTRY = re.compile(r"^entry-(\d{5,})\.json$")
 
 
@@ -250,13 +250,8 @@ def _finish(root: Path, config: FDEConfig, entries: Dict[int, Dict[str, Any]], n
         e = dict(entries[i])
         e.pop("digest", None)
         shards.append(e)
-    seen: set = set()
-    for s in shards:  # ids unique across blocks (each block checked its own)
-        ids = loads_json((root / s["files"]["ids"]["name"]).read_text(encoding="utf-8"), "ids")
-        for x in ids:
-            if x in seen:
-                raise ValueError(f"ids: duplicate document id {x!r} in the dataset")
-            seen.add(x)
+    # The ids were checked unique for the whole input before any block ran (a resumed block
+    # is kept only when its digest, ids included, matches): no second pass over them here.
     manifest = {
         "format": ENCODED_FORMAT, "format_version": ENCODED_FORMAT_VERSION,
         "config": config.to_dict(), "dimension": config.dimension,
@@ -412,7 +407,7 @@ def _text_source(source: Any, ids: Optional[Sequence[Any]], metadata: Optional[S
             raise ValueError("ids, metadata: files carry their own ids; give them only with a list of texts")
         docs = load_documents(source)
         meta = [{"title": t, "snippet": b[:200]} for t, b in zip(docs.titles, docs.bodies)]
-        return docs.texts, list(docs.ids), meta
+        return docs.texts, _checked_ids(list(docs.ids), len(docs.texts)), meta
     mod = type(source).__module__
     if mod.startswith("ray.data"):
         if ids is not None or metadata is not None:
@@ -428,7 +423,7 @@ def _text_source(source: Any, ids: Optional[Sequence[Any]], metadata: Optional[S
             m = row.get("metadata")
             has_meta = has_meta or m is not None
             meta.append(dict(m) if m is not None else ({"title": title} if title else {}))
-        out_ids = [x.item() if isinstance(x, np.generic) else x for x in out_ids]
+        out_ids = _checked_ids([x.item() if isinstance(x, np.generic) else x for x in out_ids], len(out_ids))
         return check_texts(texts, "dataset"), out_ids, meta if (has_meta or any(meta)) else None
     texts = check_texts(source, "texts")
     items = None if metadata is None else MetadataStore.check(metadata, len(texts))
