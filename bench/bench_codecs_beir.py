@@ -185,7 +185,7 @@ def main() -> None:
     ap.add_argument("--build-threads", type=int, default=2, help="threads for WARP's index build (search: 1)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    report: Dict[str, Any] = {"isa": muvera.active_isa(), "residual_isa": muvera._core.residual_active_isa(),
+    report: Dict[str, Any] = {"isa": muvera.active_isa(),
                               "muvera": muvera.__version__, "args": vars(args), "datasets": {}}
     for name in args.datasets.split(","):
         data, dtok, doff, qtok, qoff = load(name, args.dim, args.max_queries)

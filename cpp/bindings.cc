@@ -13,6 +13,7 @@
 #include "chamfer.h"
 #include "datasync.h"
 #include "fde.h"
+#include "dispatch.h"
 #include "fde_fastembed.h"  // fastembed variant
 #include "kernels.h"
 #include "parallel.h"
@@ -25,9 +26,10 @@ using muvera::ItemView;
 
 namespace {
 
-const muvera::KernelSet& kernels_for(const std::string& isa) {
-  if (isa.empty()) return muvera::active_kernels();
-  const muvera::KernelSet* k = muvera::kernels_by_name(isa.c_str());
+// The dispatch table of an ISA level ("" = the active one).
+const muvera::Dispatch& kernels_for(const std::string& isa) {
+  if (isa.empty()) return muvera::active_dispatch();
+  const muvera::Dispatch* k = muvera::dispatch_by_name(isa.c_str());
   if (k == nullptr) throw py::value_error("isa: '" + isa + "' is unknown or not supported by this CPU");
   return *k;
 }
@@ -80,7 +82,7 @@ void check_matrix(const py::array& a, int dtype, int d, const std::string& what)
 py::array_t<float> run_encode(const FdeEncoder& enc, std::vector<ItemView>& items, int dtype,
                               bool is_document, int num_threads, const std::string& isa,
                               const char* what) {
-  const muvera::KernelSet& kernels = kernels_for(isa);
+  const muvera::KernelSet& kernels = kernels_for(isa).core;
   const int64_t n = static_cast<int64_t>(items.size());
   const int64_t dim = enc.output_dimension();
   py::array_t<float> out({n, dim});
@@ -212,13 +214,6 @@ ChamferArgs chamfer_args(const F32Array& qtok, const I64Array& qoff, const py::a
 }
 
 // ---- residual codes ----------------------------------------------------------------------------
-const muvera::ResidualKernelSet& residual_kernels_for(const std::string& isa) {
-  if (isa.empty()) return muvera::residual_active();
-  const muvera::ResidualKernelSet* k = muvera::residual_by_name(isa.c_str());
-  if (k == nullptr) throw py::value_error("isa: '" + isa + "' is unknown or not supported by this CPU");
-  return *k;
-}
-
 struct ResidualArgs {
   ChamferArgs c;
   muvera::ResidualTablesView t;
@@ -339,14 +334,14 @@ void bind_encode(py::class_<Enc>& cls, Dim dim, Run run) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "muvera C++ core: FDE encoding kernels with run-time SIMD dispatch";
 
-  m.def("active_isa", []() { return std::string(muvera::active_kernels().name); },
-        "Name of the kernel set chosen for this CPU (generic, avx2 or avx512).");
+  m.def("active_isa", []() { return std::string(muvera::active_dispatch().name); },
+        "Name of the ISA level chosen for this CPU (generic, avx2, avx512 or avx512vnni).");
   m.def("supported_isas", []() {
     std::vector<std::string> out;
-    for (const char* name : {"generic", "avx2", "avx512"})
-      if (muvera::kernels_by_name(name) != nullptr) out.emplace_back(name);
+    for (const char* name : muvera::kIsaLevels)
+      if (muvera::dispatch_by_name(name) != nullptr) out.emplace_back(name);
     return out;
-  });
+  }, "ISA levels this CPU runs, lowest first.");
   m.def("default_num_threads", &muvera::default_num_threads);
 
   // A self-check of the shared thread pool (the tests call it from many threads and after a
@@ -400,7 +395,7 @@ PYBIND11_MODULE(_core, m) {
         [](F32Array qtok, I64Array qoff, py::array dtok, I64Array doff, std::optional<I64Array> cand,
            int num_threads, const std::string& isa, const std::string& layout) {
           ChamferArgs a = chamfer_args(qtok, qoff, dtok, doff, cand, std::nullopt, layout);
-          const muvera::KernelSet& kernels = kernels_for(isa);
+          const muvera::Dispatch& kernels = kernels_for(isa);
           py::array_t<float> out({a.q.n_queries, a.C});
           float* dst = out.mutable_data();
           if (num_threads <= 0) num_threads = muvera::default_num_threads();
@@ -422,7 +417,7 @@ PYBIND11_MODULE(_core, m) {
           ChamferArgs a = chamfer_args(qtok, qoff, dtok, doff, cand, alive, layout);
           if (a.q.n_queries > 0 && k > (int64_t(1) << 40) / a.q.n_queries)
             throw py::value_error("k: n_queries * k is too large to allocate");
-          const muvera::KernelSet& kernels = kernels_for(isa);
+          const muvera::Dispatch& kernels = kernels_for(isa);
           py::array_t<int64_t> rows({a.q.n_queries, k});
           py::array_t<float> scores({a.q.n_queries, k});
           int64_t* r = rows.mutable_data();
@@ -440,18 +435,11 @@ PYBIND11_MODULE(_core, m) {
         "Exact Chamfer top-k: (rows, scores), each (n_queries, k); -1 / -inf where fewer qualified.");
 
   // ---- residual codes --------------------------------------------------------------------------
-  m.def("residual_isas", []() {
-    std::vector<std::string> out;
-    for (const char* name : {"generic", "avx2", "avx512", "avx512vnni"})
-      if (muvera::residual_by_name(name) != nullptr) out.emplace_back(name);
-    return out;
-  }, "Residual-rerank kernel sets this CPU supports.");
-  m.def("residual_active_isa", []() { return std::string(muvera::residual_active().name); });
   m.def("residual_scores",
         [](F32Array qtok, I64Array qoff, U8Array codes, I64Array doff, std::optional<I64Array> cand,
            py::array centroids, F32Array lo, F32Array step, int nbits, int num_threads, const std::string& isa) {
           ResidualArgs a = residual_args(qtok, qoff, codes, doff, cand, std::nullopt, centroids, lo, step, nbits);
-          const muvera::ResidualKernelSet& kernels = residual_kernels_for(isa);
+          const muvera::ResidualKernelSet& kernels = kernels_for(isa).residual;
           py::array_t<float> out({a.c.q.n_queries, a.c.C});
           float* dst = out.mutable_data();
           if (num_threads <= 0) num_threads = muvera::default_num_threads();
@@ -477,7 +465,7 @@ PYBIND11_MODULE(_core, m) {
           const int64_t nq = a.c.q.n_queries, C = a.c.C;
           if (nq > 0 && (k > (int64_t(1) << 40) / nq || C > (int64_t(1) << 40) / nq))
             throw py::value_error("k, candidates: n_queries * width is too large to allocate");
-          const muvera::ResidualKernelSet& kernels = residual_kernels_for(isa);
+          const muvera::ResidualKernelSet& kernels = kernels_for(isa).residual;
           py::array_t<int64_t> rows({nq, k});
           py::array_t<float> scores({nq, k});
           int64_t* r = rows.mutable_data();
@@ -567,7 +555,7 @@ PYBIND11_MODULE(_core, m) {
     using F64Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
     auto run = [](const FE& enc, std::vector<ItemView>& items, int dtype, bool is_document, int num_threads,
                   const std::string& isa, const std::string& what) {
-      const char* isa_name = kernels_for(isa).name;
+      const muvera::FastembedItemFn item_kernel = kernels_for(isa).fastembed_item;
       const int64_t n = static_cast<int64_t>(items.size());
       for (int64_t i = 0; i < n; ++i)
         if (items[i].n >= (int64_t(1) << 31))
@@ -578,7 +566,7 @@ PYBIND11_MODULE(_core, m) {
       int64_t bad;
       {
         py::gil_scoped_release release;
-        bad = enc.encode(items.data(), n, dtype, is_document, dst, num_threads, isa_name);
+        bad = enc.encode(items.data(), n, dtype, is_document, dst, num_threads, item_kernel);
       }
       if (bad >= 0)
         throw py::value_error(what + "[" + std::to_string(bad) + "] contains NaN or Inf values (or values so large that its encoding overflows float32)");

@@ -1,6 +1,7 @@
 #include "chamfer.h"
 
 #include "parallel.h"
+#include "dispatch.h"
 #include "residual.h"
 
 #include <algorithm>
@@ -23,12 +24,12 @@ int pad_to_lanes(int64_t n) { return static_cast<int>((n + kMaxLanes - 1) / kMax
 }  // namespace
 
 void chamfer_scores(const QueryBatchView& q, const TokenStoreView& s, const int64_t* candidates, int64_t C,
-                    const uint8_t* alive, float* scores, int num_threads, const KernelSet& kernels) {
+                    const uint8_t* alive, float* scores, int num_threads, const Dispatch& kernels) {
   const int d = s.d;
   const int64_t nq = q.n_queries;
   if (nq == 0 || C == 0) return;
   if (s.dtype == kInt8Scaled) {  // integer dot products on the codes (residual.h)
-    int8_scores(q, s, candidates, C, alive, scores, num_threads, integer_kernels_for(kernels.name));
+    int8_scores(q, s, candidates, C, alive, scores, num_threads, kernels.residual);
     return;
   }
   // Every query transposed and zero-padded once (padding lanes score 0 against any document).
@@ -77,14 +78,14 @@ void chamfer_scores(const QueryBatchView& q, const TokenStoreView& s, const int6
                    [&](int64_t i, int tid, int64_t begin, int64_t m) {
                      const int n = static_cast<int>(q.offsets[i + 1] - q.offsets[i]);
                      float* buf = scratch[tid].empty() ? nullptr : scratch[tid].data();
-                     return kernels.chamfer_doc(qt.data() + qt_offset[i], n, nq_pad[i], d, base + begin * row_bytes,
+                     return kernels.core.chamfer_doc(qt.data() + qt_offset[i], n, nq_pad[i], d, base + begin * row_bytes,
                                                 s.dtype, m, buf, extra[tid]);
                    });
 }
 
 void chamfer_topk(const QueryBatchView& q, const TokenStoreView& s, const int64_t* candidates, int64_t C,
                   const uint8_t* alive, int64_t k, int64_t* out_rows, float* out_scores, int num_threads,
-                  const KernelSet& kernels) {
+                  const Dispatch& kernels) {
   const int64_t nq = q.n_queries;
   std::vector<float> scores(static_cast<size_t>(nq * C));
   chamfer_scores(q, s, candidates, C, alive, scores.data(), num_threads, kernels);

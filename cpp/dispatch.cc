@@ -1,8 +1,8 @@
-// Run-time ISA selection: the best kernel set the CPU (and OS) supports, chosen once.
+// Run-time ISA selection (cpp/dispatch.h): the tables are filled once, on first use.
+#include "dispatch.h"
+
 #include <cstdlib>
 #include <cstring>
-
-#include "kernels.h"
 
 namespace muvera {
 
@@ -21,34 +21,39 @@ bool cpu_supports(const char* isa) {
   return std::strcmp(isa, "generic") == 0;
 }
 
+const Dispatch* dispatch_by_name(const char* name) {
+  if (name == nullptr || !cpu_supports(name)) return nullptr;
+  static const Dispatch generic{"generic", generic_kernels(), residual_generic(), fastembed_item_generic};
+#if defined(MUVERA_X86)
+  // The FDE, Chamfer and fastembed kernels have no VNNI build: that level differs in its integer
+  // (residual and int8) kernels only.
+  static const Dispatch avx2{"avx2", avx2_kernels(), residual_avx2(), fastembed_item_avx2};
+  static const Dispatch avx512{"avx512", avx512_kernels(), residual_avx512(), fastembed_item_avx512};
+  static const Dispatch avx512vnni{"avx512vnni", avx512_kernels(), residual_avx512vnni(), fastembed_item_avx512};
+  if (std::strcmp(name, "avx512vnni") == 0) return &avx512vnni;
+  if (std::strcmp(name, "avx512") == 0) return &avx512;
+  if (std::strcmp(name, "avx2") == 0) return &avx2;
+#endif
+  return &generic;
+}
+
 namespace {
 
-const KernelSet& choose() {
+const Dispatch& choose() {
   const char* forced = std::getenv("MUVERA_ISA");
   if (forced != nullptr && *forced != '\0') {
-    if (const KernelSet* k = kernels_by_name(forced)) return *k;
+    if (const Dispatch* d = dispatch_by_name(forced)) return *d;
   }
-#if defined(MUVERA_X86)
-  if (cpu_supports("avx512")) return avx512_kernels();
-  if (cpu_supports("avx2")) return avx2_kernels();
-#endif
-  return generic_kernels();
+  const Dispatch* best = dispatch_by_name("generic");
+  for (const char* name : kIsaLevels)
+    if (const Dispatch* d = dispatch_by_name(name)) best = d;
+  return *best;
 }
 
 }  // namespace
 
-const KernelSet* kernels_by_name(const char* name) {
-  if (!cpu_supports(name)) return nullptr;
-#if defined(MUVERA_X86)
-  // The FDE/Chamfer kernels have no VNNI build: "avx512vnni" (a residual-kernel level) uses avx512.
-  if (std::strcmp(name, "avx512") == 0 || std::strcmp(name, "avx512vnni") == 0) return &avx512_kernels();
-  if (std::strcmp(name, "avx2") == 0) return &avx2_kernels();
-#endif
-  return &generic_kernels();
-}
-
-const KernelSet& active_kernels() {
-  static const KernelSet& chosen = choose();
+const Dispatch& active_dispatch() {
+  static const Dispatch& chosen = choose();
   return chosen;
 }
 

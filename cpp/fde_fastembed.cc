@@ -9,8 +9,8 @@
 // * Projection of the sums (and of fill tokens) in float64, rounded to float32 once at the end,
 //   so outputs agree with fastembed's to float32 rounding.
 // The GEMMs use register tiles written with GCC/Clang vector extensions; the same template is
-// compiled for AVX-512, AVX2 and the baseline ISA (function target attributes) and picked by the
-// name of the active kernel set, so MUVERA_ISA and FDEEncoder(isa=) apply here too.
+// compiled for AVX-512, AVX2 and the baseline ISA (function target attributes); the dispatch table
+// (dispatch.h) holds them, so MUVERA_ISA and FDEEncoder(isa=) apply here too.
 #include "fde_fastembed.h"
 #include "parallel.h"
 
@@ -531,36 +531,29 @@ struct Kern {
   }
 };
 
-using ItemFn = bool (*)(const FastembedEncoder::Tables&, const ItemView&, int, bool, float*, Scratch&);
+}  // namespace
 
-bool item_generic(const FastembedEncoder::Tables& T, const ItemView& it, int dtype, bool doc, float* out,
-                  Scratch& s) {
+struct FastembedScratch : Scratch {
+  using Scratch::Scratch;
+};
+
+bool fastembed_item_generic(const FastembedEncoder::Tables& T, const ItemView& it, int dtype, bool doc, float* out,
+                            FastembedScratch& s) {
   return Kern<2, 4, 2, 4, 2>::item(T, it, dtype, doc, out, s);
 }
 
 #if defined(MUVERA_X86)
-__attribute__((target("avx2,fma,popcnt"))) bool item_avx2(const FastembedEncoder::Tables& T, const ItemView& it,
-                                                           int dtype, bool doc, float* out, Scratch& s) {
+__attribute__((target("avx2,fma,popcnt"))) bool fastembed_item_avx2(const FastembedEncoder::Tables& T,
+                                                                     const ItemView& it, int dtype, bool doc,
+                                                                     float* out, FastembedScratch& s) {
   return Kern<4, 6, 2, 4, 2>::item(T, it, dtype, doc, out, s);
 }
 
-__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,popcnt"))) bool item_avx512(
-    const FastembedEncoder::Tables& T, const ItemView& it, int dtype, bool doc, float* out, Scratch& s) {
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,popcnt"))) bool fastembed_item_avx512(
+    const FastembedEncoder::Tables& T, const ItemView& it, int dtype, bool doc, float* out, FastembedScratch& s) {
   return Kern<8, 6, 2, 6, 2>::item(T, it, dtype, doc, out, s);
 }
 #endif
-
-ItemFn item_fn(const char* isa) {
-#if defined(MUVERA_X86)
-  if (isa != nullptr && std::strcmp(isa, "avx512") == 0) return item_avx512;
-  if (isa != nullptr && std::strcmp(isa, "avx2") == 0) return item_avx2;
-#else
-  (void)isa;
-#endif
-  return item_generic;
-}
-
-}  // namespace
 
 FastembedEncoder::FastembedEncoder(int d, int R, int k, int p, const double* simhash, const double* projection,
                                    bool fill_documents)
@@ -601,16 +594,15 @@ FastembedEncoder::FastembedEncoder(int d, int R, int k, int p, const double* sim
 }
 
 int64_t FastembedEncoder::encode(const ItemView* items, int64_t n_items, int dtype, bool is_document, float* out,
-                                 int num_threads, const char* isa) const {
+                                 int num_threads, FastembedItemFn fn) const {
   if (n_items == 0) return -1;
   int64_t n_max = 0;
   for (int64_t i = 0; i < n_items; ++i) n_max = std::max(n_max, items[i].n);
   const int64_t out_dim = output_dimension();
-  const ItemFn fn = item_fn(isa);
   const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(num_threads, (n_items + 3) / 4));
   // All scratch is allocated here, before any thread starts: a failure throws in the caller's
   // thread (MemoryError in Python); the per-item work allocates nothing.
-  std::vector<Scratch> scratch;
+  std::vector<FastembedScratch> scratch;
   scratch.reserve(static_cast<size_t>(threads));
   for (int64_t t = 0; t < threads; ++t) scratch.emplace_back(tables_, n_max, dtype);
 

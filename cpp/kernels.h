@@ -121,10 +121,4 @@ const KernelSet& generic_kernels();
 const KernelSet& avx2_kernels();
 const KernelSet& avx512_kernels();
 
-// The best kernel set this CPU supports, chosen once; MUVERA_ISA=generic|avx2|avx512 overrides.
-const KernelSet& active_kernels();
-const KernelSet* kernels_by_name(const char* name);  // nullptr if unknown or unsupported here
-// Whether this CPU (and OS) runs an ISA level: "generic", "avx2", "avx512", "avx512vnni".
-bool cpu_supports(const char* isa);
-
 }  // namespace muvera

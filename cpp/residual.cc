@@ -224,40 +224,4 @@ void int8_scores(const QueryBatchView& q, const TokenStoreView& s, const int64_t
                    });
 }
 
-const ResidualKernelSet& integer_kernels_for(const char* float_isa) {
-  if (std::strcmp(float_isa, "avx512") == 0)
-    if (const ResidualKernelSet* k = residual_by_name("avx512vnni")) return *k;
-  if (const ResidualKernelSet* k = residual_by_name(float_isa)) return *k;
-  return residual_generic();
-}
-
-namespace {
-
-const ResidualKernelSet& choose() {
-  const char* forced = std::getenv("MUVERA_ISA");
-  if (forced != nullptr && *forced != '\0') {
-    if (const ResidualKernelSet* k = residual_by_name(forced)) return *k;
-  }
-  for (const char* name : {"avx512vnni", "avx512", "avx2"})
-    if (const ResidualKernelSet* k = residual_by_name(name)) return *k;
-  return residual_generic();
-}
-
-}  // namespace
-
-const ResidualKernelSet* residual_by_name(const char* name) {
-  if (!cpu_supports(name)) return nullptr;
-#if defined(MUVERA_X86)
-  if (std::strcmp(name, "avx512vnni") == 0) return &residual_avx512vnni();
-  if (std::strcmp(name, "avx512") == 0) return &residual_avx512();
-  if (std::strcmp(name, "avx2") == 0) return &residual_avx2();
-#endif
-  return &residual_generic();
-}
-
-const ResidualKernelSet& residual_active() {
-  static const ResidualKernelSet& chosen = choose();
-  return chosen;
-}
-
 }  // namespace muvera

@@ -65,8 +65,6 @@ const ResidualKernelSet& residual_generic();
 const ResidualKernelSet& residual_avx2();
 const ResidualKernelSet& residual_avx512();
 const ResidualKernelSet& residual_avx512vnni();
-const ResidualKernelSet& residual_active();
-const ResidualKernelSet* residual_by_name(const char* name);  // nullptr if unknown or unsupported
 
 // scores[i * C + c] for candidates as in chamfer_scores. Returns false if a stored centroid id is out
 // of range (the scores are then unspecified).
@@ -79,8 +77,5 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
 // products (AVX2/AVX-512 vpmaddubsw, VNNI vpdpbusd), one float combine per pair.
 void int8_scores(const QueryBatchView& q, const TokenStoreView& s, const int64_t* candidates, int64_t C,
                  const uint8_t* alive, float* scores, int num_threads, const ResidualKernelSet& kernels);
-
-// The integer kernel set matching a float kernel set's ISA (VNNI where the CPU has it).
-const ResidualKernelSet& integer_kernels_for(const char* float_isa);
 
 }  // namespace muvera

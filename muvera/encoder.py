@@ -15,12 +15,16 @@ __all__ = ["FDEEncoder", "active_isa", "supported_isas"]
 
 
 def active_isa() -> str:
-    """Name of the SIMD kernel set chosen for this CPU: ``"avx512"``, ``"avx2"`` or ``"generic"``."""
+    """Name of the ISA level chosen for this CPU: ``"avx512vnni"``, ``"avx512"``, ``"avx2"`` or ``"generic"``.
+
+    One level selects every kernel (FDE, Chamfer, fastembed, residual and int8 rerank); the VNNI
+    level differs from ``"avx512"`` in the integer rerank kernels only.
+    """
     return _core.active_isa()
 
 
 def supported_isas() -> list:
-    """Every kernel set this CPU can run (for parity tests and benchmarks)."""
+    """Every ISA level this CPU can run, lowest first (for parity tests and benchmarks)."""
     return list(_core.supported_isas())
 
 
@@ -37,7 +41,7 @@ class FDEEncoder:
     num_threads : int, optional
         Threads for batch calls; default: every core.
     isa : str, optional
-        Force a kernel set (``"generic"``, ``"avx2"``, ``"avx512"``); default: the best supported.
+        Force an ISA level (one of :func:`supported_isas`); default: the best supported.
 
     Notes
     -----

@@ -80,7 +80,7 @@ def test_round_trip_and_error_shrinks_with_bits(nbits):
     assert err < limit, err
 
 
-@pytest.mark.parametrize("isa", _core.residual_isas())
+@pytest.mark.parametrize("isa", _core.supported_isas())
 # shapes: odd d, planes of >= 32 bytes (the SIMD unpack), int16 chunks crossed (4 bits, d > 32)
 @pytest.mark.parametrize("nbits,d", [(1, 16), (2, 13), (2, 64), (4, 7), (4, 32), (8, 12), (2, 128), (4, 128),
                                      (8, 40), (2, 130), (1, 256), (4, 72)])
@@ -115,7 +115,7 @@ def _trained_residual2(n_docs, k, query_lengths, d=16):
     return codec.encode(x), off, q, qoff, (codec.centroids, codec.lo, codec.step, 2)
 
 
-@pytest.mark.parametrize("isa", _core.residual_isas())
+@pytest.mark.parametrize("isa", _core.supported_isas())
 def test_topk_candidates_and_flags(isa):
     codes, off, q, qoff, args = _trained_residual2(80, 32, (5, 20))
     full = _core.residual_scores(q, qoff, codes, off, None, *args, 1, isa)
@@ -255,7 +255,7 @@ def test_extreme_levels_and_queries_stay_exact():
         q = np.where(np.arange(d) % 2 == 0, 1.0, -1.0).astype(np.float32)[None, :] / codec.step
         q = np.concatenate([q, -q, q * 1e-3]).astype(np.float32)
         qoff = np.array([0, 3], np.int64)
-        for isa in _core.residual_isas():
+        for isa in _core.supported_isas():
             got = _core.residual_scores(q, qoff, codes, off, None, codec.centroids, codec.lo, codec.step, nbits, 1,
                                         isa)
             assert got[0, 0] == np.float32(codec.reference_chamfer(q, codes)), (nbits, d, isa)
@@ -343,7 +343,7 @@ def test_residual_without_faiss_says_what_to_install(monkeypatch):
         _faiss()
 
 
-@pytest.mark.parametrize("isa", _core.residual_isas())
+@pytest.mark.parametrize("isa", _core.supported_isas())
 def test_few_candidates_compute_only_their_centroids_rows_and_score_the_same(isa):
     """With candidates holding fewer tokens than 4 K, only the query x centroid rows their tokens
     use are computed; the scores equal the full table's bit for bit."""

@@ -241,5 +241,21 @@ def test_different_seeds_differ():
 def test_supported_isas_and_active():
     isas = muvera.supported_isas()
     assert "generic" in isas
-    assert set(isas) <= {"generic", "avx2", "avx512"}
+    levels = ["generic", "avx2", "avx512", "avx512vnni"]
+    assert isas == [lv for lv in levels if lv in isas]  # lowest first, no unknown names
     assert muvera.active_isa() in isas
+    if not os.environ.get("MUVERA_ISA"):
+        assert muvera.active_isa() == isas[-1]  # one table: the best level is chosen for every kernel
+
+
+def test_muvera_isa_forces_one_level_for_every_kernel():
+    # MUVERA_ISA picks a row of the one dispatch table: the name the process reports is that level
+    # (the residual and int8 kernels no longer choose on their own).
+    import subprocess
+    import sys
+
+    for level in muvera.supported_isas():
+        env = dict(os.environ, MUVERA_ISA=level)
+        out = subprocess.run([sys.executable, "-c", "import muvera; print(muvera.active_isa())"], env=env,
+                             capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == level, (level, out.stderr)
