@@ -347,6 +347,11 @@ class TokenStore:
         return self._codec.state_nbytes
 
     @property
+    def train_seconds(self) -> float:
+        """Seconds the codec's training took (0 for codecs that learn nothing)."""
+        return float(getattr(self._codec, "train_seconds", 0.0))
+
+    @property
     def input_dtype(self) -> np.dtype:
         """The dtype tokens must be packed in for :meth:`encode` (the codec's)."""
         return self._codec.input_dtype
@@ -408,6 +413,20 @@ class TokenStore:
         for a in range(0, len(rows), block):
             r = rows[a: a + block]
             yield a, self._codec.fde_source(codes[span_index(off[r], lens[r])]), offsets_of(lens[r])[:-1], lens[r]
+
+    @property
+    def token_dtype(self) -> np.dtype:
+        """The dtype :meth:`tokens_of` returns: the stored one for float codecs, else float32."""
+        return np.dtype(self._codec.code_dtype) if self._codec.stores_tokens else np.dtype(np.float32)
+
+    def tokens_of(self, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(tokens, fde source, lengths)`` of the documents ``rows``, packed in that order: the
+        stored tokens (float codecs) or the decoded ones, and what their FDEs were encoded from."""
+        rows = np.asarray(rows, dtype=np.int64)
+        off, lens = self._offsets.view, self.lengths[rows]
+        codes = self._codes.view[span_index(off[rows], lens)]
+        tokens = codes if self._codec.stores_tokens else self._codec.decode(codes)
+        return tokens, self._codec.fde_source(codes), lens
 
     def compacted(self, keep: np.ndarray) -> "TokenStore":
         """A new store of the rows where ``keep``, this one unchanged (spilled stays spilled)."""

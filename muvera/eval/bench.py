@@ -94,13 +94,13 @@ def run_bench(dataset_dir: os.PathLike, *, model: Any = None, preset: str = "102
     with _progress_bar(n_docs, "indexing", enabled=progress, unit="doc") as bar:
         index.add(doc_batches(bar), progress=False)
     build_s = time.perf_counter() - t0
-    codec = index.store.codec
-    bytes_per_doc = (index.backend.nbytes + index.store.nbytes + codec.state_nbytes) / n_docs
+    codec_bytes = index.store.codec_nbytes
+    bytes_per_doc = (index.backend.nbytes + index.store.nbytes + codec_bytes) / n_docs
     # Everything the token store keeps per token: the codes and the offsets, as stored, and the
     # codec's tables (residual centroids and levels) spread over the tokens.
-    token_bytes = (index.store.tokens.nbytes + index.store.offsets.nbytes + codec.state_nbytes) / max(
+    token_bytes = (index.store.tokens.nbytes + index.store.offsets.nbytes + codec_bytes) / max(
         1, index.store.num_tokens)
-    train_s = float(getattr(codec, "train_seconds", 0.0))
+    train_s = index.store.train_seconds
     log(f"index ({backend}, {config.output_dimension}-d FDE): built in {build_s:.1f} s, "
         f"{bytes_per_doc:.0f} bytes/document")
 

@@ -13,7 +13,7 @@ from .._validate import positive_int
 from ..durable import loads_json
 from ..config import FDEConfig
 from ..encoder import FDEEncoder
-from ..ragged import offsets_of, span_index
+from ..ragged import offsets_of
 from ..store import pack_tokens
 
 __all__ = ["ExportError", "ExportBatch", "check_index", "export_batches", "header_of", "check_header",
@@ -65,8 +65,7 @@ def check_index(index: Any) -> None:
 
 def token_dtype(index: Any) -> np.dtype:
     """The dtype an export holds tokens in: the store's for float codecs, else float32 (decoded)."""
-    codec = index.store.codec
-    return np.dtype(codec.code_dtype) if codec.stores_tokens else np.dtype(np.float32)
+    return index.store.token_dtype
 
 
 def export_batches(index: Any, batch_size: int = 1024) -> Iterator[ExportBatch]:
@@ -79,20 +78,14 @@ def export_batches(index: Any, batch_size: int = 1024) -> Iterator[ExportBatch]:
     check_index(index)
     batch_size = positive_int(batch_size, "batch_size")
     store, backend, encoder = index.store, index.backend, index.encoder
-    codec = store.codec
     rows_all = np.flatnonzero(index.id_map.alive)
-    offsets = store.offsets
     for s in range(0, len(rows_all), batch_size):
         rows = rows_all[s: s + batch_size]
-        lens = offsets[rows + 1] - offsets[rows]
-        packed = offsets_of(lens)
-        idx = span_index(offsets[rows], lens)
-        codes = store.tokens[idx]
-        tokens = codes if codec.stores_tokens else codec.decode(codes)
+        tokens, source, lens = store.tokens_of(rows)
         if backend.lossless and backend.can_reconstruct:
             fdes = np.asarray(backend.reconstruct(rows), dtype=np.float32)
         else:
-            fdes = encoder.encode_spans(codec.fde_source(codes), packed[:-1], lens, is_document=True)
+            fdes = encoder.encode_spans(source, offsets_of(lens)[:-1], lens, is_document=True)
         ids = index.id_map.ids_of(rows).tolist()
         yield ExportBatch(ids, fdes, np.ascontiguousarray(tokens), lens, index.metadata(ids) if ids else [])
 
