@@ -103,7 +103,6 @@ def run_size(args: argparse.Namespace, n_docs: int) -> Dict[str, Any]:
     import faiss
 
     import muvera
-    from muvera.ragged import offsets_of
     from muvera.store import TokenStore
 
     work = Path(args.workdir) / f"n{n_docs}"
@@ -131,7 +130,7 @@ def run_size(args: argparse.Namespace, n_docs: int) -> Dict[str, Any]:
             tok16 = tokens.astype(np.float16)
             times["generate"] += time.perf_counter() - t
             t = time.perf_counter()
-            store = TokenStore.from_arrays(tok16, offsets_of(lengths), "float16")
+            store = TokenStore.from_arrays(tok16, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), "float16")
             rows, scores = store.rerank(qtok, qoff, 100, None, None, 2)
             rows = np.where(rows >= 0, rows + start, -1)
             gt_rows, gt_scores = _merge_topk(gt_rows, gt_scores, rows, scores, 100)
@@ -220,7 +219,6 @@ def run_size(args: argparse.Namespace, n_docs: int) -> Dict[str, Any]:
 def run_warp_subset(args, corpus, qtok, qoff, n, cfg, work) -> Dict[str, Any]:
     """WARP and our index on the first ``n`` documents (same tokens), ground truth on them."""
     import muvera
-    from muvera.ragged import offsets_of
     from muvera.store import TokenStore
     from warp_baseline import run_warp
 
@@ -232,7 +230,7 @@ def run_warp_subset(args, corpus, qtok, qoff, n, cfg, work) -> Dict[str, Any]:
     tok = np.concatenate(toks)
     lens = np.concatenate(lens)[:n]
     tok = tok[: int(lens.sum())]
-    off = offsets_of(lens)
+    off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
     gt_rows, gt_scores = TokenStore.from_arrays(tok, off, "float16").rerank(qtok, qoff, 10, None, None, 2)
     t = time.perf_counter()
     index = muvera.MuveraIndex(cfg, backend=args.backend, token_codec=args.codec, keep_exact=True,
