@@ -246,7 +246,7 @@ def cmd_serve(args) -> int:
     print(f"muvera serve: {args.index} on http://{args.host}:{args.port} (OpenAPI at /docs)", file=sys.stderr,
           flush=True)
     run(args.index, host=args.host, port=args.port, api_key=api_key, wal=not args.no_wal,
-        max_body=args.max_body_mb << 20, model=args.model)
+        max_body=args.max_body_mb << 20, model=args.model, group_commit=args.group_commit)
     return 0
 
 
@@ -414,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="require 'Authorization: Bearer KEY' (default: $MUVERA_API_KEY, else no key)")
     sp.add_argument("--model", default=None, help="text model for texts in requests (default: the index's)")
     sp.add_argument("--no-wal", action="store_true", help="serve without the write-ahead log (writes in memory only)")
+    sp.add_argument("--group-commit", action="store_true",
+                    help="concurrent writes share log flushes (a write may be seen before it is durable; "
+                         "it is acknowledged after)")
     sp.add_argument("--max-body-mb", type=_positive, default=64, help="largest request body in MiB")
     sp.set_defaults(fn=cmd_serve)
 

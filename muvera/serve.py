@@ -44,7 +44,7 @@ _DRAIN_LIMIT = 1 << 30
 
 
 def create_app(index_path: Union[str, os.PathLike], *, api_key: Optional[str] = None, wal: bool = True,
-               max_body: int = DEFAULT_MAX_BODY, model: Optional[str] = None) -> Any:
+               max_body: int = DEFAULT_MAX_BODY, model: Optional[str] = None, group_commit: bool = False) -> Any:
     """The FastAPI application serving the index at ``index_path``.
 
     Parameters
@@ -60,6 +60,8 @@ def create_app(index_path: Union[str, os.PathLike], *, api_key: Optional[str] = 
         Largest request body in bytes (413 beyond it).
     model : str, optional
         The text model (default: the one the index records).
+    group_commit : bool, default False
+        Concurrent writes share log flushes (:meth:`MuveraIndex.open`'s ``group_commit``).
     """
     fastapi = require("fastapi", "serve", "muvera serve")
     pydantic = require("pydantic", "serve", "muvera serve")
@@ -67,7 +69,9 @@ def create_app(index_path: Union[str, os.PathLike], *, api_key: Optional[str] = 
 
     from .index import MuveraIndex  # noqa: PLC0415
 
-    index = MuveraIndex.open(index_path) if wal else MuveraIndex.load(index_path)
+    if group_commit and not wal:
+        raise ValueError("group_commit: only with the write-ahead log (wal=True)")
+    index = MuveraIndex.open(index_path, group_commit=group_commit) if wal else MuveraIndex.load(index_path)
     spec = model or index.model
     state: Dict[str, Any] = {"model": None}
     model_lock = threading.Lock()
@@ -221,10 +225,10 @@ def _version() -> str:
 
 def run(index_path: Union[str, os.PathLike], *, host: str = "127.0.0.1", port: int = 8000,
         api_key: Optional[str] = None, wal: bool = True, max_body: int = DEFAULT_MAX_BODY,
-        model: Optional[str] = None, log_level: str = "warning") -> None:
+        model: Optional[str] = None, log_level: str = "warning", group_commit: bool = False) -> None:
     """Serve until interrupted (uvicorn, one process; the index's own locks order requests)."""
     uvicorn = require("uvicorn", "serve", "muvera serve")
     if not Path(index_path).exists():
         raise FileNotFoundError(f"index: no index at {index_path}")
-    app = create_app(index_path, api_key=api_key, wal=wal, max_body=max_body, model=model)
+    app = create_app(index_path, api_key=api_key, wal=wal, max_body=max_body, model=model, group_commit=group_commit)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -19,6 +19,15 @@ flush then writes data blocks only, with no change of size or extents for the fi
 journal (on this machine's ext4 that takes a small flush from about 0.22 to 0.13 ms). Zeros
 never read as a record; opening the log for writing, and closing it, cut them off again.
 
+Group commit (``MuveraIndex.open(path, group_commit=True)``): a change's record is written, the
+change applied and the write lock released before its flush; the caller then waits until a
+flush covers its record (:meth:`WriteAheadLog.wait_durable`). The first waiter flushes every
+record written so far, for all of them, so concurrent writers share flushes. A call still
+returns only once its record is on disk, but a concurrent reader may see the change before that
+(and a crash in between loses a change someone saw, never one that was acknowledged). A failed
+flush in this mode fails every change it covered *after* they were applied: the log refuses
+further writes (OSError) and the index must be loaded again.
+
 A checkpoint (``MuveraIndex.checkpoint``, or ``save`` to the index's own path) writes a new index
 directory with every change folded in, swaps it in atomically and starts an empty log in it: a
 crash before the swap leaves the old directory and its log, after it the new directory.
@@ -29,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,11 +150,18 @@ class WriteAheadLog:
     sync : bool, default True
         fsync every record before the write returns (durable once acknowledged). False leaves
         flushing to the OS: faster, and a machine crash (not a process crash) can lose the tail.
+    group_commit : bool, default False
+        Records are written with :meth:`write` and made durable by :meth:`wait_durable`, one
+        flush for every record written so far (see the module's notes).
     """
 
-    def __init__(self, directory: Path, *, sync: bool = True):
+    def __init__(self, directory: Path, *, sync: bool = True, group_commit: bool = False):
         self.path = Path(directory) / WAL_FILE
         self.sync = bool(sync)
+        self.group_commit = bool(group_commit)
+        self._cond = threading.Condition()  # group commit: guards the fields below
+        self._syncing = False  # a flush is running (its leader holds no lock meanwhile)
+        self._broken: Optional[OSError] = None  # a group flush failed: no more writes
         created = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         if _fcntl is not None:
@@ -158,7 +175,7 @@ class WriteAheadLog:
             fsync_dir(self.path.parent)
         _, good, _ = self.read(directory)
         # Whatever follows the last whole record -- a torn tail, or zeros written ahead -- goes.
-        self._end = self._allocated = good
+        self._end = self._allocated = self._durable = good  # _durable: every byte before it is on disk
         if os.fstat(self._fd).st_size != good:
             self.truncate(good)
         self.records = 0
@@ -249,6 +266,57 @@ class WriteAheadLog:
         self._last = _Flush(self._flusher)
         return start, self._last
 
+    def write(self, kind: int, payload: bytes) -> Tuple[int, int]:
+        """Group commit: write one record without flushing it; returns ``(offset before it,
+        offset after it)``. The caller applies the change, releases its write lock and then calls
+        :meth:`wait_durable` with the second offset (or :meth:`truncate` with the first if the
+        change failed)."""
+        if self._broken is not None:
+            raise OSError(self._broken.errno, f"{self.path}: an earlier flush failed ({self._broken}); "
+                          "the index in memory may hold changes that are not on disk: load it again")
+        start = self._end
+        head = _HEADER.pack(_MAGIC, _VERSION, kind, len(payload), zlib.crc32(payload) & 0xFFFFFFFF)
+        self._reserve(len(head) + len(payload))
+        try:
+            _write_all(self._fd, head, start)
+            _write_all(self._fd, payload, start + len(head))
+        except BaseException:
+            self.truncate(start)
+            raise
+        self._end = start + len(head) + len(payload)
+        self.records += 1
+        return start, self._end
+
+    def wait_durable(self, end: int) -> None:
+        """Group commit: return once every byte before ``end`` is on disk. The first caller to
+        find no flush running flushes all records written so far (the GIL is released while it
+        waits on the disk, so other writers append meanwhile and share the next flush)."""
+        if not self.sync:
+            return
+        with self._cond:
+            while self._durable < end:
+                if self._broken is not None:
+                    raise OSError(self._broken.errno, f"{self.path}: the flush of this change failed "
+                                  f"({self._broken}); it is applied in memory but may not be on disk")
+                if self._syncing:
+                    self._cond.wait()
+                    continue
+                self._syncing, target, fd = True, self._end, self._fd
+                self._cond.release()
+                error: Optional[OSError] = None
+                try:
+                    _datasync(fd)
+                except OSError as exc:
+                    error = exc
+                finally:
+                    self._cond.acquire()
+                    self._syncing = False
+                    if error is None:
+                        self._durable = max(self._durable, target)
+                    elif self._broken is None:
+                        self._broken = error
+                    self._cond.notify_all()
+
     def _settle(self) -> None:
         """Wait for a started flush that nobody waited for (its caller failed first)."""
         last, self._last = self._last, None
@@ -270,15 +338,26 @@ class WriteAheadLog:
     def truncate(self, offset: int) -> None:
         """Cut the log back to ``offset`` (a failed change, or a torn tail found on open): the
         file ends there, so no stale record can follow a later, shorter one."""
-        os.ftruncate(self._fd, offset)
-        os.fsync(self._fd)
-        self._end = self._allocated = offset
+        with self._cond:  # no group flush runs meanwhile: none may mark bytes after the cut durable
+            while self._syncing:
+                self._cond.wait()
+            os.ftruncate(self._fd, offset)
+            os.fsync(self._fd)
+            self._end = self._allocated = offset
+            self._durable = min(self._durable, offset)
 
     def close(self) -> None:
+        """Close the log. Group commit: records written but not flushed are flushed first (a
+        checkpoint has made them durable in the new index already); their waiters return."""
         try:
             self._settle()  # a started flush finishes before its descriptor closes
         except OSError:
             pass
+        if self.group_commit and self._fd >= 0:
+            try:
+                self.wait_durable(self._end)  # the waiters return with it (or get its error)
+            except OSError:
+                pass
         self._flusher = None
         if self._fd >= 0:
             try:

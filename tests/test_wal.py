@@ -274,3 +274,112 @@ def test_the_flush_worker_reports_errors_and_refuses_misuse(tmp_path):
         worker.wait()
     __import__("os").close(r)
     __import__("os").close(w)
+
+
+# -- group commit --------------------------------------------------------------------------------
+def test_group_commit_shares_flushes_between_concurrent_writers(tmp_path, monkeypatch):
+    """Eight threads adding one document at a time: every acknowledged add replays, and the
+    flushes number fewer than the adds (a slow disk is simulated so that writers overlap)."""
+    import threading
+    import time
+
+    from muvera import wal as wal_module
+
+    real = wal_module._datasync
+    flushes = []
+
+    def slow(fd):
+        flushes.append(fd)
+        time.sleep(0.002)
+        real(fd)
+
+    monkeypatch.setattr(wal_module, "_datasync", slow)
+    path = tmp_path / "idx"
+    live = MuveraIndex.open(path, CFG, backend="exact", group_commit=True)
+    docs = _docs(80)
+    acked, errors = [], []
+
+    def writer(t):
+        try:
+            for i in range(t, 80, 8):
+                live.add([docs[i]], ids=[i], metadata=[{"i": i}])
+                acked.append(i)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == [] and sorted(acked) == list(range(80))
+    record_flushes = len(flushes) - 1  # the zeros written ahead once
+    assert 0 < record_flushes < 80, record_flushes
+    replayed = MuveraIndex.load(path)
+    assert sorted(replayed.ids) == list(range(80)) and replayed.metadata([7]) == [{"i": 7}]
+    _same(live, replayed, docs[:3])
+    live.remove([1, 2])
+    live.checkpoint()  # the group log is swapped like the plain one
+    live.add([docs[0]], ids=[1000])
+    assert live._wal.group_commit
+    again = MuveraIndex.load(path)
+    assert 1 not in again and 1000 in again and len(again) == 79
+    live.close()
+
+
+def test_group_commit_cuts_a_failed_change_and_breaks_on_a_failed_flush(tmp_path, monkeypatch):
+    from muvera import wal as wal_module
+
+    path = tmp_path / "idx"
+    live = MuveraIndex.open(path, CFG, backend="exact", group_commit=True)
+    live.add(_docs(3))
+    end = live._wal.tell()
+
+    def refuse(*args, **kwargs):
+        raise ValueError("refused")
+
+    with monkeypatch.context() as m:  # the change fails after its record was written: cut again
+        m.setattr(live, "_add_batch", refuse)
+        with pytest.raises(ValueError, match="refused"):
+            live.add(_docs(2, seed=4))
+    assert live._wal.tell() == end and WriteAheadLog.read(path)[1] == end and len(live) == 3
+    assert getattr(live._unflushed, "records", []) == []
+    live.remove([0])
+    assert len(MuveraIndex.load(path)) == 2
+
+    def failing(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(wal_module, "_datasync", failing)
+    with pytest.raises(OSError, match="may not be on disk"):
+        live.add(_docs(1, seed=5))
+    monkeypatch.undo()
+    with pytest.raises(OSError, match="earlier flush failed"):  # the log refuses until reloaded
+        live.add(_docs(1, seed=6))
+    with pytest.raises(OSError, match="earlier flush failed"):
+        live.remove([1])
+    live.close()
+    reopened = MuveraIndex.open(path, group_commit=True)  # what reached the file replays
+    reopened.add(_docs(1, seed=7), ids=[50])
+    assert 50 in MuveraIndex.load(path)
+    reopened.close()
+
+
+def test_group_commit_arguments(tmp_path):
+    with pytest.raises(TypeError, match="group_commit"):
+        MuveraIndex.open(tmp_path / "a", CFG, group_commit=1)
+    with pytest.raises(ValueError, match="group_commit: only with wal=True"):
+        MuveraIndex.open(tmp_path / "b", CFG, wal=False, group_commit=True)
+
+
+def test_kill_9_with_group_commit_loses_no_acknowledged_write(tmp_path):
+    """Four writer threads under group commit, killed at random moments (bench/bench_wal.py
+    runs the same function 100 times)."""
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        from bench_wal import crash_trials_group
+    finally:
+        sys.path.remove(str(bench))
+    result = crash_trials_group(5, tmp_path)
+    assert result["failures"] == [] and result["documents"] > 5
