@@ -116,25 +116,31 @@ def throughput(batch: int, n_docs: int, root: Path, writers: int = 1, repeats: i
     return out
 
 
+def _kill_after(args: list, want: int, rng: np.random.Generator, root: Path) -> list:
+    """Start a writer process, let it acknowledge ``want`` writes (one printed number each), kill
+    it with SIGKILL a random moment later; every number it printed."""
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True,
+                            cwd=root)  # outside any checkout: its muvera/ has no built extension
+    seen = []
+    while len(seen) < want:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(int(line))
+    time.sleep(float(rng.uniform(0, 0.01)))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return seen + [int(x) for x in proc.stdout.read().split()]
+
+
 def crash_trials(trials: int, root: Path, seed: int = 0) -> dict:
     path = root / "crash"
     shutil.rmtree(path, ignore_errors=True)
     rng = np.random.default_rng(seed)
     acked, failures, landed_unacked = 0, [], 0
     for trial in range(trials):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
-                                cwd=root)  # outside any checkout: its muvera/ has no built extension
-        want = int(rng.integers(1, 8))
-        seen = []
-        while len(seen) < want:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(int(line))
-        time.sleep(float(rng.uniform(0, 0.01)))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        acked = max([acked] + seen + [int(x) for x in proc.stdout.read().split()])
+        seen = _kill_after(["-c", WRITER, str(path)], int(rng.integers(1, 8)), rng, root)
+        acked = max([acked] + seen)
         index = MuveraIndex.load(path)
         have = sorted(index.ids)
         ok = have[:acked] == list(range(acked)) and len(have) <= acked + 3
@@ -157,19 +163,7 @@ def crash_trials_group(trials: int, root: Path, writers: int = 4, seed: int = 0)
     acked: set = set()
     failures, landed_unacked, kept = [], 0, set()
     for trial in range(trials):
-        proc = subprocess.Popen([sys.executable, "-c", GROUP_WRITER, str(path), str(writers)],
-                                stdout=subprocess.PIPE, text=True, cwd=root)
-        want = int(rng.integers(1, 40))
-        seen = []
-        while len(seen) < want:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(int(line))
-        time.sleep(float(rng.uniform(0, 0.01)))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        seen += [int(x) for x in proc.stdout.read().split()]
+        seen = _kill_after(["-c", GROUP_WRITER, str(path), str(writers)], int(rng.integers(1, 40)), rng, root)
         acked |= set(seen)
         index = MuveraIndex.load(path)
         have = set(index.ids)

@@ -236,17 +236,7 @@ class WriteAheadLog:
         or None)``. A large record's flush runs on the log's own C++ thread, which needs no GIL:
         the caller applies the change meanwhile and waits (``result()``) before acknowledging
         it, so the flush overlaps the work. A small one is flushed before this returns."""
-        start = self._end
-        head = _HEADER.pack(_MAGIC, _VERSION, kind, len(payload), zlib.crc32(payload) & 0xFFFFFFFF)
-        self._reserve(len(head) + len(payload))
-        try:
-            _write_all(self._fd, head, start)
-            _write_all(self._fd, payload, start + len(head))
-        except BaseException:
-            self.truncate(start)
-            raise
-        self._end = start + len(head) + len(payload)
-        self.records += 1
+        start, _ = self._put(kind, payload)
         if not self.sync:
             return start, None
         if len(payload) < _OVERLAP_BYTES:  # flushed now: see _OVERLAP_BYTES
@@ -266,14 +256,8 @@ class WriteAheadLog:
         self._last = _Flush(self._flusher)
         return start, self._last
 
-    def write(self, kind: int, payload: bytes) -> Tuple[int, int]:
-        """Group commit: write one record without flushing it; returns ``(offset before it,
-        offset after it)``. The caller applies the change, releases its write lock and then calls
-        :meth:`wait_durable` with the second offset (or :meth:`truncate` with the first if the
-        change failed)."""
-        if self._broken is not None:
-            raise OSError(self._broken.errno, f"{self.path}: an earlier flush failed ({self._broken}); "
-                          "the index in memory may hold changes that are not on disk: load it again")
+    def _put(self, kind: int, payload: bytes) -> Tuple[int, int]:
+        """Write one record after the last, unflushed; ``(offset before it, offset after it)``."""
         start = self._end
         head = _HEADER.pack(_MAGIC, _VERSION, kind, len(payload), zlib.crc32(payload) & 0xFFFFFFFF)
         self._reserve(len(head) + len(payload))
@@ -286,6 +270,16 @@ class WriteAheadLog:
         self._end = start + len(head) + len(payload)
         self.records += 1
         return start, self._end
+
+    def write(self, kind: int, payload: bytes) -> Tuple[int, int]:
+        """Group commit: write one record without flushing it; returns ``(offset before it,
+        offset after it)``. The caller applies the change, releases its write lock and then calls
+        :meth:`wait_durable` with the second offset (or :meth:`truncate` with the first if the
+        change failed)."""
+        if self._broken is not None:
+            raise OSError(self._broken.errno, f"{self.path}: an earlier flush failed ({self._broken}); "
+                          "the index in memory may hold changes that are not on disk: load it again")
+        return self._put(kind, payload)
 
     def wait_durable(self, end: int) -> None:
         """Group commit: return once every byte before ``end`` is on disk. The first caller to

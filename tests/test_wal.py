@@ -26,6 +26,17 @@ def _same(a, b, queries):
         np.testing.assert_array_equal(x, y)
 
 
+def _bench_wal():
+    """bench/bench_wal.py, whose crash trials the kill -9 tests run."""
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        import bench_wal
+    finally:
+        sys.path.remove(str(bench))
+    return bench_wal
+
+
 def test_logged_changes_replay_exactly(tmp_path):
     path = tmp_path / "idx"
     live = MuveraIndex.open(path, CFG, backend="exact")
@@ -153,13 +164,7 @@ def test_kill_9_during_writes_loses_no_acknowledged_write(tmp_path):
     each kill every acknowledged document is there, whole (tokens and metadata re-derived from
     its id), and at most the add in flight beyond them. bench/bench_wal.py runs the same trials
     (this function) 100 times and measures what the log costs."""
-    bench = Path(__file__).resolve().parent.parent / "bench"
-    sys.path.insert(0, str(bench))
-    try:
-        from bench_wal import crash_trials
-    finally:
-        sys.path.remove(str(bench))
-    result = crash_trials(6, tmp_path)
+    result = _bench_wal().crash_trials(6, tmp_path)
     assert result["failures"] == [] and result["documents"] > 6
 
 
@@ -375,11 +380,5 @@ def test_group_commit_arguments(tmp_path):
 def test_kill_9_with_group_commit_loses_no_acknowledged_write(tmp_path):
     """Four writer threads under group commit, killed at random moments (bench/bench_wal.py
     runs the same function 100 times)."""
-    bench = Path(__file__).resolve().parent.parent / "bench"
-    sys.path.insert(0, str(bench))
-    try:
-        from bench_wal import crash_trials_group
-    finally:
-        sys.path.remove(str(bench))
-    result = crash_trials_group(5, tmp_path)
+    result = _bench_wal().crash_trials_group(5, tmp_path)
     assert result["failures"] == [] and result["documents"] > 5
