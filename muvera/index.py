@@ -1578,27 +1578,3 @@ class MuveraIndex:
             index._backend = index._backend.replacement(n) or index._backend
             index._fill_backend(index._backend, np.arange(n, dtype=np.int64), source)
         return index
-
-    # -- interchange: deprecated here (the index imports no outer layer) -----------------------
-    def to_arrow(self, **kwargs: Any) -> Any:
-        """Deprecated (0.6.0; removed in 0.7.0): use
-        ``muvera.integrations.arrow.to_arrow(index)``."""
-        import warnings  # noqa: PLC0415
-
-        warnings.warn("MuveraIndex.to_arrow is deprecated; use muvera.integrations.arrow.to_arrow(index)",
-                      DeprecationWarning, stacklevel=2)
-        from .integrations.arrow import to_arrow  # noqa: PLC0415 (until the method goes)
-
-        return to_arrow(self, **kwargs)
-
-    @classmethod
-    def from_arrow(cls, table: Any, config: Optional[FDEConfig] = None, **kwargs: Any) -> "MuveraIndex":
-        """Deprecated (0.6.0; removed in 0.7.0): use
-        ``muvera.integrations.arrow.from_arrow(table)``."""
-        import warnings  # noqa: PLC0415
-
-        warnings.warn("MuveraIndex.from_arrow is deprecated; use muvera.integrations.arrow.from_arrow(table)",
-                      DeprecationWarning, stacklevel=2)
-        from .integrations.arrow import from_arrow  # noqa: PLC0415 (until the method goes)
-
-        return from_arrow(table, config, **kwargs)

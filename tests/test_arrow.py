@@ -63,9 +63,7 @@ def test_round_trip_bit_for_bit(codec, kind):
     back = from_arrow(table)
     assert back.store.codec.name == codec
     _assert_same(idx, back)
-    with pytest.warns(DeprecationWarning, match="integrations.arrow"):  # the old methods, for a release
-        old = MuveraIndex.from_arrow(idx.to_arrow())
-    _assert_same(idx, old)
+    assert not hasattr(MuveraIndex, "to_arrow") and not hasattr(MuveraIndex, "from_arrow")  # removed in 0.7.0
 
 
 def test_compressed_store_exports_decoded_float32():

@@ -287,3 +287,24 @@ def test_toy_codec_through_the_whole_index(tmp_path):
     back = MuveraIndex.load(tmp_path / "idx")
     assert back.store.codec.name == "grid:32"
     np.testing.assert_array_equal(back.search(docs[:5], k=3)[0], ids)
+
+
+def test_the_index_imports_no_outer_layer():
+    """muvera/index.py imports nothing of the layers built on it, not even inside a function:
+    integrations, distributed, serving, the Retriever, the CLI, build."""
+    import ast
+
+    import muvera.index
+
+    outer = {"integrations", "distributed", "serve", "client", "retriever", "cli", "build", "eval", "models"}
+    tree = ast.parse(Path(muvera.index.__file__).read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            names = [node.module or ""] + ([a.name for a in node.names] if not node.module else [])
+            found += [n.split(".")[0] for n in names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("muvera."):
+            found.append(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found += [a.name.split(".")[1] for a in node.names if a.name.startswith("muvera.")]
+    assert found and not set(found) & outer, sorted(set(found) & outer)
