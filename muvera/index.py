@@ -1349,36 +1349,10 @@ class MuveraIndex:
         target = index_format.resolve_index_dir(path)
 
         def write(tmp: Path) -> Dict[str, Any]:
-            id_fields, id_files = self._ids.save(tmp)
-            tok_fields, tok_files = self._store.save(tmp)
-            b_files = self._backend.save(tmp)
-            files: Dict[str, Any] = {}
-            for part in (id_files, tok_files, b_files):
-                clash = set(files) & set(part)
-                if clash:
-                    raise RuntimeError(f"index parts write the same files: {sorted(clash)}")
-                files.update(part)
-            exact_tier = None
-            if self._exact is not None:
-                ex_fields, ex_files = self._exact.save(tmp, prefix="exact_")
-                clash = set(files) & set(ex_files)
-                if clash:
-                    raise RuntimeError(f"index parts write the same files: {sorted(clash)}")
-                files.update(ex_files)
-                exact_tier = {**ex_fields, "files": sorted(ex_files)}
-            meta_files = self._meta.save(tmp)
-            files.update(meta_files)
-            return {"format_version": FORMAT_VERSION, "muvera_version": __version__, "exact_tier": exact_tier,
-                    "metadata": {"files": sorted(meta_files), "columns": self._meta.columns},
-                    "config": self._config.to_dict(), "model": self._model,
-                    "num_rows": self._ids.num_rows, "num_live": len(self._ids),
-                    "ids": {**id_fields, "files": sorted(id_files)},
-                    "tokens": {**tok_fields, "files": sorted(tok_files)},
-                    "backend": {"spec": self._backend.name, "ntotal": self._backend.ntotal,
-                                "files": sorted(b_files)},
-                    **({"build": self._build_state} if self._build_state is not None else {}),
-                    **({"tuned": self._tuned} if self._tuned is not None else {}),
-                    "files": files}
+            parts = index_format.IndexParts(
+                self._config.to_dict(), self._model, self._ids, self._store, self._backend, self._meta,
+                self._exact, {"build": self._build_state, "tuned": self._tuned})
+            return index_format.write_index(tmp, parts, __version__)
 
         if self._wal is not None and target == self._wal_dir:  # a checkpoint: no write slips in between
             with self._mutate, self._save_lock, self._rw.read():

@@ -43,7 +43,8 @@ import numpy as np
 from .durable import check_file, fsync_dir, loads_json, write_atomic
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "read_manifest", "write_manifest", "save_directory",
-           "resolve_index_dir", "load_npy", "expect", "IndexFiles", "read_index"]
+           "resolve_index_dir", "load_npy", "expect", "IndexFiles", "IndexParts", "read_index", "write_index",
+           "register_section", "SECTIONS"]
 
 FORMAT_NAME = "muvera-index"
 FORMAT_VERSION = 2
@@ -385,6 +386,72 @@ def find_index_dir(path: Any) -> Path:
     return root
 
 
+# -- optional manifest sections ------------------------------------------------------------------
+#: Optional top-level manifest objects (name -> what it holds). A new one is one line here, or a
+#: :func:`register_section` call: :func:`write_index` writes it when the parts carry it and
+#: :func:`read_index` hands it back in ``IndexFiles.sections`` (a JSON object, or absent).
+SECTIONS: Dict[str, str] = {
+    "build": "muvera.build_index's progress record (resume)",
+    "tuned": "MuveraIndex.tune's chosen search setting",
+}
+
+
+def register_section(name: str, description: str) -> None:
+    """Add an optional manifest section (a JSON object carried through save and load)."""
+    reserved = {"format", "format_version", "muvera_version", "manifest_sha256", "exact_tier", "metadata",
+                "config", "model", "num_rows", "num_live", "ids", "tokens", "backend", "files"}
+    if not isinstance(name, str) or not name.isidentifier() or name in reserved:
+        raise ValueError(f"name: expected a new identifier, not a manifest field, got {name!r}")
+    SECTIONS[name] = str(description)
+
+
+# -- writing an index ---------------------------------------------------------------------------
+@dataclass
+class IndexParts:
+    """What an index is made of, for :func:`write_index`: each part writes its own files."""
+
+    config: Dict[str, Any]
+    model: Optional[str]
+    ids: Any                       # IdMap
+    store: Any                     # TokenStore (codes)
+    backend: Any                   # Backend
+    metadata: Any                  # MetadataStore
+    exact: Any = None              # TokenStore (the float16 exact tier), when kept
+    sections: Optional[Dict[str, Dict[str, Any]]] = None  # optional SECTIONS, by name
+
+
+def write_index(tmp: Path, parts: IndexParts, muvera_version: str) -> Dict[str, Any]:
+    """Write every part's files into ``tmp`` and return the manifest body (for
+    :func:`save_directory`, which writes it with its checksum and swaps the directory in)."""
+    sections = {k: v for k, v in (parts.sections or {}).items() if v is not None}
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"sections: {sorted(unknown)} are not registered manifest sections (register_section)")
+    files: Dict[str, Any] = {}
+
+    def take(part_files: Dict[str, Any]) -> List[str]:
+        clash = set(files) & set(part_files)
+        if clash:
+            raise RuntimeError(f"index parts write the same files: {sorted(clash)}")
+        files.update(part_files)
+        return sorted(part_files)
+
+    id_fields, id_files = parts.ids.save(tmp)
+    tok_fields, tok_files = parts.store.save(tmp)
+    ids_entry = {**id_fields, "files": take(id_files)}
+    tokens_entry = {**tok_fields, "files": take(tok_files)}
+    backend_entry = {"spec": parts.backend.name, "ntotal": parts.backend.ntotal, "files": take(parts.backend.save(tmp))}
+    exact_tier = None
+    if parts.exact is not None:
+        ex_fields, ex_files = parts.exact.save(tmp, prefix="exact_")
+        exact_tier = {**ex_fields, "files": take(ex_files)}
+    meta_entry = {"files": take(parts.metadata.save(tmp)), "columns": parts.metadata.columns}
+    return {"format_version": FORMAT_VERSION, "muvera_version": muvera_version, "exact_tier": exact_tier,
+            "metadata": meta_entry, "config": parts.config, "model": parts.model,
+            "num_rows": parts.ids.num_rows, "num_live": len(parts.ids),
+            "ids": ids_entry, "tokens": tokens_entry, "backend": backend_entry, **sections, "files": files}
+
+
 # -- reading an index ---------------------------------------------------------------------------
 @dataclass
 class IndexFiles:
@@ -402,8 +469,17 @@ class IndexFiles:
     files: Dict[str, Dict[str, Any]]
     muvera_version: str
     exact_fields: Optional[Dict[str, Any]] = None  # the float16 exact tier, when kept
-    build: Optional[Dict[str, Any]] = None  # muvera.build_index's progress record, when built by it
-    tuned: Optional[Dict[str, Any]] = None  # MuveraIndex.tune's chosen search setting
+    sections: Optional[Dict[str, Dict[str, Any]]] = None  # the optional SECTIONS present
+
+    @property
+    def build(self) -> Optional[Dict[str, Any]]:
+        """muvera.build_index's progress record, when built by it."""
+        return (self.sections or {}).get("build")
+
+    @property
+    def tuned(self) -> Optional[Dict[str, Any]]:
+        """MuveraIndex.tune's chosen search setting."""
+        return (self.sections or {}).get("tuned")
 
 
 def _field(m: Dict[str, Any], key: str, kind: Any) -> Any:
@@ -452,17 +528,18 @@ def read_index(path: Any, verify: bool = True) -> IndexFiles:
     exact = m.get("exact_tier")
     if exact is not None and (not isinstance(exact, dict) or any(n not in files for n in exact.get("files", []))):
         raise ValueError("manifest.json: bad exact_tier entry")
-    build = m.get("build")
-    if build is not None and not isinstance(build, dict):
-        raise ValueError("manifest.json: build must be an object or null")
-    tuned = m.get("tuned")
-    if tuned is not None and not isinstance(tuned, dict):
-        raise ValueError("manifest.json: tuned must be an object or null")
+    sections = {}
+    for name in SECTIONS:
+        value = m.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"manifest.json: {name} must be an object or null")
+        if value is not None:
+            sections[name] = value
     from .idmap import IdMap  # noqa: PLC0415 (idmap reads its arrays through this module)
 
     n = _field(m, "num_rows", int)
     return IndexFiles(root, 2, _field(m, "config", dict), model, n, IdMap.load(root, ids, n),
-                      tokens, spec, entries, files, str(m.get("muvera_version", "")), exact, build, tuned)
+                      tokens, spec, entries, files, str(m.get("muvera_version", "")), exact, sections)
 
 
 def _read_v1(root: Path, m: Dict[str, Any], files: Dict[str, Any]) -> IndexFiles:

@@ -308,3 +308,28 @@ def test_the_index_imports_no_outer_layer():
         elif isinstance(node, ast.Import):
             found += [a.name.split(".")[1] for a in node.names if a.name.startswith("muvera.")]
     assert found and not set(found) & outer, sorted(set(found) & outer)
+
+
+def test_a_new_manifest_section_is_one_registration(tmp_path, monkeypatch):
+    """A new optional manifest field: one register_section line; write_index writes it and
+    read_index hands it back, checksummed with the rest of the manifest."""
+    from muvera import index_format
+    from muvera.metadata import MetadataStore
+
+    monkeypatch.setattr(index_format, "SECTIONS", dict(index_format.SECTIONS))  # the test's alone
+    index_format.register_section("provenance", "where the documents came from")  # the one line
+    idx = MuveraIndex(FDEConfig(dimension=8, num_repetitions=2, num_simhash_projections=2), "exact")
+    idx.add([np.ones((2, 8), np.float32)], ids=["a"])
+    parts = index_format.IndexParts(idx.config.to_dict(), None, idx.id_map, idx.store, idx.backend,
+                                    MetadataStore(), sections={"provenance": {"source": "unit test"}})
+    index_format.save_directory(tmp_path / "i", index_format.FORMAT_NAME,
+                                lambda tmp: index_format.write_index(tmp, parts, "test"))
+    f = index_format.read_index(tmp_path / "i")
+    assert f.sections == {"provenance": {"source": "unit test"}} and f.tuned is None
+    assert MuveraIndex.load(tmp_path / "i").ids == ["a"]  # the index reads past a section it does not use
+    with pytest.raises(ValueError, match="not registered"):
+        index_format.write_index(tmp_path, index_format.IndexParts(
+            idx.config.to_dict(), None, idx.id_map, idx.store, idx.backend, MetadataStore(),
+            sections={"unknown": {}}), "test")
+    with pytest.raises(ValueError, match="manifest field"):
+        index_format.register_section("files", "clash")
