@@ -12,8 +12,8 @@
    the same with group commit and four writer threads (every acknowledged id present and whole,
    at most one add in flight per thread beyond them).
 
-    python bench/bench_wal.py [--batches 1,10,100] [--writers 1,8] [--docs 2000] [--trials 100]
-                              [--group-trials 100]
+    python bench/bench_wal.py [--batches 1,10,100] [--writers 1,8] [--docs 2000] [--repeats 3]
+                              [--trials 100] [--group-trials 100]
 """
 
 from __future__ import annotations
@@ -186,6 +186,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,10,100")
     ap.add_argument("--docs", type=int, default=2000)
     ap.add_argument("--writers", default="1,8", help="writer threads (each its share of the adds)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats per row (medians)")
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--group-trials", type=int, default=100)
     ap.add_argument("--json", default=None)
@@ -197,7 +198,7 @@ def main() -> None:
         rows = []
         for b in args.batches.split(","):
             for w in args.writers.split(","):
-                r = throughput(int(b), args.docs, root, writers=int(w))
+                r = throughput(int(b), args.docs, root, writers=int(w), repeats=args.repeats)
                 rows.append(r)
                 print(f"{r['batch']:>6} {r['writers']:>7} {r['none']:>14.0f} {r['wal']:>12.0f} {r['wal / none']:>6.2f} "
                       f"{r['wal-group']:>13.0f} {r['wal-group / none']:>6.2f} "
