@@ -689,10 +689,11 @@ class MuveraIndex:
         every part under the write lock; a failed add is cut from the log again. Caller holds
         ``_mutate`` and has checked the ids and metadata keys."""
         mark, flushed = None, None
-        if self._wal is not None and self._wal.group_commit:  # flushed after the lock (_changing)
-            mark = self._log_unflushed(wal_add(new_ids, tokens, lens, items, texts, bool(replaced)))
-        elif self._wal is not None:  # written now; its fsync runs while the add is applied
-            mark, flushed = self._wal.begin(*wal_add(new_ids, tokens, lens, items, texts, bool(replaced)))
+        record = None if self._wal is None else wal_add(new_ids, tokens, lens, items, texts, bool(replaced))
+        if record is not None and self._wal.defers(len(record[1])):  # type: ignore[union-attr]
+            mark = self._log_unflushed(record)  # flushed after the lock (_changing), with others
+        elif record is not None:  # written now; its fsync runs while the add is applied
+            mark, flushed = self._wal.begin(*record)  # type: ignore[union-attr]
         durable = None if flushed is None else flushed.result  # waited on before the ids commit
         try:
             with self._rw.write():
@@ -870,11 +871,11 @@ class MuveraIndex:
         targets = list(dict.fromkeys(id_list(ids, "ids", single_ok=True)))
         with self._changing():
             self._ids.rows_of(targets)  # KeyError before anything is logged or changed
-            mark = None
-            if self._wal is not None and self._wal.group_commit:
-                mark = self._log_unflushed(wal_remove(targets))
-            elif self._wal is not None:
-                mark = self._wal.append(*wal_remove(targets))
+            mark, record = None, None if self._wal is None else wal_remove(targets)
+            if record is not None and self._wal.defers(len(record[1])):  # type: ignore[union-attr]
+                mark = self._log_unflushed(record)
+            elif record is not None:
+                mark = self._wal.append(*record)  # type: ignore[union-attr]
             try:
                 with self._rw.write():
                     removed = self._ids.remove(targets)

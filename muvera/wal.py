@@ -63,6 +63,10 @@ _ZEROS = bytes(1 << 20)
 # 2-core machine: overlapping lost to the plain flush at 1-100 64-token documents per add (the
 # flush thread's wake-up and its CPU compete with a short apply) and won at 1,000.
 _OVERLAP_BYTES = 4 << 20
+# Group commit defers records smaller than this; a larger one amortises its own flush and is
+# flushed as without group commit (bench/bench_wal.py: deferring 3 MB records from 8 writers lost
+# to flushing each one, as the shared flush then chases pages the other writers keep dirtying).
+_GROUP_MAX_BYTES = 1 << 20
 
 # fdatasync where the OS has it: the data and the size that reaches it, without the timestamps.
 _datasync = getattr(os, "fdatasync", os.fsync)
@@ -236,16 +240,22 @@ class WriteAheadLog:
         or None)``. A large record's flush runs on the log's own C++ thread, which needs no GIL:
         the caller applies the change meanwhile and waits (``result()``) before acknowledging
         it, so the flush overlaps the work. A small one is flushed before this returns."""
-        start, _ = self._put(kind, payload)
+        if self._broken is not None:
+            raise self._refusal()
+        start, end = self._put(kind, payload)
         if not self.sync:
             return start, None
-        if len(payload) < _OVERLAP_BYTES:  # flushed now: see _OVERLAP_BYTES
+        if len(payload) < _OVERLAP_BYTES or self.group_commit:  # flushed now: see _OVERLAP_BYTES
             try:
                 self._settle()
                 _datasync(self._fd)
             except BaseException:
                 self.truncate(start)
                 raise
+            if self.group_commit:
+                with self._cond:  # the flush covered every deferred record before this one too
+                    self._durable = max(self._durable, end)
+                    self._cond.notify_all()
             return start, None
         if self._flusher is None:
             from . import _core  # noqa: PLC0415
@@ -255,6 +265,11 @@ class WriteAheadLog:
         self._flusher.start(self._fd)
         self._last = _Flush(self._flusher)
         return start, self._last
+
+    def defers(self, nbytes: int) -> bool:
+        """Whether a record of ``nbytes`` goes through :meth:`write` and :meth:`wait_durable`
+        (group commit, a small record) rather than :meth:`begin`."""
+        return self.group_commit and self.sync and nbytes < _GROUP_MAX_BYTES
 
     def _put(self, kind: int, payload: bytes) -> Tuple[int, int]:
         """Write one record after the last, unflushed; ``(offset before it, offset after it)``."""
@@ -277,9 +292,13 @@ class WriteAheadLog:
         :meth:`wait_durable` with the second offset (or :meth:`truncate` with the first if the
         change failed)."""
         if self._broken is not None:
-            raise OSError(self._broken.errno, f"{self.path}: an earlier flush failed ({self._broken}); "
-                          "the index in memory may hold changes that are not on disk: load it again")
+            raise self._refusal()
         return self._put(kind, payload)
+
+    def _refusal(self) -> OSError:
+        assert self._broken is not None
+        return OSError(self._broken.errno, f"{self.path}: an earlier flush failed ({self._broken}); "
+                       "the index in memory may hold changes that are not on disk: load it again")
 
     def wait_durable(self, end: int) -> None:
         """Group commit: return once every byte before ``end`` is on disk. The first caller to
