@@ -79,22 +79,25 @@ void check_matrix(const py::array& a, int dtype, int d, const std::string& what)
     throw py::value_error(what + ": the array is not aligned to its element size (copy it first)");
 }
 
-py::array_t<float> run_encode(const FdeEncoder& enc, std::vector<ItemView>& items, int dtype,
-                              bool is_document, int num_threads, const std::string& isa,
-                              const char* what) {
-  const muvera::KernelSet& kernels = kernels_for(isa).core;
+// Encodes gathered items with either encoder class and the kernel of the ISA level it takes (a
+// KernelSet for FdeEncoder, an item function for FastembedEncoder), GIL released.
+template <typename Enc, typename Kernel>
+py::array_t<float> run_encode(const Enc& enc, std::vector<ItemView>& items, int dtype, bool is_document,
+                              int num_threads, const Kernel& kernel, const std::string& what) {
   const int64_t n = static_cast<int64_t>(items.size());
-  const int64_t dim = enc.output_dimension();
-  py::array_t<float> out({n, dim});
+  for (int64_t i = 0; i < n; ++i)
+    if (items[i].n >= (int64_t(1) << 31))
+      throw py::value_error(what + "[" + std::to_string(i) + "]: more than 2^31 - 1 tokens");
+  py::array_t<float> out({n, enc.output_dimension()});
   float* dst = out.mutable_data();
   if (num_threads <= 0) num_threads = muvera::default_num_threads();
   int64_t bad;
   {
     py::gil_scoped_release release;
-    bad = enc.encode(items.data(), n, dtype, is_document, dst, num_threads, kernels);
+    bad = enc.encode(items.data(), n, dtype, is_document, dst, num_threads, kernel);
   }
   if (bad >= 0)
-    throw py::value_error(std::string(what) + "[" + std::to_string(bad) + "] contains NaN or Inf values (or values so large that its encoding overflows float32)");
+    throw py::value_error(what + "[" + std::to_string(bad) + "] contains NaN or Inf values (or values so large that its encoding overflows float32)");
   return out;
 }
 
@@ -544,7 +547,7 @@ PYBIND11_MODULE(_core, m) {
       fde_encoder, [](const FdeEncoder& enc) { return enc.tables().d; },
       [](const FdeEncoder& enc, std::vector<ItemView>& items, int dtype, bool is_document, int num_threads,
          const std::string& isa, const std::string& what) {
-        return run_encode(enc, items, dtype, is_document, num_threads, isa, what.c_str());
+        return run_encode(enc, items, dtype, is_document, num_threads, kernels_for(isa).core, what);
       });
 
   // ---- fastembed variant: FDEConfig(variant="fastembed"), cpp/fde_fastembed.h --------------------
@@ -555,22 +558,7 @@ PYBIND11_MODULE(_core, m) {
     using F64Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
     auto run = [](const FE& enc, std::vector<ItemView>& items, int dtype, bool is_document, int num_threads,
                   const std::string& isa, const std::string& what) {
-      const muvera::FastembedItemFn item_kernel = kernels_for(isa).fastembed_item;
-      const int64_t n = static_cast<int64_t>(items.size());
-      for (int64_t i = 0; i < n; ++i)
-        if (items[i].n >= (int64_t(1) << 31))
-          throw py::value_error(what + "[" + std::to_string(i) + "]: more than 2^31 - 1 tokens");
-      py::array_t<float> out({n, enc.output_dimension()});
-      float* dst = out.mutable_data();
-      if (num_threads <= 0) num_threads = muvera::default_num_threads();
-      int64_t bad;
-      {
-        py::gil_scoped_release release;
-        bad = enc.encode(items.data(), n, dtype, is_document, dst, num_threads, item_kernel);
-      }
-      if (bad >= 0)
-        throw py::value_error(what + "[" + std::to_string(bad) + "] contains NaN or Inf values (or values so large that its encoding overflows float32)");
-      return out;
+      return run_encode(enc, items, dtype, is_document, num_threads, kernels_for(isa).fastembed_item, what);
     };
     py::class_<FE> fastembed(m, "FastembedEncoder");
     fastembed

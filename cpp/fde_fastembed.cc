@@ -606,21 +606,9 @@ int64_t FastembedEncoder::encode(const ItemView* items, int64_t n_items, int dty
   scratch.reserve(static_cast<size_t>(threads));
   for (int64_t t = 0; t < threads; ++t) scratch.emplace_back(tables_, n_max, dtype);
 
-  std::atomic<int64_t> first_bad{n_items};
-  const int64_t chunk = 4;  // items per task: small enough to balance, large enough to amortise
-  parallel_for((n_items + chunk - 1) / chunk, static_cast<int>(threads), [&](int64_t task, int tid) {
-    auto& s = scratch[static_cast<size_t>(tid)];
-    const int64_t end = std::min((task + 1) * chunk, n_items);
-    for (int64_t i = task * chunk; i < end; ++i) {
-      if (!fn(tables_, items[i], dtype, is_document, out + i * out_dim, s)) {
-        int64_t cur = first_bad.load();
-        while (i < cur && !first_bad.compare_exchange_weak(cur, i)) {
-        }
-      }
-    }
+  return encode_items(n_items, static_cast<int>(threads), [&](int64_t i, int tid) {
+    return fn(tables_, items[i], dtype, is_document, out + i * out_dim, scratch[static_cast<size_t>(tid)]);
   });
-  const int64_t bad = first_bad.load();
-  return bad < n_items ? bad : -1;
 }
 
 }  // namespace muvera

@@ -71,6 +71,27 @@ void parallel_for(int64_t n, int num_threads, Fn fn) {
   if (state->error) std::rethrow_exception(state->error);
 }
 
+// The item loop both FDE encoders share: encode(i, tid) for items [0, n_items) in tasks of four
+// items (small enough to balance, large enough to amortise) on up to num_threads threads. Returns
+// the lowest item for which encode returned false (NaN or Inf found), or -1.
+template <typename Encode>
+int64_t encode_items(int64_t n_items, int num_threads, Encode encode) {
+  std::atomic<int64_t> first_bad{n_items};
+  const int64_t chunk = 4;
+  parallel_for((n_items + chunk - 1) / chunk, num_threads, [&](int64_t task, int tid) {
+    const int64_t end = std::min((task + 1) * chunk, n_items);
+    for (int64_t i = task * chunk; i < end; ++i) {
+      if (!encode(i, tid)) {
+        int64_t cur = first_bad.load();
+        while (i < cur && !first_bad.compare_exchange_weak(cur, i)) {
+        }
+      }
+    }
+  });
+  const int64_t bad = first_bad.load();
+  return bad < n_items ? bad : -1;
+}
+
 // The scoring loop every rerank driver shares: for queries [q0, q1) and their C candidates, in
 // tasks of `per_task` candidates, scores[i * C + c] = score(i, tid, begin, m) for the document
 // candidates[i * C + c] (c itself when candidates is null) whose tokens are [begin, begin + m);
