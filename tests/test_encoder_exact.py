@@ -248,7 +248,7 @@ def test_supported_isas_and_active():
         assert muvera.active_isa() == isas[-1]  # one table: the best level is chosen for every kernel
 
 
-def test_muvera_isa_forces_one_level_for_every_kernel():
+def test_muvera_isa_forces_one_level_for_every_kernel(tmp_path):
     # MUVERA_ISA picks a row of the one dispatch table: the name the process reports is that level
     # (the residual and int8 kernels no longer choose on their own).
     import subprocess
@@ -257,5 +257,6 @@ def test_muvera_isa_forces_one_level_for_every_kernel():
     for level in muvera.supported_isas():
         env = dict(os.environ, MUVERA_ISA=level)
         out = subprocess.run([sys.executable, "-c", "import muvera; print(muvera.active_isa())"], env=env,
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True,
+                             cwd=tmp_path)  # outside any checkout: its muvera/ has no built extension
         assert out.stdout.strip() == level, (level, out.stderr)
