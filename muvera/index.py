@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import threading
 import time
@@ -39,9 +40,25 @@ __all__ = ["MuveraIndex", "ball_carve", "FORMAT_NAME", "FORMAT_VERSION"]
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_TAU = 0.7  # the paper's ball-carving threshold
 _DECODE_ROWS = 2048  # documents decoded at once when FDEs are re-encoded from compressed codes
+log = logging.getLogger("muvera")
 
 
 # -- helpers ------------------------------------------------------------------------------------
+class _Crossing:
+    """A backend being built on a background thread for an ``auto`` crossing."""
+
+    def __init__(self, backend: Backend, rows: int, generation: int, before: Backend):
+        self.backend, self.rows, self.generation, self.before = backend, rows, generation, before
+        self.ready = threading.Event()  # trained and filled with the first `rows` (or failed)
+        self.error: Optional[BaseException] = None
+        self.thread: Optional[threading.Thread] = None
+
+
+def _active(backend: Backend) -> str:
+    """What a backend runs (``auto``'s active phase, else its name)."""
+    return str(getattr(backend, "active", backend.name))
+
+
 class _RWLock:
     """Many readers or one (re-entrant) writer; waiting writers block new readers."""
 
@@ -327,6 +344,9 @@ class MuveraIndex:
         self._rw = _RWLock()
         self._mutate = threading.Lock()  # one writer at a time (add/remove/compact)
         self._unflushed = threading.local()  # group commit: (log, end) of this thread's records
+        self._crossing: Optional[_Crossing] = None  # a backend being built in the background
+        self._crossing_wanted = False  # an add crossed into one: start it once the add commits
+        self._crossing_retry_at = 0  # after a failed background build: not before this many rows
         self._save_lock = threading.Lock()
 
     # -- properties ----------------------------------------------------------------------------
@@ -735,12 +755,15 @@ class MuveraIndex:
             if durable is not None:
                 durable()  # the write-ahead record is on disk: a failed fsync rolls the add back
             self._ids.append(new_ids)
-            return rows
         except BaseException:
+            self._crossing_wanted = False
             self._roll_back(n0, backend0, spare)
             if codec_trained_now and not self._store.needs_training:
                 self._store.untrain()  # the index is left as it was: untrained, empty
             raise
+        if self._crossing_wanted:
+            self._start_crossing()
+        return rows
 
     def _roll_back(self, n0: int, backend0: Backend, spare: Optional[Backend]) -> None:
         """Put every part back to its first ``n0`` rows (see :meth:`_add_batch`)."""
@@ -815,15 +838,110 @@ class MuveraIndex:
                 self._store.untrain()
             raise
 
+    #: An ``auto`` crossing whose new backend trains on at least this many documents (the IVF
+    #: phase, 50,000 by default) is built on a background thread: the crossing add and the adds
+    #: after it go on into the current backend, and the new one is swapped in, caught up with
+    #: the rows added meanwhile, when it is ready (:meth:`wait_for_backend`). Smaller crossings
+    #: (the PQ phase at 2,000) train inside the add. ``None`` turns the background off.
+    BACKGROUND_CROSSING_ROWS: Optional[int] = 10_000
+
     def _grow_backend(self, n_new: int) -> None:
         """Swap in the backend's replacement when this add crosses one of its size thresholds
-        (``auto``): refilled with every current row before the new ones are added."""
-        repl = self._backend.replacement(self._ids.num_rows + n_new)
+        (``auto``): refilled with every current row before the new ones are added -- or, for a
+        large crossing, built in the background (see :attr:`BACKGROUND_CROSSING_ROWS`). Caller
+        holds ``_mutate`` and the write lock."""
+        crossing = self._crossing
+        if crossing is not None:
+            if crossing.ready.is_set():
+                self._finish_crossing()
+            elif self._ids.num_rows + n_new - crossing.rows > max(10_000, crossing.rows // 2):
+                crossing.ready.wait()  # a bounded backlog: the build needs no lock to finish
+                self._finish_crossing()
+            else:
+                return
+        n_after = self._ids.num_rows + n_new
+        repl = self._backend.replacement(n_after)
         if repl is None:
+            return
+        limit = self.BACKGROUND_CROSSING_ROWS
+        if limit is not None and self._ids.num_rows >= limit:
+            if n_after >= self._crossing_retry_at:  # not again right after a failed build
+                self._crossing_wanted = True  # started once this add has committed (_add_batch)
             return
         if self._ids.num_rows:
             self._fill_backend(repl, np.arange(self._ids.num_rows, dtype=np.int64), self._backend)
         self._backend = repl
+
+    def _start_crossing(self) -> None:
+        """Start the background build of the backend a committed add crossed into."""
+        self._crossing_wanted = False
+        repl = self._backend.replacement(self._ids.num_rows)
+        if repl is None or self._crossing is not None:
+            return
+        crossing = _Crossing(repl, self._ids.num_rows, self._compactions, self._backend)
+        self._crossing = crossing
+        store = self._store  # rows below crossing.rows never change while the generation holds
+        crossing.thread = threading.Thread(target=self._build_crossing, args=(crossing, store),
+                                           name="muvera-crossing", daemon=True)
+        crossing.thread.start()
+
+    def _build_crossing(self, crossing: "_Crossing", store: TokenStore) -> None:
+        """The background part: train the new backend and fill it with the first rows (no lock:
+        they are immutable), then swap it in at the next chance (under the writers' lock)."""
+        try:
+            self._fill_backend(crossing.backend, np.arange(crossing.rows, dtype=np.int64), None, store)
+        except BaseException as exc:  # noqa: BLE001 -- reported, and the index keeps its backend
+            crossing.error = exc
+        crossing.ready.set()
+        while self._crossing is crossing:
+            if self._mutate.acquire(timeout=0.05):
+                try:
+                    if self._crossing is crossing:
+                        self._finish_crossing(follow=True)
+                finally:
+                    self._mutate.release()
+                break
+
+    def _finish_crossing(self, follow: bool = False) -> None:
+        """Swap in a built background crossing, caught up with the rows added since (caller
+        holds ``_mutate``); dropped if the index was compacted or its backend replaced since.
+        ``follow`` (no add in progress): start the next crossing if the rows already call for it."""
+        crossing, self._crossing = self._crossing, None
+        if crossing is None:
+            return
+        crossing.ready.wait()
+        if crossing.error is not None:
+            self._crossing_retry_at = int(crossing.rows * 1.25) + 1
+            log.warning("backend: the background build of %s failed (%s); %s stays in use until %d documents",
+                        _active(crossing.backend), crossing.error, _active(self._backend), self._crossing_retry_at)
+            return
+        if crossing.generation != self._compactions or crossing.before is not self._backend:
+            return  # renumbered or replaced meanwhile: the next crossing add starts over
+        n = self._ids.num_rows
+        if n > crossing.rows:
+            self._fill_backend(crossing.backend, np.arange(crossing.rows, n, dtype=np.int64), None)
+        with self._rw.write():
+            self._backend = crossing.backend
+        if follow and self._backend.replacement(self._ids.num_rows) is not None:
+            self._start_crossing()
+
+    def wait_for_backend(self, timeout: Optional[float] = None) -> bool:
+        """Wait until a background ``auto`` crossing (see :attr:`BACKGROUND_CROSSING_ROWS`) has
+        swapped in its backend; returns False if ``timeout`` seconds passed first. Returns True
+        at once when none is being built."""
+        crossing = self._crossing
+        if crossing is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while crossing is not None:  # a finished crossing may start the next phase's
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not crossing.ready.wait(left):
+                return False
+            with self._mutate:
+                if self._crossing is crossing:
+                    self._finish_crossing(follow=True)
+                crossing = self._crossing
+        return True
 
     def train(self, documents: Any, *, lengths: Any = None, offsets: Any = None, mask: Any = None) -> None:
         """Train the token codec (``residual:*``: k-means centroids and residual levels) on a
@@ -916,9 +1034,11 @@ class MuveraIndex:
                 self._compactions += 1
             return dropped
 
-    def _fill_backend(self, target: Backend, rows: np.ndarray, source: Optional[Backend]) -> None:
+    def _fill_backend(self, target: Backend, rows: np.ndarray, source: Optional[Backend],
+                      store: Optional[TokenStore] = None) -> None:
         """Add the FDEs of store ``rows`` to ``target``: copied from a lossless ``source``
         backend, else re-encoded from the stored tokens (bit-identical to the first encoding)."""
+        store = self._store if store is None else store
         lossless = source is not None and source.lossless
         chunk = target.add_chunk
         for s in range(0, len(rows), chunk):
@@ -929,7 +1049,7 @@ class MuveraIndex:
             # decoded a few thousand rows at a time: the float32 tokens of a whole chunk (40,000
             # documents train an IVF) would cost more than its FDEs
             fdes = np.empty((len(r), self._config.output_dimension), dtype=np.float32)
-            for a, src, starts, lens in self._store.fde_sources(r, _DECODE_ROWS):
+            for a, src, starts, lens in store.fde_sources(r, _DECODE_ROWS):
                 fdes[a: a + len(lens)] = self._encoder.encode_spans(src, starts, lens, is_document=True)
             target.add(fdes)
             del fdes
