@@ -62,6 +62,7 @@ def bench_codec(spec: str, data, dtok, doff, qtok, qoff, truth_rows, args) -> Li
     index = MuveraIndex(config, token_codec=spec, keep_exact=compressed and args.rescore > 0)
     t0 = time.perf_counter()
     index.add(dtok, offsets=doff)
+    index.wait_for_backend()
     build_s = time.perf_counter() - t0
     store, codec = index.store, index.store.codec
     n_tok, n_docs = store.num_tokens, len(doff) - 1

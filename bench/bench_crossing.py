@@ -1,11 +1,15 @@
 """The cost of ``auto``'s size crossings: how long the one ``add`` that crosses a threshold takes.
 
 ``auto`` trains its next backend inside the ``add`` that crosses ``PQ_AT`` (2,000 documents:
-PQ codebooks + SQ8 ranges) or ``IVF_AT`` (50,000: 1,024 IVF lists too). For each crossing this
-adds ``threshold - 1`` documents, then one more (the crossing add), and reports both, next to the
-exact backend's time for the same adds, in one run.
+PQ codebooks + SQ8 ranges); the ``IVF_AT`` crossing (50,000: 1,024 IVF lists too) is built on a
+background thread (``MuveraIndex.BACKGROUND_CROSSING_ROWS``). For each crossing this adds
+``threshold - 1`` documents, then one more (the crossing add), then ``--after`` more in adds of
+100 while the new backend builds, and reports: the crossing add, the slowest of the adds after
+it, and the time until the new backend is in (``wait_for_backend``), next to the exact backend's
+time for the same adds, in one run. ``--inline`` builds the IVF crossing inside the add as before
+(the baseline).
 
-    python bench/bench_crossing.py [--ivf] [--tokens 64] [--dim 128] [--preset 10240]
+    python bench/bench_crossing.py [--ivf] [--inline] [--after 2000] [--tokens 64] [--dim 128] [--preset 10240]
 
 Documents are random unit tokens streamed from a seed (never all in memory for the IVF case).
 """
@@ -37,7 +41,11 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--preset", default="10240")
+    ap.add_argument("--inline", action="store_true", help="the IVF crossing inside the add, as before 0.7.0")
+    ap.add_argument("--after", type=int, default=2000, help="documents added (100 at a time) after the crossing")
     args = ap.parse_args()
+    if args.inline:
+        muvera.MuveraIndex.BACKGROUND_CROSSING_ROWS = None
     cfg = muvera.FDEConfig.preset(args.preset, dimension=args.dim)
     out = []
     for threshold in [PQ_AT] + ([IVF_AT] if args.ivf else []):
@@ -51,11 +59,21 @@ def main() -> None:
             t0 = time.perf_counter()
             index.add(tok, lengths=lens)
             crossing = time.perf_counter() - t0
+            slowest = 0.0
+            for tok, lens in batches(args.after, args.tokens, args.dim, seed=threshold + 1, step=100):
+                t1 = time.perf_counter()
+                index.add(tok, lengths=lens)
+                slowest = max(slowest, time.perf_counter() - t1)
+            index.wait_for_backend()
+            ready = time.perf_counter() - t0
             row = {"threshold": threshold, "backend": backend, "active": getattr(index.backend, "active", backend),
-                   "first_adds_s": round(before, 2), "crossing_add_s": round(crossing, 2)}
+                   "first_adds_s": round(before, 2), "crossing_add_s": round(crossing, 2),
+                   "slowest_add_after_s": round(slowest, 2), "crossing_to_ready_s": round(ready, 2)}
             out.append(row)
             print(f"{threshold:>6,} docs  {backend:5s} -> {row['active']:34s} the first {threshold - 1:,}: "
-                  f"{before:6.2f} s   the crossing add (1 document): {crossing:6.2f} s", flush=True)
+                  f"{before:6.2f} s   the crossing add (1 document): {crossing:6.2f} s   slowest of the next "
+                  f"{args.after:,} in adds of 100: {slowest:6.2f} s   crossing to the new backend in: {ready:6.2f} s",
+                  flush=True)
     print(json.dumps(out))
 
 

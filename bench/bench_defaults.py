@@ -142,6 +142,7 @@ def run_corpus(label: str, toks, off, qtok, qoff, data, args) -> List[Dict[str, 
         index = MuveraIndex(cfg, backend=backend)
         t = time.perf_counter()
         index.add(toks, offsets=off)
+        index.wait_for_backend()  # a background crossing counts in the build
         build = time.perf_counter() - t
         qfde = index.encoder.encode_queries(qtok, offsets=qoff)
         active = getattr(index.backend, "active", index.backend.name)

@@ -52,6 +52,7 @@ def build(path: Path, n_docs: int, rng: np.random.Generator) -> Path:
         tok = rng.standard_normal((int(lens.sum()), 128)).astype(np.float32)
         tok /= np.linalg.norm(tok, axis=1, keepdims=True)
         index.add(tok, lengths=lens, progress=False)
+        index.wait_for_backend()
     index.save(path)
     print(f"{n_docs} documents built and saved in {time.perf_counter() - t0:.0f} s")
     return path

@@ -42,6 +42,7 @@ def build(n: int, backend: str, with_meta: bool) -> muvera.MuveraIndex:
         toks = rng.standard_normal((m * TOK, 16)).astype(np.float32)
         meta = [{"bucket": int(i % (n // 50))} for i in range(s, s + m)] if with_meta else None
         index.add(toks, lengths=np.full(m, TOK), metadata=meta)
+        index.wait_for_backend()
     index.remove(list(range(0, n, 100)))
     return index
 

@@ -42,6 +42,7 @@ def main() -> None:
         cfg = FDEConfig.preset("10240", dimension=toks.shape[1])
         index = MuveraIndex(cfg, backend="auto")
         index.add(toks, offsets=off, progress=False)
+        index.wait_for_backend()
         truth, _ = index.search_exact(qtok, k=10, offsets=qoff)
         rows_of = index.id_map.rows_of
 

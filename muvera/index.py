@@ -1457,7 +1457,8 @@ class MuveraIndex:
         deleted. A crash at any point leaves ``path`` or ``<path>.bak`` whole, and :meth:`load`
         falls back to ``<path>.bak`` when ``path`` is missing. Only directories this library
         marked as its own are ever deleted; a symlinked ``path`` saves where it points.
-        Concurrent searches may continue meanwhile.
+        Concurrent searches may continue meanwhile. A backend being built in the background
+        (an ``auto`` crossing) is waited for first, so that the saved index holds it.
 
         Raises
         ------
@@ -1468,6 +1469,7 @@ class MuveraIndex:
         from . import __version__  # noqa: PLC0415 (the package is loaded by now)
 
         target = index_format.resolve_index_dir(path)
+        self.wait_for_backend()  # a background crossing lands first: a load then need not rebuild it
 
         def write(tmp: Path) -> Dict[str, Any]:
             parts = index_format.IndexParts(
