@@ -1277,6 +1277,7 @@ class MuveraIndex:
         """
         from .tune import tune_index  # noqa: PLC0415
 
+        self.wait_for_backend()  # tuned on the backend that will serve, not one being replaced
         result = tune_index(self, queries, target_recall=target_recall, k=k, num_queries=num_queries, seed=seed,
                             lengths=lengths, offsets=offsets, mask=mask, max_settings=max_settings)
         ch = result.chosen
