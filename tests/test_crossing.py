@@ -35,6 +35,21 @@ def _index(background):
     return index
 
 
+def _gated(monkeypatch, index):
+    """Hold the background build at a gate (set it to let the build go on); returns the gate and
+    the index's own fill."""
+    gate = threading.Event()
+    real = index._fill_backend
+
+    def gated(target, rows, source, store=None):
+        if threading.current_thread().name == "muvera-crossing":
+            gate.wait(10)  # the build holds no lock: writers and readers carry on
+        return real(target, rows, source, store)
+
+    monkeypatch.setattr(index, "_fill_backend", gated)
+    return gate, real
+
+
 def test_a_background_crossing_equals_the_crossing_inside_one_add():
     docs = _docs(900, seed=3)
     bg = _index(True)
@@ -55,15 +70,7 @@ def test_adds_and_searches_go_on_while_the_backend_builds(monkeypatch):
     index = _index(True)
     docs = _docs(800, seed=4)
     index.add(docs[:250])
-    gate = threading.Event()
-    real = index._fill_backend
-
-    def slow(target, rows, source, store=None):
-        if threading.current_thread().name == "muvera-crossing":
-            gate.wait(10)  # the build holds no lock: writers and readers carry on
-        return real(target, rows, source, store)
-
-    monkeypatch.setattr(index, "_fill_backend", slow)
+    gate, _ = _gated(monkeypatch, index)
     index.add(docs[250:400])  # crosses 200 while the last crossing was already swapped
     assert index.wait_for_backend(timeout=5)
     index.add(docs[400:650])  # crosses 600: the IVF build waits at the gate
@@ -82,15 +89,7 @@ def test_a_compaction_drops_the_build_and_a_failed_build_keeps_the_backend(monke
     index = _index(True)
     docs = _docs(800, seed=5)
     index.add(docs[:150])
-    gate = threading.Event()
-    real = index._fill_backend
-
-    def gated(target, rows, source, store=None):
-        if threading.current_thread().name == "muvera-crossing":
-            gate.wait(10)
-        return real(target, rows, source, store)
-
-    monkeypatch.setattr(index, "_fill_backend", gated)
+    gate, real = _gated(monkeypatch, index)
     index.add(docs[150:300])  # crosses 200: the build waits at the gate
     index.remove(list(range(10)))
     assert index.compact() == 10  # renumbers the rows: the build's snapshot is stale
@@ -117,21 +116,16 @@ def test_a_compaction_drops_the_build_and_a_failed_build_keeps_the_backend(monke
     assert index.wait_for_backend(timeout=30) and index.backend.active == IVF and index.backend.ntotal == 770
 
 
-def test_a_saved_index_mid_build_reloads_whole(tmp_path, monkeypatch):
+def test_save_waits_for_a_background_build(tmp_path, monkeypatch):
     index = _index(True)
     docs = _docs(300, seed=6)
-    gate = threading.Event()
-    real = index._fill_backend
-
-    def gated(target, rows, source, store=None):
-        if threading.current_thread().name == "muvera-crossing":
-            gate.wait(10)
-        return real(target, rows, source, store)
-
-    monkeypatch.setattr(index, "_fill_backend", gated)
+    gate, _ = _gated(monkeypatch, index)
     index.add(docs)
-    index.save(tmp_path / "i")  # the exact scan is what serves, and what is saved
-    gate.set()
-    assert index.wait_for_backend(timeout=30) and index.backend.active == PQ
+    assert index.backend.active == "exact"  # the build waits at the gate
+    threading.Timer(0.2, gate.set).start()
+    index.save(tmp_path / "i")  # waits for it: the saved index holds the new backend
+    assert index.backend.active == PQ
     back = muvera.MuveraIndex.load(tmp_path / "i")
-    assert len(back) == 300 and back.backend.ntotal == 300
+    assert back.backend.active == PQ and len(back) == 300
+    for x, y in zip(index.search(docs[:5], k=3), back.search(docs[:5], k=3)):
+        np.testing.assert_array_equal(x, y)
