@@ -910,16 +910,20 @@ class MuveraIndex:
         if crossing is None:
             return
         crossing.ready.wait()
+        if crossing.error is None and (crossing.generation != self._compactions
+                                       or crossing.before is not self._backend):
+            return  # renumbered or replaced meanwhile: the next crossing add starts over
+        n = self._ids.num_rows
+        if crossing.error is None and n > crossing.rows:
+            try:  # the current backend is the one it replaces: copied from it when lossless
+                self._fill_backend(crossing.backend, np.arange(crossing.rows, n, dtype=np.int64), self._backend)
+            except Exception as exc:  # noqa: BLE001 -- a failed catch-up fails no add
+                crossing.error = exc
         if crossing.error is not None:
             self._crossing_retry_at = int(crossing.rows * 1.25) + 1
             log.warning("backend: the background build of %s failed (%s); %s stays in use until %d documents",
                         _active(crossing.backend), crossing.error, _active(self._backend), self._crossing_retry_at)
             return
-        if crossing.generation != self._compactions or crossing.before is not self._backend:
-            return  # renumbered or replaced meanwhile: the next crossing add starts over
-        n = self._ids.num_rows
-        if n > crossing.rows:
-            self._fill_backend(crossing.backend, np.arange(crossing.rows, n, dtype=np.int64), None)
         with self._rw.write():
             self._backend = crossing.backend
         if follow and self._backend.replacement(self._ids.num_rows) is not None:

@@ -129,3 +129,24 @@ def test_save_waits_for_a_background_build(tmp_path, monkeypatch):
     assert back.backend.active == PQ and len(back) == 300
     for x, y in zip(index.search(docs[:5], k=3), back.search(docs[:5], k=3)):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_failed_catch_up_fails_no_add(monkeypatch, caplog):
+    index = _index(True)
+    docs = _docs(320, seed=7)
+    gate, real = _gated(monkeypatch, index)
+    index.add(docs[:250])  # crosses 200: the build waits at the gate
+    index.add(docs[250:300])  # rows the swap must catch up with
+
+    def catch_up_fails(target, rows, source, store=None):
+        if len(rows) and rows[0] == 250:  # the catch-up, on whichever thread swaps
+            raise MemoryError("no room to catch up")
+        return real(target, rows, source, store)
+
+    monkeypatch.setattr(index, "_fill_backend", catch_up_fails)
+    gate.set()
+    with caplog.at_level(logging.WARNING, logger="muvera"):
+        assert index.wait_for_backend(timeout=30)
+    assert "no room to catch up" in caplog.text and index.backend.active == "exact"
+    index.add(docs[300:])  # the add itself goes through
+    assert len(index) == 320 and index.backend.ntotal == 320
