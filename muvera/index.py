@@ -932,7 +932,16 @@ class MuveraIndex:
     def wait_for_backend(self, timeout: Optional[float] = None) -> bool:
         """Wait until a background ``auto`` crossing (see :attr:`BACKGROUND_CROSSING_ROWS`) has
         swapped in its backend; returns False if ``timeout`` seconds passed first. Returns True
-        at once when none is being built."""
+        at once when none is being built.
+
+        Raises
+        ------
+        ValueError
+            ``timeout`` is negative or not finite.
+        """
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < float("inf"):
+                raise ValueError(f"timeout: expected None or a finite number of seconds >= 0, got {timeout!r}")
         crossing = self._crossing
         if crossing is None:
             return True

@@ -422,7 +422,12 @@ class TokenStore:
     def tokens_of(self, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(tokens, fde source, lengths)`` of the documents ``rows``, packed in that order: the
         stored tokens (float codecs) or the decoded ones, and what their FDEs were encoded from."""
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+            raise TypeError(f"rows: expected a 1-D array of row numbers, got {rows.dtype} of shape {rows.shape}")
+        rows = rows.astype(np.int64, copy=False)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise ValueError(f"rows: expected row numbers in [0, {len(self)}), got {rows.min()}..{rows.max()}")
         off, lens = self._offsets.view, self.lengths[rows]
         codes = self._codes.view[span_index(off[rows], lens)]
         tokens = codes if self._codec.stores_tokens else self._codec.decode(codes)

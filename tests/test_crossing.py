@@ -64,6 +64,9 @@ def test_a_background_crossing_equals_the_crossing_inside_one_add():
         np.testing.assert_array_equal(x, y)
     bg.add(docs[700:])
     assert bg.backend.ntotal == 900 and bg.wait_for_backend(timeout=0)
+    for bad in (-1, float("nan"), float("inf"), "1", True):
+        with pytest.raises(ValueError, match="timeout"):
+            bg.wait_for_backend(timeout=bad)
 
 
 def test_adds_and_searches_go_on_while_the_backend_builds(monkeypatch):

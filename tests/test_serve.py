@@ -99,30 +99,23 @@ def test_search_add_remove_metadata_and_durability(served):
 def test_group_commit_serves_concurrent_durable_writes(tmp_path):
     """`muvera serve --group-commit`: concurrent clients add at once; after a kill -9 every
     acknowledged document is in the log."""
-    import threading
-
     index = MuveraIndex(CFG, backend="exact")
     index.add(_docs(3), ids=["a", "b", "c"])
     index.save(tmp_path / "idx")
     server = Server(tmp_path / "idx", "--group-commit")
     try:
-        acked, errors = [], []
+        from concurrency import run_concurrently
+
+        acked = []
 
         def writer(t):
             c = Client(server.url)
-            try:
-                for i in range(6):
-                    x = f"w{t}-{i}"
-                    c.add(_docs(1, seed=100 * t + i), ids=[x])
-                    acked.append(x)
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+            for i in range(6):
+                x = f"w{t}-{i}"
+                c.add(_docs(1, seed=100 * t + i), ids=[x])
+                acked.append(x)
 
-        threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        errors = run_concurrently(writer, 4)
         assert errors == [] and len(acked) == 24
         assert Client(server.url).stats()["documents"] == 27
         server.kill(signal.SIGKILL)

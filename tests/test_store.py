@@ -223,3 +223,19 @@ def test_prefetch_hints_file_backed_rows_and_changes_no_result(tmp_path, monkeyp
     spill = muvera.TokenStore.spilled(16, "float16", tmp_path)
     spill.append_codes(np.ones((12, 16), np.float16), np.array([4, 4, 4]))
     assert spill.prefetch(np.array([0, 2])) >= 1
+
+
+@pytest.mark.parametrize("codec", ["float16", "int8"])
+def test_tokens_of_returns_tokens_and_fde_source_and_checks_rows(codec):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((30, 8)).astype(np.float32)
+    store = TokenStore(8, codec)
+    store.append(x, lengths=[10, 5, 15])
+    tokens, source, lens = store.tokens_of(np.array([2, 0]))
+    assert lens.tolist() == [15, 10] and len(tokens) == len(source) == 25
+    assert tokens.dtype == store.token_dtype
+    np.testing.assert_allclose(tokens.astype(np.float32), np.concatenate([x[15:], x[:10]]), atol=0.05)
+    with pytest.raises(ValueError, match="rows"):
+        store.tokens_of(np.array([3]))
+    with pytest.raises(TypeError, match="rows"):
+        store.tokens_of(np.array([0.5]))

@@ -288,8 +288,9 @@ def test_group_commit_shares_flushes_between_concurrent_writers(tmp_path, monkey
     flushes number fewer than the adds (a slow disk is simulated so that writers overlap).
     ``large``: every record counts as large, so each is flushed as without group commit (and
     marks the deferred ones before it durable)."""
-    import threading
     import time
+
+    from concurrency import run_concurrently
 
     from muvera import wal as wal_module
 
@@ -307,21 +308,14 @@ def test_group_commit_shares_flushes_between_concurrent_writers(tmp_path, monkey
     path = tmp_path / "idx"
     live = MuveraIndex.open(path, CFG, backend="exact", group_commit=True)
     docs = _docs(80)
-    acked, errors = [], []
+    acked = []
 
     def writer(t):
-        try:
-            for i in range(t, 80, 8):
-                live.add([docs[i]], ids=[i], metadata=[{"i": i}])
-                acked.append(i)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(t, 80, 8):
+            live.add([docs[i]], ids=[i], metadata=[{"i": i}])
+            acked.append(i)
 
-    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    errors = run_concurrently(writer, 8)
     assert errors == [] and sorted(acked) == list(range(80))
     record_flushes = len(flushes) - 1  # the zeros written ahead once
     assert record_flushes == 80 if large else 0 < record_flushes < 80, record_flushes
