@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -17,6 +18,7 @@
 #include "fde_fastembed.h"  // fastembed variant
 #include "kernels.h"
 #include "parallel.h"
+#include "refine.h"
 #include "residual.h"
 
 namespace py = pybind11;
@@ -436,6 +438,42 @@ PYBIND11_MODULE(_core, m) {
         py::arg("candidates"), py::arg("alive"), py::arg("k"), py::arg("num_threads") = 0, py::arg("isa") = "",
         py::arg("layout") = "",
         "Exact Chamfer top-k: (rows, scores), each (n_queries, k); -1 / -inf where fewer qualified.");
+
+  m.def("code8_refine_topk",
+        [](F32Array queries, I64Array rows, U8Array codes, F32Array vmin, F32Array vdiff, int64_t k,
+           int num_threads, const std::string& isa) {
+          if (queries.ndim() != 2) throw py::value_error("queries: expected a 2-D float32 array (n_queries, dim)");
+          if (rows.ndim() != 2 || rows.shape(0) != queries.shape(0))
+            throw py::value_error("rows: expected a 2-D int64 array (n_queries, K)");
+          if (codes.ndim() != 2 || codes.shape(1) != queries.shape(1))
+            throw py::value_error("codes: expected a 2-D uint8 array (n, dim) with the queries' dim");
+          const int64_t dim = queries.shape(1), nq = queries.shape(0), K = rows.shape(1), n = codes.shape(0);
+          if (vmin.ndim() != 1 || vmin.shape(0) != dim || vdiff.ndim() != 1 || vdiff.shape(0) != dim)
+            throw py::value_error("vmin, vdiff: expected 1-D float32 arrays of the queries' dim");
+          if (dim > std::numeric_limits<int32_t>::max()) throw py::value_error("queries: dim too large");
+          if (k <= 0) throw py::value_error("k: expected a positive int");
+          const int64_t* r = rows.data();
+          for (int64_t i = 0; i < nq * K; ++i)
+            if (r[i] < -1 || r[i] >= n) throw py::value_error("rows: expected values in [-1, n) (-1 = none)");
+          const muvera::Dispatch& kernels = kernels_for(isa);
+          py::array_t<int64_t> out_rows({nq, k});
+          py::array_t<float> out_scores({nq, k});
+          int64_t* orow = out_rows.mutable_data();
+          float* osc = out_scores.mutable_data();
+          if (num_threads <= 0) num_threads = muvera::default_num_threads();
+          {
+            py::gil_scoped_release release;
+            std::vector<float> scores(static_cast<size_t>(nq * K));
+            muvera::Code8View view{codes.data(), n, dim, vmin.data(), vdiff.data()};
+            muvera::code8_scores(queries.data(), nq, r, K, view, scores.data(), num_threads, kernels);
+            muvera::select_topk(scores.data(), r, nq, K, k, orow, osc, num_threads);
+          }
+          return py::make_tuple(out_rows, out_scores);
+        },
+        py::arg("queries"), py::arg("rows"), py::arg("codes"), py::arg("vmin"), py::arg("vdiff"), py::arg("k"),
+        py::arg("num_threads") = 0, py::arg("isa") = "",
+        "Refine: the top-k (rows, scores) of each query's candidate rows (-1 = none) by inner product with "
+        "8-bit codes (faiss SQ8: vmin + (code + 0.5) / 255 * vdiff), over the query's non-zero dims only.");
 
   // ---- residual codes --------------------------------------------------------------------------
   m.def("residual_scores",

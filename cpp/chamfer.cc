@@ -61,25 +61,14 @@ void chamfer_scores(const QueryBatchView& q, const TokenStoreView& s, const int6
   std::vector<std::vector<float>> scratch(threads);
   if (s.dtype == kFloat16 || s.dtype == kInt8Scaled)
     for (auto& v : scratch) v.resize(static_cast<size_t>(std::max<int64_t>(max_len * d, 1)));
-  // The short-query layout's buffer, 64-byte aligned (sized for the widest query of the batch).
-  const int widest = *std::max_element(nq_pad.begin(), nq_pad.end());
-  const int64_t aux_floats = chamfer_aux_floats(d, widest) + 16;
-  std::vector<std::vector<float>> aux(threads, std::vector<float>(static_cast<size_t>(aux_floats)));
-  auto aligned = [](std::vector<float>& v) {
-    const uintptr_t p = reinterpret_cast<uintptr_t>(v.data());
-    return reinterpret_cast<float*>((p + 63) & ~static_cast<uintptr_t>(63));
-  };
-
   const int64_t row_bytes = store_row_bytes(s.dtype, d);
   const char* base = static_cast<const char*>(s.tokens);
-  std::vector<float*> extra(threads);
-  for (int t = 0; t < threads; ++t) extra[t] = aligned(aux[t]);
   score_candidates(0, nq, C, candidates, alive, s.offsets, scores, threads, kDocsPerTask,
                    [&](int64_t i, int tid, int64_t begin, int64_t m) {
                      const int n = static_cast<int>(q.offsets[i + 1] - q.offsets[i]);
                      float* buf = scratch[tid].empty() ? nullptr : scratch[tid].data();
                      return kernels.core.chamfer_doc(qt.data() + qt_offset[i], n, nq_pad[i], d, base + begin * row_bytes,
-                                                s.dtype, m, buf, extra[tid]);
+                                                s.dtype, m, buf, true);
                    });
 }
 

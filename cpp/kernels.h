@@ -38,13 +38,6 @@ inline float half_bits_to_float(uint16_t h) {
 }
 
 constexpr int kMaxLanes = 16;    // most tokens per SIMD block (one lane per token), sizes scratch
-constexpr int kMaxDocBlocks = 4;  // document blocks per pass of the short-query Chamfer layout
-
-// Floats of a chamfer_doc aux buffer: transposed document blocks, then one vector of maxima
-// per query token.
-inline int64_t chamfer_aux_floats(int d, int nq_pad) {
-  return static_cast<int64_t>(kMaxDocBlocks) * d * kMaxLanes + static_cast<int64_t>(nq_pad) * kMaxLanes;
-}
 constexpr int kSketchPad = 12;   // SimHash columns are padded to a multiple of this
 
 // The sparse AMS matrix of every repetition as the kernels walk it, for one SIMD width `lanes`.
@@ -105,16 +98,20 @@ struct KernelSet {
   // Chamfer (MaxSim) of one query against one document of m >= 1 rows (dtype kFloat32,
   // kFloat16 or kInt8Scaled; rows contiguous, store_row_bytes apart). The query is given transposed and zero-padded:
   // qt[t * nq_pad + i] for token i < nq, nq_pad a multiple of kMaxLanes. scratch: m * d floats
-  // (float16 and int8 rows are decoded there, one document at a time).
-  // aux (optional, 64-byte aligned): chamfer_aux_floats(d, nq_pad) floats for the short-query
-  // layout (document tokens in the lanes); null keeps the query-lane layout. Both give the
-  // same scores bit for bit.
+  // (rows are decoded there, one document at a time, where a layout needs floats in memory).
+  // short_layout: short queries may put document tokens in the lanes (false keeps the
+  // query-lane layout). Both give the same scores bit for bit.
   float (*chamfer_doc)(const float* qt, int nq, int nq_pad, int d, const void* doc, int dtype, int64_t m,
-                       float* scratch, float* aux);
+                       float* scratch, bool short_layout);
   // Encodes one item into out (final_dim or fde_dim floats). Returns false, leaving out
   // unspecified, if the item holds NaN or Inf.
   bool (*encode_item)(const FdeTablesView& t, const ItemView& item, int dtype, bool is_document,
                       float* out, FdeScratch& s);
+  // Sparse inner products with 8-bit codes: out[i] = sum over runs r of sum_{t in [runs[2r],
+  // runs[2r+1])} w[t] * codes[rows[i] * dim + t], for n rows (all >= 0). The refine stage of the
+  // FDE candidates: a query FDE is zero outside its tokens' partitions, so only those runs count.
+  void (*code8_dots)(const float* w, const int32_t* runs, int nruns, const uint8_t* codes, int64_t dim,
+                     const int64_t* rows, int64_t n, float* out);
 };
 
 const KernelSet& generic_kernels();

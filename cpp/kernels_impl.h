@@ -392,79 +392,165 @@ void maxsim_groups(const float* qt, int nq_pad, int d, const float* doc, int64_t
 // A query of 4 tokens fills 4 of 16 query lanes; here kLanes document tokens share a vector and
 // each query token is a broadcast. Per (query, document) token pair the dot product runs over
 // t ascending with the same multiply-adds as maxsim_tile, so both layouts give identical scores.
-constexpr int kDocBlocks = kLanes == 16 ? 4 : 2;  // document blocks per pass
-constexpr int kQueryTile = 4;  // query tokens per pass: I * B independent accumulators hide FMA latency
-static_assert(kDocBlocks <= kMaxDocBlocks, "aux is sized for kMaxDocBlocks");
 
-// Folds one pass of I query tokens (from i0) against B transposed blocks into mxv (one vector
-// of running maxima per query token); `pen` is -inf on lanes past the document's end, else 0.
-template <int I, int B>
-inline void doc_lanes_tile(const float* qt, int nq_pad, int d, const float* xt, int i0, const vf* pen, vf* mxv) {
-  vf a[I][B];
-  for (int i = 0; i < I; ++i)
-    for (int b = 0; b < B; ++b) a[i][b] = vf{};
-  for (int t = 0; t < d; ++t) {
-    vf x[B];
-    for (int b = 0; b < B; ++b) x[b] = load_vf(xt + (static_cast<int64_t>(b) * d + t) * kLanes);
-    const float* qrow = qt + static_cast<int64_t>(t) * nq_pad + i0;
-    for (int i = 0; i < I; ++i)
-      for (int b = 0; b < B; ++b) a[i][b] += qrow[i] * x[b];
+// The short-query layout's vector width: 8 lanes in the AVX-512 build too, where its 16 x 16
+// register transposes cost more than the multiply-adds they feed (AMD Zen 4, measured with
+// bench/bench_codecs.py: float16, 5-token queries, 8 lanes 1.6x faster than 16).
+#ifndef MUVERA_SHORT_LANES
+#define MUVERA_SHORT_LANES (MUVERA_LANES == 16 ? 8 : MUVERA_LANES)
+#endif
+constexpr int kShortLanes = MUVERA_SHORT_LANES;
+
+typedef float vs __attribute__((vector_size(4 * kShortLanes)));
+typedef int32_t vsi __attribute__((vector_size(4 * kShortLanes)));
+
+template <int S, size_t... J>
+constexpr vsi short_stage_mask(bool hi, std::index_sequence<J...>) {
+  return vsi{static_cast<int32_t>(hi ? ((J & S) ? kShortLanes + J : J + S) : ((J & S) ? kShortLanes + J - S : J))...};
+}
+
+template <int S>
+inline void short_transpose_stage(vs* rows) {
+  constexpr vsi lo = short_stage_mask<S>(false, std::make_index_sequence<kShortLanes>{});
+  constexpr vsi hi = short_stage_mask<S>(true, std::make_index_sequence<kShortLanes>{});
+  for (int i = 0; i < kShortLanes; ++i) {
+    if (i & S) continue;
+    const vs a = rows[i], b = rows[i + S];
+    rows[i] = __builtin_shuffle(a, b, lo);
+    rows[i + S] = __builtin_shuffle(a, b, hi);
   }
-  for (int i = 0; i < I; ++i)
+  if constexpr (S > 1) short_transpose_stage<S / 2>(rows);
+}
+
+// kShortLanes consecutive values of a stored row as floats (float16 converted on load: exact).
+inline vs load_chunk(const float* p) {
+  vs v;
+  std::memcpy(&v, p, sizeof(vs));
+  return v;
+}
+inline vs load_chunk(const uint16_t* p) {
+#if defined(__AVX512F__) && MUVERA_SHORT_LANES == 16
+  return reinterpret_cast<vs>(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+#elif defined(__F16C__) && MUVERA_SHORT_LANES == 8
+  return reinterpret_cast<vs>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#else
+  vs v;
+  for (int l = 0; l < kShortLanes; ++l) v[l] = half_to_float(p[l]);
+  return v;
+#endif
+}
+// Whether load_chunk converts float16 with an instruction (F16C); without it a document is
+// converted once into scratch instead (scalar conversion inside the fused loop measured slower).
+constexpr bool kConvertsHalves = (MUVERA_SHORT_LANES == 16 || MUVERA_SHORT_LANES == 8)
+#if defined(__F16C__)
+    && true;
+#else
+    && false;
+#endif
+inline float value_of(float x) { return x; }
+inline float value_of(uint16_t h) { return half_to_float(h); }
+
+// B blocks of L document tokens from row j0 (tokens past m read as zero, then masked to -inf)
+// against NQ query tokens, folded into mx: B * NQ independent multiply-add chains.
+template <int NQ, int B, bool kFull, typename T>
+inline void short_blocks(const float* qt, int nq_pad, int d, const T* rows, int64_t j0, int64_t m, vs* mx) {
+  constexpr int L = kShortLanes;
+  int nb[B];  // tokens of each block (all L when kFull: the hot path has no per-lane tests)
+  for (int b = 0; b < B; ++b)
+    nb[b] = kFull ? L : static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(L, m - j0 - b * L)));
+  vs acc[B][NQ];
+  for (int b = 0; b < B; ++b)
+    for (int i = 0; i < NQ; ++i) acc[b][i] = vs{};
+  int t0 = 0;
+  for (; t0 + L <= d; t0 += L) {
+#pragma GCC unroll 4
     for (int b = 0; b < B; ++b) {
-      const vf v = a[i][b] + pen[b];
-      mxv[i0 + i] = v > mxv[i0 + i] ? v : mxv[i0 + i];
-    }
-}
-
-template <int B>
-inline void doc_lanes_pass(const float* qt, int nq, int nq_pad, int d, const float* xt, const vf* pen, vf* mxv) {
-  int i0 = 0;
-  for (; i0 + kQueryTile <= nq; i0 += kQueryTile) doc_lanes_tile<kQueryTile, B>(qt, nq_pad, d, xt, i0, pen, mxv);
-  if (i0 + 2 <= nq) {
-    doc_lanes_tile<2, B>(qt, nq_pad, d, xt, i0, pen, mxv);
-    i0 += 2;
-  }
-  if (i0 < nq) doc_lanes_tile<1, B>(qt, nq_pad, d, xt, i0, pen, mxv);
-}
-
-// aux: kDocBlocks * d * kLanes floats (the transposed blocks), then nq * kLanes (maxima), 64-byte aligned.
-float chamfer_doc_lanes(const float* qt, int nq, int nq_pad, int d, const float* rows, int64_t m, float* aux) {
-  float* xt = aux;
-  vf* mxv = reinterpret_cast<vf*>(aux + static_cast<int64_t>(kMaxDocBlocks) * d * kMaxLanes);
-  const vf neg_inf = vf{} - __builtin_inff();
-  for (int i = 0; i < nq; ++i) mxv[i] = neg_inf;
-  vi lane;
-  for (int l = 0; l < kLanes; ++l) lane[l] = l;
-  constexpr int64_t kSpan = static_cast<int64_t>(kDocBlocks) * kLanes;
-  for (int64_t j0 = 0; j0 < m; j0 += kSpan) {
-    const int64_t left = m - j0;
-    const int blocks = left >= kSpan ? kDocBlocks : static_cast<int>((left + kLanes - 1) / kLanes);
-    vf pen[kDocBlocks];
-    for (int b = 0; b < blocks; ++b) {
-      const int64_t nb = std::min<int64_t>(kLanes, left - static_cast<int64_t>(b) * kLanes);
-      transpose_block(rows + (j0 + static_cast<int64_t>(b) * kLanes) * d, nb, d, xt + static_cast<int64_t>(b) * d * kLanes);
-      const vi past = lane >= static_cast<int32_t>(nb);  // -1 on lanes past the end
-      pen[b] = past ? neg_inf : vf{};
-    }
-    if (blocks == kDocBlocks) {
-      doc_lanes_pass<kDocBlocks>(qt, nq, nq_pad, d, xt, pen, mxv);
-    } else {
-      for (int b = 0; b < blocks; ++b) doc_lanes_pass<1>(qt, nq, nq_pad, d, xt + static_cast<int64_t>(b) * d * kLanes, pen + b, mxv);
+      const T* block = rows + (j0 + static_cast<int64_t>(b) * L) * d + t0;
+      vs x[L];
+      if (kFull) {
+        for (int l = 0; l < L; ++l) x[l] = load_chunk(block + static_cast<int64_t>(l) * d);
+      } else {
+        for (int l = 0; l < L; ++l) x[l] = l < nb[b] ? load_chunk(block + static_cast<int64_t>(l) * d) : vs{};
+      }
+      short_transpose_stage<L / 2>(x);  // x[t] = value t0 + t of each token
+#pragma GCC unroll 16
+      for (int t = 0; t < L; ++t) {
+        const float* qrow = qt + static_cast<int64_t>(t0 + t) * nq_pad;
+#pragma GCC unroll 12
+        for (int i = 0; i < NQ; ++i) acc[b][i] += qrow[i] * x[t];
+      }
     }
   }
+  for (int t = t0; t < d; ++t) {  // d not a multiple of L
+    const float* qrow = qt + static_cast<int64_t>(t) * nq_pad;
+    for (int b = 0; b < B; ++b) {
+      const T* block = rows + (j0 + static_cast<int64_t>(b) * L) * d;
+      vs x;
+      for (int l = 0; l < L; ++l) x[l] = l < nb[b] ? value_of(block[static_cast<int64_t>(l) * d + t]) : 0.0f;
+      for (int i = 0; i < NQ; ++i) acc[b][i] += qrow[i] * x;
+    }
+  }
+  const vs neg_inf = vs{} - __builtin_inff();
+  vsi lane;
+  for (int l = 0; l < L; ++l) lane[l] = l;
+  for (int b = 0; b < B; ++b) {
+    if (!kFull && nb[b] == 0) continue;
+    const vsi past = lane >= static_cast<int32_t>(nb[b]);  // -1 on lanes past the end
+    const vs pen = past ? neg_inf : vs{};
+    for (int i = 0; i < NQ; ++i) {
+      const vs v = acc[b][i] + pen;
+      mx[i] = v > mx[i] ? v : mx[i];
+    }
+  }
+}
+
+// The short-query layout, fused: document tokens are read straight from the store (float16
+// converted in registers), transposed kShortLanes values at a time in registers and folded into
+// one accumulator per (query token, block) -- no decoded copy of the document and no transposed
+// buffer. Same multiply-adds in the same order (t ascending) as maxsim_tile. One or two query
+// tokens interleave 4 or 2 blocks, so that enough chains are in flight; more blocks for longer
+// queries measured slower (their accumulators and query broadcasts spill).
+template <int NQ, typename T>
+float chamfer_doc_lanes(const float* qt, int nq_pad, int d, const T* rows, int64_t m) {
+  constexpr int L = kShortLanes;
+  constexpr int B = NQ == 1 ? 4 : NQ == 2 ? 2 : 1;
+  vs mx[NQ];
+  for (int i = 0; i < NQ; ++i) mx[i] = vs{} - __builtin_inff();
+  int64_t j0 = 0;
+  for (; j0 + B * L <= m; j0 += B * L) short_blocks<NQ, B, true>(qt, nq_pad, d, rows, j0, m, mx);
+  for (; j0 < m; j0 += L) short_blocks<NQ, 1, false>(qt, nq_pad, d, rows, j0, m, mx);
   float total = 0.0f;
-  for (int i = 0; i < nq; ++i) {
-    float best = mxv[i][0];
-    for (int l = 1; l < kLanes; ++l) best = mxv[i][l] > best ? mxv[i][l] : best;
+  for (int i = 0; i < NQ; ++i) {
+    float best = mx[i][0];
+    for (int l = 1; l < L; ++l) best = mx[i][l] > best ? mx[i][l] : best;
     total += best;
   }
   return total;
 }
 
+// Query tokens the fused short-query layout keeps in registers (the layout rule below picks it
+// for at most 0.8 * kLanes - 1 of them).
+constexpr int kMaxLanesQuery = 12;
+
+template <typename T, int... N>
+float chamfer_doc_lanes_n(int nq, const float* qt, int nq_pad, int d, const T* rows, int64_t m,
+                          std::integer_sequence<int, N...>) {
+  float out = 0.0f;
+  ((nq == N + 1 ? (out = chamfer_doc_lanes<N + 1>(qt, nq_pad, d, rows, m), 0) : 0), ...);
+  return out;
+}
+
 float chamfer_doc(const float* qt, int nq, int nq_pad, int d, const void* doc, int dtype, int64_t m,
-                  float* scratch, float* aux) {
+                  float* scratch, bool allow_short) {
   if (m <= 0 || nq <= 0) return 0.0f;
+  // Vector passes: query lanes need ceil(nq / L) per document token, document lanes need nq
+  // per L document tokens (plus a transpose): the cheaper layout wins.
+  const int64_t query_lanes = static_cast<int64_t>((nq + kLanes - 1) / kLanes) * m;
+  const int64_t doc_lanes = static_cast<int64_t>(nq) * ((m + kLanes - 1) / kLanes) + (m + kLanes - 1) / kLanes;
+  const bool short_layout = allow_short && 5 * doc_lanes < 4 * query_lanes && nq <= kMaxLanesQuery;
+  constexpr auto kQueries = std::make_integer_sequence<int, kMaxLanesQuery>{};
+  if (short_layout && dtype == kFloat16 && kConvertsHalves)
+    return chamfer_doc_lanes_n(nq, qt, nq_pad, d, static_cast<const uint16_t*>(doc), m, kQueries);
   const float* rows = static_cast<const float*>(doc);
   if (dtype == kFloat16) {
     halves_to_floats(static_cast<const uint16_t*>(doc), m * d, scratch);
@@ -473,11 +559,7 @@ float chamfer_doc(const float* qt, int nq, int nq_pad, int d, const void* doc, i
     int8_rows_to_floats(static_cast<const uint8_t*>(doc), m, d, scratch);
     rows = scratch;
   }
-  // Vector passes: query lanes need ceil(nq / L) per document token, document lanes need nq
-  // per L document tokens (plus a transpose): the cheaper layout wins.
-  const int64_t query_lanes = static_cast<int64_t>((nq + kLanes - 1) / kLanes) * m;
-  const int64_t doc_lanes = static_cast<int64_t>(nq) * ((m + kLanes - 1) / kLanes) + (m + kLanes - 1) / kLanes;
-  if (aux != nullptr && 5 * doc_lanes < 4 * query_lanes) return chamfer_doc_lanes(qt, nq, nq_pad, d, rows, m, aux);
+  if (short_layout) return chamfer_doc_lanes_n(nq, qt, nq_pad, d, rows, m, kQueries);
   const int groups = (nq + kLanes - 1) / kLanes;  // lanes past nq are zero: skip whole empty groups
   const vf neg_inf = vf{} - __builtin_inff();
   float total = 0.0f;
@@ -493,10 +575,50 @@ float chamfer_doc(const float* qt, int nq, int nq_pad, int d, const void* doc, i
   return total;
 }
 
+// ---- Refine: sparse dot products with 8-bit codes -------------------------------------------
+typedef uint8_t vb __attribute__((vector_size(kLanes)));
+constexpr int64_t kCode8Ahead = 4;
+
+void code8_dots(const float* w, const int32_t* runs, int nruns, const uint8_t* codes, int64_t dim,
+                const int64_t* rows, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* row = codes + rows[i] * dim;
+    if (i + kCode8Ahead < n) {  // the rows are random: ask for a later row's runs now
+      const uint8_t* next = codes + rows[i + kCode8Ahead] * dim;
+      for (int r = 0; r < nruns; ++r)
+        for (int t = runs[2 * r]; t < runs[2 * r + 1]; t += 64) __builtin_prefetch(next + t);
+    }
+    vf acc0 = vf{}, acc1 = vf{};  // two chains: runs are often one vector long
+    float tail = 0.0f;
+    for (int r = 0; r < nruns; ++r) {
+      int t = runs[2 * r];
+      const int end = runs[2 * r + 1];
+      for (; t + 2 * kLanes <= end; t += 2 * kLanes) {
+        vb c0, c1;
+        std::memcpy(&c0, row + t, sizeof(vb));
+        std::memcpy(&c1, row + t + kLanes, sizeof(vb));
+        acc0 += load_vf_unaligned(w + t) * __builtin_convertvector(c0, vf);
+        acc1 += load_vf_unaligned(w + t + kLanes) * __builtin_convertvector(c1, vf);
+      }
+      if (t + kLanes <= end) {
+        vb c;
+        std::memcpy(&c, row + t, sizeof(vb));
+        ((r & 1) ? acc1 : acc0) += load_vf_unaligned(w + t) * __builtin_convertvector(c, vf);
+        t += kLanes;
+      }
+      for (; t < end; ++t) tail += w[t] * static_cast<float>(row[t]);
+    }
+    acc0 += acc1;
+    float total = tail;
+    for (int l = 0; l < kLanes; ++l) total += acc0[l];
+    out[i] = total;
+  }
+}
+
 }  // namespace
 
 const KernelSet& kernels() {
-  static const KernelSet set{MUVERA_ISA_NAME, &chamfer_doc, &encode_item};
+  static const KernelSet set{MUVERA_ISA_NAME, &chamfer_doc, &encode_item, &code8_dots};
   return set;
 }
 

@@ -37,15 +37,20 @@ def test_scores_match_numpy(isa, d, dtype):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("d", [3, 64, 384])
-def test_short_query_layout_equals_the_query_lane_layout_bit_for_bit(isa, d):
+@pytest.mark.parametrize("d", [3, 12, 64, 384])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_short_query_layout_equals_the_query_lane_layout_bit_for_bit(isa, d, dtype):
     """Short queries put document tokens in the vector lanes (a 1-token query against a long
-    document); 16-token queries put query tokens there. Chamfer is the float32 sum of per-token
-    maxima in token order, so the 16-token score must equal the sum of its 16 single-token scores
-    exactly, at every document length (full and partial blocks)."""
+    document; float16 rows converted in registers); 16-token queries put query tokens there.
+    Chamfer is the float32 sum of per-token maxima in token order, so the 16-token score must
+    equal the sum of its 16 single-token scores exactly, at every document length (full and
+    partial blocks) and every width (d below, at and past a multiple of the vector width)."""
     rng = np.random.default_rng(d)
-    docs = _ragged(rng, [1, 15, 16, 17, 63, 64, 65, 200], d)
+    docs = _ragged(rng, [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 200], d)
+    if dtype == np.float16:
+        docs = [x.astype(np.float16).astype(np.float32) for x in docs]  # exact in both forms
     dt, do = _pack(docs)
+    dt = dt.astype(dtype)
     q = rng.standard_normal((16, d)).astype(np.float32)
     whole = _core.chamfer_scores(q, np.array([0, 16], dtype=np.int64), dt, do, None, 1, isa)[0]
     singles = _core.chamfer_scores(q, np.arange(17, dtype=np.int64), dt, do, None, 1, isa)
@@ -53,7 +58,7 @@ def test_short_query_layout_equals_the_query_lane_layout_bit_for_bit(isa, d):
     for row in singles:
         total = (total + row).astype(np.float32)
     np.testing.assert_array_equal(total, whole)
-    for nq in (2, 3, 5, 7):  # the remainder tiles, against NumPy
+    for nq in (1, 2, 3, 4, 5, 7, 11):  # every register tiling, against NumPy
         got = _core.chamfer_scores(q[:nq], np.array([0, nq], dtype=np.int64), dt, do, None, 1, isa)[0]
         want = [chamfer_reference(q[:nq], x) for x in docs]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4 * np.sqrt(d))

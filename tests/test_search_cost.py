@@ -195,3 +195,83 @@ def test_only_k_given_makes_candidates_follow_it():
     assert ids.shape == (1, 300)
     with pytest.raises(ValueError, match="candidates: expected >= k"):
         index.search([tokens[0][None]], k=250, candidates=100)
+
+
+def _sq8_case(seed=11, n=300, dim=96, nq=5, k_base=40):
+    """SQ8 codes in faiss's layout, queries zero outside a few 16-wide blocks (as a query FDE of a
+    few tokens is), candidate rows with -1 padding."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 256, size=(n, dim), dtype=np.uint8)
+    vmin = rng.normal(size=dim).astype(np.float32)
+    vdiff = rng.uniform(0.1, 2.0, size=dim).astype(np.float32)
+    q = rng.normal(size=(nq, dim)).astype(np.float32)
+    for i in range(nq):
+        keep = rng.choice(dim // 16, size=2, replace=False)
+        mask = np.zeros(dim, dtype=bool)
+        for b in keep:
+            mask[b * 16:(b + 1) * 16] = True
+        mask[rng.integers(dim)] = True  # and a lone value: runs of any length
+        q[i, ~mask] = 0.0
+    rows = np.stack([rng.choice(n, size=k_base, replace=False) for _ in range(nq)]).astype(np.int64)
+    rows[0, -7:] = -1  # a short candidate list
+    return q, rows, codes, vmin, vdiff
+
+
+@pytest.mark.parametrize("isa", muvera.supported_isas())
+def test_sparse_sq8_refine_equals_numpy_on_the_decoded_codes(isa):
+    q, rows, codes, vmin, vdiff = _sq8_case()
+    decoded = vmin + (codes.astype(np.float32) + 0.5) / 255.0 * vdiff  # faiss's QT_8bit decoder
+    k = 10
+    got_rows, got_scores = _core.code8_refine_topk(q, rows, codes, vmin, vdiff, k, 1, isa)
+    for i in range(len(q)):
+        valid = rows[i][rows[i] >= 0]
+        want = decoded[valid].astype(np.float64) @ q[i].astype(np.float64)
+        order = np.argsort(-want, kind="stable")[:k]
+        np.testing.assert_allclose(got_scores[i], want[order], rtol=1e-5, atol=1e-4)
+        assert got_rows[i].tolist() == valid[order].tolist()  # random codes: no near-ties here
+    all_zero = np.zeros_like(q[:1])  # a zero query: every score is 0, the lower rows first
+    r, s = _core.code8_refine_topk(all_zero, rows[1:2], codes, vmin, vdiff, 3, 1, isa)
+    assert s.tolist() == [[0.0, 0.0, 0.0]] and r[0].tolist() == sorted(rows[1])[:3]
+
+
+def test_sparse_sq8_refine_checks_its_arguments():
+    q, rows, codes, vmin, vdiff = _sq8_case()
+    bad = rows.copy()
+    bad[0, 0] = len(codes)
+    with pytest.raises(ValueError, match="rows: expected values in"):
+        _core.code8_refine_topk(q, bad, codes, vmin, vdiff, 5)
+    bad[0, 0] = -2
+    with pytest.raises(ValueError, match="rows: expected values in"):
+        _core.code8_refine_topk(q, bad, codes, vmin, vdiff, 5)
+    with pytest.raises(ValueError, match="codes: expected"):
+        _core.code8_refine_topk(q, rows, codes[:, :-1], vmin, vdiff, 5)
+    with pytest.raises(ValueError, match="vmin, vdiff"):
+        _core.code8_refine_topk(q, rows, codes, vmin[:-1], vdiff, 5)
+    with pytest.raises(ValueError, match="rows: expected a 2-D"):
+        _core.code8_refine_topk(q, rows[:-1], codes, vmin, vdiff, 5)
+    with pytest.raises(ValueError, match="k: expected"):
+        _core.code8_refine_topk(q, rows, codes, vmin, vdiff, 0)
+
+
+def test_sparse_refine_ranks_as_faiss_refine(monkeypatch):
+    """The auto backend's refine stage, scored by muvera's sparse kernel, against faiss's own
+    refine on the same index: the same candidates up to float rounding of near-ties."""
+    from muvera.backends.faiss_backend import FaissBackend
+
+    cfg = muvera.FDEConfig.preset("1280", dimension=16)
+    rng = np.random.default_rng(5)
+    docs = [rng.normal(size=(int(rng.integers(4, 12)), 16)).astype(np.float32) for _ in range(2_200)]
+    index = muvera.MuveraIndex(cfg)
+    index.add(docs)
+    queries = [rng.normal(size=(int(rng.integers(2, 6)), 16)).astype(np.float32) for _ in range(16)]
+    qfde = index.encoder.encode_queries(queries)
+    assert (qfde == 0).mean() > 0.3  # short queries: most of the FDE is zero, which the kernel skips
+    for params in (None, {"k_factor": 2}):
+        ours_rows, ours = index.backend.search(qfde, 30, params=params)
+        monkeypatch.setattr(FaissBackend, "SPARSE_REFINE", False)
+        theirs_rows, theirs = index.backend.search(qfde, 30, params=params)
+        monkeypatch.setattr(FaissBackend, "SPARSE_REFINE", True)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+        for i in range(len(queries)):
+            same = len(set(ours_rows[i]) & set(theirs_rows[i]))
+            assert same >= 29  # at most one near-tie swapped at the boundary
