@@ -576,7 +576,19 @@ float chamfer_doc(const float* qt, int nq, int nq_pad, int d, const void* doc, i
 }
 
 // ---- Refine: sparse dot products with 8-bit codes -------------------------------------------
-typedef uint8_t vb __attribute__((vector_size(kLanes)));
+// kLanes bytes as floats (vpmovzxbd + vcvtdq2ps; GCC turns a vector-extension conversion of
+// bytes into one scalar convert per lane).
+inline vf bytes_to_floats(const uint8_t* p) {
+#if defined(__AVX512F__) && MUVERA_LANES == 16
+  return reinterpret_cast<vf>(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
+#elif defined(__AVX2__) && MUVERA_LANES == 8
+  return reinterpret_cast<vf>(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
+#else
+  vf v;
+  for (int l = 0; l < kLanes; ++l) v[l] = static_cast<float>(p[l]);
+  return v;
+#endif
+}
 constexpr int64_t kCode8Ahead = 4;
 
 void code8_dots(const float* w, const int32_t* runs, int nruns, const uint8_t* codes, int64_t dim,
@@ -594,16 +606,11 @@ void code8_dots(const float* w, const int32_t* runs, int nruns, const uint8_t* c
       int t = runs[2 * r];
       const int end = runs[2 * r + 1];
       for (; t + 2 * kLanes <= end; t += 2 * kLanes) {
-        vb c0, c1;
-        std::memcpy(&c0, row + t, sizeof(vb));
-        std::memcpy(&c1, row + t + kLanes, sizeof(vb));
-        acc0 += load_vf_unaligned(w + t) * __builtin_convertvector(c0, vf);
-        acc1 += load_vf_unaligned(w + t + kLanes) * __builtin_convertvector(c1, vf);
+        acc0 += load_vf_unaligned(w + t) * bytes_to_floats(row + t);
+        acc1 += load_vf_unaligned(w + t + kLanes) * bytes_to_floats(row + t + kLanes);
       }
       if (t + kLanes <= end) {
-        vb c;
-        std::memcpy(&c, row + t, sizeof(vb));
-        ((r & 1) ? acc1 : acc0) += load_vf_unaligned(w + t) * __builtin_convertvector(c, vf);
+        ((r & 1) ? acc1 : acc0) += load_vf_unaligned(w + t) * bytes_to_floats(row + t);
         t += kLanes;
       }
       for (; t < end; ++t) tail += w[t] * static_cast<float>(row[t]);
