@@ -511,7 +511,7 @@ inline void short_blocks(const float* qt, int nq_pad, int d, const T* rows, int6
 // tokens interleave 4 or 2 blocks, so that enough chains are in flight; more blocks for longer
 // queries measured slower (their accumulators and query broadcasts spill).
 template <int NQ, typename T>
-float chamfer_doc_lanes(const float* qt, int nq_pad, int d, const T* rows, int64_t m) {
+float chamfer_doc_lanes(const float* qt, int nq_pad, int d, const T* rows, int64_t m, float total) {
   constexpr int L = kShortLanes;
   constexpr int B = NQ == 1 ? 4 : NQ == 2 ? 2 : 1;
   vs mx[NQ];
@@ -519,26 +519,29 @@ float chamfer_doc_lanes(const float* qt, int nq_pad, int d, const T* rows, int64
   int64_t j0 = 0;
   for (; j0 + B * L <= m; j0 += B * L) short_blocks<NQ, B, true>(qt, nq_pad, d, rows, j0, m, mx);
   for (; j0 < m; j0 += L) short_blocks<NQ, 1, false>(qt, nq_pad, d, rows, j0, m, mx);
-  float total = 0.0f;
   for (int i = 0; i < NQ; ++i) {
     float best = mx[i][0];
     for (int l = 1; l < L; ++l) best = mx[i][l] > best ? mx[i][l] : best;
-    total += best;
+    total += best;  // token order, continuing the caller's sum
   }
   return total;
 }
 
-// Query tokens the fused short-query layout keeps in registers (the layout rule below picks it
-// for at most 0.8 * kLanes - 1 of them).
+// Query tokens one pass of the short-query layout keeps in registers; longer queries (the
+// layout rule picks it up to ~0.8 * 16 * groups tokens) take several passes over the document,
+// each adding its tokens' maxima in token order.
 constexpr int kMaxLanesQuery = 12;
 
-// Out of line: inlining every NQ instance into chamfer_doc measured 9% slower query-lane passes.
+// Out of line: inlining every NQ instance into chamfer_doc measured slower query-lane passes.
 template <typename T, int... N>
-__attribute__((noinline)) float chamfer_doc_lanes_n(int nq, const float* qt, int nq_pad, int d, const T* rows, int64_t m,
-                          std::integer_sequence<int, N...>) {
-  float out = 0.0f;
-  ((nq == N + 1 ? (out = chamfer_doc_lanes<N + 1>(qt, nq_pad, d, rows, m), 0) : 0), ...);
-  return out;
+__attribute__((noinline)) float chamfer_doc_lanes_n(int nq, const float* qt, int nq_pad, int d, const T* rows,
+                                                    int64_t m, std::integer_sequence<int, N...>) {
+  float total = 0.0f;
+  for (int i0 = 0; i0 < nq; i0 += kMaxLanesQuery) {
+    const int n = std::min(kMaxLanesQuery, nq - i0);
+    ((n == N + 1 ? (total = chamfer_doc_lanes<N + 1>(qt + i0, nq_pad, d, rows, m, total), 0) : 0), ...);
+  }
+  return total;
 }
 
 float chamfer_doc(const float* qt, int nq, int nq_pad, int d, const void* doc, int dtype, int64_t m,
@@ -548,7 +551,7 @@ float chamfer_doc(const float* qt, int nq, int nq_pad, int d, const void* doc, i
   // per L document tokens (plus a transpose): the cheaper layout wins.
   const int64_t query_lanes = static_cast<int64_t>((nq + kLanes - 1) / kLanes) * m;
   const int64_t doc_lanes = static_cast<int64_t>(nq) * ((m + kLanes - 1) / kLanes) + (m + kLanes - 1) / kLanes;
-  const bool short_layout = allow_short && 5 * doc_lanes < 4 * query_lanes && nq <= kMaxLanesQuery;
+  const bool short_layout = allow_short && 5 * doc_lanes < 4 * query_lanes;
   constexpr auto kQueries = std::make_integer_sequence<int, kMaxLanesQuery>{};
   if (short_layout && dtype == kFloat16 && kConvertsHalves)
     return chamfer_doc_lanes_n(nq, qt, nq_pad, d, static_cast<const uint16_t*>(doc), m, kQueries);

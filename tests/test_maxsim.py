@@ -51,13 +51,14 @@ def test_short_query_layout_equals_the_query_lane_layout_bit_for_bit(isa, d, dty
         docs = [x.astype(np.float16).astype(np.float32) for x in docs]  # exact in both forms
     dt, do = _pack(docs)
     dt = dt.astype(dtype)
-    q = rng.standard_normal((16, d)).astype(np.float32)
-    whole = _core.chamfer_scores(q, np.array([0, 16], dtype=np.int64), dt, do, None, 1, isa)[0]
-    singles = _core.chamfer_scores(q, np.arange(17, dtype=np.int64), dt, do, None, 1, isa)
-    total = np.zeros(len(docs), dtype=np.float32)
-    for row in singles:
-        total = (total + row).astype(np.float32)
-    np.testing.assert_array_equal(total, whole)
+    q = rng.standard_normal((24, d)).astype(np.float32)
+    for n in (16, 24):  # one full query-lane group; two passes of the short layout (12 + 12)
+        whole = _core.chamfer_scores(q[:n], np.array([0, n], dtype=np.int64), dt, do, None, 1, isa)[0]
+        singles = _core.chamfer_scores(q[:n], np.arange(n + 1, dtype=np.int64), dt, do, None, 1, isa)
+        total = np.zeros(len(docs), dtype=np.float32)
+        for row in singles:
+            total = (total + row).astype(np.float32)
+        np.testing.assert_array_equal(total, whole)
     for nq in (1, 2, 3, 4, 5, 7, 11):  # every register tiling, against NumPy
         got = _core.chamfer_scores(q[:nq], np.array([0, nq], dtype=np.int64), dt, do, None, 1, isa)[0]
         want = [chamfer_reference(q[:nq], x) for x in docs]
