@@ -116,28 +116,29 @@ void sketch_signs(const float* xt, const float* gauss, int d, int rk, int stride
     sketch_tail(rk - j0, xt, gauss, d, stride, j0, sk, std::make_integer_sequence<int, kSketchChunk - 1>{});
 }
 
-// Shuffle masks of one butterfly stage: lo[j] = (j & S) ? b[j - S] : a[j],
-// hi[j] = (j & S) ? b[j] : a[j + S]  (indices >= kLanes select from b).
-template <int S, size_t... J>
-constexpr vi stage_mask(bool hi, std::index_sequence<J...>) {
-  return vi{static_cast<int32_t>(hi ? ((J & S) ? kLanes + J : J + S) : ((J & S) ? kLanes + J - S : J))...};
+// Shuffle masks of one butterfly stage of an N-lane vector: lo[j] = (j & S) ? b[j - S] : a[j],
+// hi[j] = (j & S) ? b[j] : a[j + S]  (indices >= N select from b).
+template <typename VI, int N, int S, size_t... J>
+constexpr VI stage_mask(bool hi, std::index_sequence<J...>) {
+  return VI{static_cast<int32_t>(hi ? ((J & S) ? N + J : J + S) : ((J & S) ? N + J - S : J))...};
 }
 
-template <int S>
-inline void transpose_stage(vf* rows) {
-  constexpr vi lo = stage_mask<S>(false, std::make_index_sequence<kLanes>{});
-  constexpr vi hi = stage_mask<S>(true, std::make_index_sequence<kLanes>{});
-  for (int i = 0; i < kLanes; ++i) {
+// Butterfly stages S, S/2, ..., 1 of an in-register N x N transpose of rows (V: N floats).
+template <typename V, typename VI, int N, int S>
+inline void transpose_stages(V* rows) {
+  constexpr VI lo = stage_mask<VI, N, S>(false, std::make_index_sequence<N>{});
+  constexpr VI hi = stage_mask<VI, N, S>(true, std::make_index_sequence<N>{});
+  for (int i = 0; i < N; ++i) {
     if (i & S) continue;
-    const vf a = rows[i], b = rows[i + S];
+    const V a = rows[i], b = rows[i + S];
     rows[i] = __builtin_shuffle(a, b, lo);
     rows[i + S] = __builtin_shuffle(a, b, hi);
   }
-  if constexpr (S > 1) transpose_stage<S / 2>(rows);
+  if constexpr (S > 1) transpose_stages<V, VI, N, S / 2>(rows);
 }
 
 // In-register kLanes x kLanes transpose: log2(kLanes) butterfly stages of two-source shuffles.
-inline void transpose_square(vf* rows) { transpose_stage<kLanes / 2>(rows); }
+inline void transpose_square(vf* rows) { transpose_stages<vf, vi, kLanes, kLanes / 2>(rows); }
 
 inline vf load_vf_unaligned(const float* p) {
   vf v;
@@ -404,24 +405,6 @@ constexpr int kShortLanes = MUVERA_SHORT_LANES;
 typedef float vs __attribute__((vector_size(4 * kShortLanes)));
 typedef int32_t vsi __attribute__((vector_size(4 * kShortLanes)));
 
-template <int S, size_t... J>
-constexpr vsi short_stage_mask(bool hi, std::index_sequence<J...>) {
-  return vsi{static_cast<int32_t>(hi ? ((J & S) ? kShortLanes + J : J + S) : ((J & S) ? kShortLanes + J - S : J))...};
-}
-
-template <int S>
-inline void short_transpose_stage(vs* rows) {
-  constexpr vsi lo = short_stage_mask<S>(false, std::make_index_sequence<kShortLanes>{});
-  constexpr vsi hi = short_stage_mask<S>(true, std::make_index_sequence<kShortLanes>{});
-  for (int i = 0; i < kShortLanes; ++i) {
-    if (i & S) continue;
-    const vs a = rows[i], b = rows[i + S];
-    rows[i] = __builtin_shuffle(a, b, lo);
-    rows[i + S] = __builtin_shuffle(a, b, hi);
-  }
-  if constexpr (S > 1) short_transpose_stage<S / 2>(rows);
-}
-
 // kShortLanes consecutive values of a stored row as floats (float16 converted on load: exact).
 inline vs load_chunk(const float* p) {
   vs v;
@@ -472,7 +455,7 @@ inline void short_blocks(const float* qt, int nq_pad, int d, const T* rows, int6
       } else {
         for (int l = 0; l < L; ++l) x[l] = l < nb[b] ? load_chunk(block + static_cast<int64_t>(l) * d) : vs{};
       }
-      short_transpose_stage<L / 2>(x);  // x[t] = value t0 + t of each token
+      transpose_stages<vs, vsi, L, L / 2>(x);  // x[t] = value t0 + t of each token
 #pragma GCC unroll 16
       for (int t = 0; t < L; ++t) {
         const float* qrow = qt + static_cast<int64_t>(t0 + t) * nq_pad;
@@ -585,7 +568,9 @@ float chamfer_doc(const float* qt, int nq, int nq_pad, int d, const void* doc, i
 // bytes into one scalar convert per lane).
 inline vf bytes_to_floats(const uint8_t* p) {
 #if defined(__AVX512F__) && MUVERA_LANES == 16
-  return reinterpret_cast<vf>(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
+  // The all-lanes maskz forms: GCC 12's unmasked ones warn (-Wmaybe-uninitialized) in its headers.
+  const __m512i wide = _mm512_maskz_cvtepu8_epi32(0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return reinterpret_cast<vf>(_mm512_maskz_cvtepi32_ps(0xFFFF, wide));
 #elif defined(__AVX2__) && MUVERA_LANES == 8
   return reinterpret_cast<vf>(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
 #else
