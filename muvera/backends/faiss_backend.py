@@ -479,7 +479,7 @@ class FaissBackend(Backend):
         sq = faiss.downcast_index(refine.refine_index)
         n, dim = int(sq.ntotal), int(sq.d)
         codes = faiss.rev_swig_ptr(sq.codes.data(), n * dim).reshape(n, dim)  # a view, no copy
-        trained = faiss.vector_to_array(sq.sq.trained)
+        trained = faiss.rev_swig_ptr(sq.sq.trained.data(), 2 * dim)  # vmin then vdiff: a view, no copy per search
         rows, scores = _core.code8_refine_topk(q, cand, codes, trained[:dim], trained[dim:], k)
         return rows, scores
 
