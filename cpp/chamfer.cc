@@ -67,7 +67,7 @@ void chamfer_scores(const QueryBatchView& q, const TokenStoreView& s, const int6
                    [&](int64_t i, int tid, int64_t begin, int64_t m) {
                      const int n = static_cast<int>(q.offsets[i + 1] - q.offsets[i]);
                      float* buf = scratch[tid].empty() ? nullptr : scratch[tid].data();
-                     return kernels.core.chamfer_doc(qt.data() + qt_offset[i], n, nq_pad[i], d, base + begin * row_bytes,
+                     return kernels.core.chamfer_doc(qt.data() + qt_offset[i], q.tokens + q.offsets[i] * d, n, nq_pad[i], d, base + begin * row_bytes,
                                                 s.dtype, m, buf, true);
                    });
 }

@@ -97,12 +97,13 @@ struct KernelSet {
   const char* name;
   // Chamfer (MaxSim) of one query against one document of m >= 1 rows (dtype kFloat32,
   // kFloat16 or kInt8Scaled; rows contiguous, store_row_bytes apart). The query is given transposed and zero-padded:
-  // qt[t * nq_pad + i] for token i < nq, nq_pad a multiple of kMaxLanes. scratch: m * d floats
-  // (rows are decoded there, one document at a time, where a layout needs floats in memory).
-  // short_layout: short queries may put document tokens in the lanes (false keeps the
-  // query-lane layout). Both give the same scores bit for bit.
-  float (*chamfer_doc)(const float* qt, int nq, int nq_pad, int d, const void* doc, int dtype, int64_t m,
-                       float* scratch, bool short_layout);
+  // qt[t * nq_pad + i] for token i < nq, nq_pad a multiple of kMaxLanes, and as rows: q[i * d + t].
+  // scratch: m * d floats (rows are decoded there, one document at a time, where a layout needs
+  // floats in memory). short_layout: short queries may take the pair layout (lanes along the
+  // dimension, rounded differently) or put document tokens in the lanes (the query-lane
+  // layout's scores bit for bit); false keeps the query-lane layout.
+  float (*chamfer_doc)(const float* qt, const float* q, int nq, int nq_pad, int d, const void* doc, int dtype,
+                       int64_t m, float* scratch, bool short_layout);
   // Encodes one item into out (final_dim or fde_dim floats). Returns false, leaving out
   // unspecified, if the item holds NaN or Inf.
   bool (*encode_item)(const FdeTablesView& t, const ItemView& item, int dtype, bool is_document,

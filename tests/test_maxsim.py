@@ -39,20 +39,20 @@ def test_scores_match_numpy(isa, d, dtype):
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("d", [3, 12, 64, 384])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_short_query_layout_equals_the_query_lane_layout_bit_for_bit(isa, d, dtype):
-    """Short queries put document tokens in the vector lanes (a 1-token query against a long
-    document; float16 rows converted in registers); 16-token queries put query tokens there.
-    Chamfer is the float32 sum of per-token maxima in token order, so the 16-token score must
-    equal the sum of its 16 single-token scores exactly, at every document length (full and
-    partial blocks) and every width (d below, at and past a multiple of the vector width)."""
+def test_short_queries_sum_their_tokens_scores_bit_for_bit(isa, d, dtype):
+    """Short queries take the pair layout (lanes along the dimension, float16 rows converted in
+    registers): every (query token, document token) pair is summed by the same arithmetic
+    wherever it sits, and Chamfer is the float32 sum of per-token maxima in token order, so an
+    n-token score equals the sum of its n one-token scores exactly, at every document length
+    (full and partial blocks) and every width (d below, at and past a multiple of the vector width)."""
     rng = np.random.default_rng(d)
     docs = _ragged(rng, [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 200], d)
     if dtype == np.float16:
         docs = [x.astype(np.float16).astype(np.float32) for x in docs]  # exact in both forms
     dt, do = _pack(docs)
     dt = dt.astype(dtype)
-    q = rng.standard_normal((24, d)).astype(np.float32)
-    for n in (16, 24):  # one full query-lane group; two passes of the short layout (12 + 12)
+    q = rng.standard_normal((12, d)).astype(np.float32)
+    for n in (2, 3, 5, 8):  # every ISA's pair layout: one pass, or two (the generic build's 4 + 4)
         whole = _core.chamfer_scores(q[:n], np.array([0, n], dtype=np.int64), dt, do, None, 1, isa)[0]
         singles = _core.chamfer_scores(q[:n], np.arange(n + 1, dtype=np.int64), dt, do, None, 1, isa)
         total = np.zeros(len(docs), dtype=np.float32)
@@ -63,6 +63,29 @@ def test_short_query_layout_equals_the_query_lane_layout_bit_for_bit(isa, d, dty
         got = _core.chamfer_scores(q[:nq], np.array([0, nq], dtype=np.int64), dt, do, None, 1, isa)[0]
         want = [chamfer_reference(q[:nq], x) for x in docs]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4 * np.sqrt(d))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_a_documents_layout_never_changes_its_score(isa, dtype):
+    """Which layout scores a document can depend on its length (query lanes for a few tokens,
+    document tokens in the lanes for many). Appending a copy of one of its tokens changes no
+    Chamfer score mathematically, and must change none bit for bit: for every query length
+    (each layout, each pass boundary) and document lengths around every block size, where the
+    choice flips."""
+    d = 24
+    rng = np.random.default_rng(7)
+    q = rng.standard_normal((40, d)).astype(np.float32)
+    base = [x.astype(np.float16).astype(np.float32) for x in _ragged(rng, list(range(1, 70)), d)]
+    longer = [np.concatenate([x, x[:1]]) for x in base]
+    dt, do = _pack(base + longer)
+    dt = dt.astype(dtype)
+    lengths = np.arange(1, 41)
+    qo = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=qo[1:])
+    queries = np.concatenate([q[:n] for n in lengths])
+    scores = _core.chamfer_scores(queries, qo, dt, do, None, 1, isa)
+    np.testing.assert_array_equal(scores[:, :len(base)], scores[:, len(base):])
 
 
 @pytest.mark.parametrize("isa", ISAS)
