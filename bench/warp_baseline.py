@@ -41,7 +41,7 @@ SETUP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "setup_warp_env
 _RUNNER_OPTIONS = ("nprobe", "t_prime", "bound", "max_candidates", "centroid_score_threshold",
                    "batch_size", "kmeans_niters", "max_points_per_centroid", "n_samples_kmeans",
                    "num_partitions", "seed", "warmup", "repeats", "build_threads", "mmap",
-                   "keep_index", "index_dir")
+                   "keep_index", "index_dir", "reuse_index")
 
 
 def _default_venv() -> str:
@@ -107,7 +107,7 @@ def run_warp(doc_tokens: np.ndarray, doc_offsets: np.ndarray, query_tokens: np.n
         ``centroid_score_threshold`` (None = WARP's per-query choice), ``batch_size``,
         ``kmeans_niters``, ``max_points_per_centroid``, ``n_samples_kmeans``, ``num_partitions``,
         ``seed``, ``warmup`` (default 5), ``repeats`` (default 1), ``build_threads``, ``mmap``,
-        ``keep_index``, ``index_dir``.
+        ``keep_index``, ``index_dir``, ``reuse_index`` (search the index already in ``index_dir``).
 
     Returns the runner's results dict with ``ids`` as an ``(n_queries, k)`` int64 array (-1 where
     WARP returned fewer than k), ``scores`` as float32 (NaN padded), ``latency_ms`` as float64, and

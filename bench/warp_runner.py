@@ -58,6 +58,7 @@ DEFAULTS = {
     "repeats": 1,             # timed passes over all queries (latency = per-query median over passes)
     "index_dir": None,        # None -> WORKDIR/warp_index
     "keep_index": True,       # False: delete the index folder after measuring it
+    "reuse_index": False,     # True: search the index already in index_dir (build_s is then None)
     # search knobs; None = WARP's own choice per query (xtr_warp.hyperparams.optimize)
     "nprobe": None,
     "t_prime": None,
@@ -168,7 +169,8 @@ def main(argv=None) -> int:
                for i in range(nq)]
 
     index_dir = os.path.abspath(opts["index_dir"] or os.path.join(work, "warp_index"))
-    if os.path.isdir(index_dir):
+    reuse = bool(opts["reuse_index"]) and os.path.exists(os.path.join(index_dir, "metadata.json"))
+    if os.path.isdir(index_dir) and not reuse:
         import shutil
         shutil.rmtree(index_dir)
 
@@ -177,9 +179,11 @@ def main(argv=None) -> int:
                      max_points_per_centroid=int(opts["max_points_per_centroid"]),
                      n_samples_kmeans=opts["n_samples_kmeans"], seed=int(opts["seed"]),
                      num_partitions=opts["num_partitions"], show_progress=False)
-    t0 = time.perf_counter()
-    idx.create(embeddings_source=docs, **create_kw)
-    build_s = time.perf_counter() - t0
+    build_s = None
+    if not reuse:
+        t0 = time.perf_counter()
+        idx.create(embeddings_source=docs, **create_kw)
+        build_s = time.perf_counter() - t0
     del docs, all_docs
 
     files = _dir_sizes(index_dir)
@@ -287,7 +291,8 @@ def main(argv=None) -> int:
     with open(tmp, "w") as f:
         json.dump(results, f)
     os.replace(tmp, os.path.join(work, "results.json"))
-    print(f"warp_runner: {n_docs} docs, {n_tokens} tokens, {nq} queries; build {build_s:.2f} s; "
+    built = "reused index" if build_s is None else f"build {build_s:.2f} s"
+    print(f"warp_runner: {n_docs} docs, {n_tokens} tokens, {nq} queries; {built}; "
           f"index {index_bytes} B ({results['bytes_per_token']:.1f} B/token; search files "
           f"{results['search_bytes_per_token']:.1f} B/token); p50 {results['p50_ms']:.2f} ms "
           f"p95 {results['p95_ms']:.2f} ms on {threads} thread(s)", file=sys.stderr)

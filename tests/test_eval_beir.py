@@ -184,3 +184,27 @@ def test_duplicate_ids_rejected(tmp_path, where):
     root = _write_beir(tmp_path / "t", docs, queries, ["q1\td1\t1"])
     with pytest.raises(ValueError, match=f"{where}.jsonl:2: duplicate _id"):
         load_beir(root)
+
+
+def test_per_query_latency_takes_each_querys_median_over_passes():
+    """repeats > 1: that many passes over all the queries, each query's median; bad counts refused."""
+    import numpy as np
+
+    from muvera.eval.bench import per_query_latency_ms
+
+    qtok = np.zeros((6, 4), np.float32)
+    qoff = np.array([0, 2, 3, 6], np.int64)
+    seen = []
+
+    def fn(q):
+        seen.append(len(q))
+        if len(seen) == 4:  # query 0 in the second pass: one slow call, dropped by the median
+            time.sleep(0.05)
+
+    lat = per_query_latency_ms(fn, qtok, qoff, repeats=3)
+    assert seen == [2, 1, 3] * 3 and lat.shape == (3,)
+    assert lat[0] < 40
+    assert per_query_latency_ms(lambda q: None, qtok, qoff).shape == (3,)
+    for bad in (0, -1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="repeats"):
+            per_query_latency_ms(lambda q: None, qtok, qoff, repeats=bad)

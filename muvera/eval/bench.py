@@ -25,15 +25,22 @@ from .._optional import require
 from .._progress import progress as _progress_bar
 
 
-def per_query_latency_ms(fn, qtok: np.ndarray, qoff: np.ndarray) -> np.ndarray:
-    """Milliseconds of fn(query_tokens) for each query of a packed batch, one at a time."""
-    out = []
-    for i in range(len(qoff) - 1):
-        q = qtok[qoff[i]:qoff[i + 1]]
-        t0 = time.perf_counter()
-        fn(q)
-        out.append(time.perf_counter() - t0)
-    return np.asarray(out) * 1e3
+def per_query_latency_ms(fn, qtok: np.ndarray, qoff: np.ndarray, repeats: int = 1) -> np.ndarray:
+    """Milliseconds of fn(query_tokens) for each query of a packed batch, one at a time; with
+    ``repeats`` > 1, that many passes over all the queries and each query's median over them (a
+    pass is a stream of different queries, as in service; the median drops a pass that another
+    process interrupted)."""
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise ValueError(f"repeats: expected an int >= 1, got {repeats!r}")
+    n = len(qoff) - 1
+    out = np.empty((int(repeats), n))
+    for r in range(int(repeats)):
+        for i in range(n):
+            q = qtok[qoff[i]:qoff[i + 1]]
+            t0 = time.perf_counter()
+            fn(q)
+            out[r, i] = time.perf_counter() - t0
+    return np.median(out, axis=0) * 1e3
 
 
 def recall_against(found: np.ndarray, truth: np.ndarray, k: int) -> float:
