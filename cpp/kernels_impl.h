@@ -405,23 +405,30 @@ constexpr int kShortLanes = MUVERA_SHORT_LANES;
 typedef float vs __attribute__((vector_size(4 * kShortLanes)));
 typedef int32_t vsi __attribute__((vector_size(4 * kShortLanes)));
 
-// kShortLanes consecutive values of a stored row as floats (float16 converted on load: exact).
-inline vs load_chunk(const float* p) {
-  vs v;
-  std::memcpy(&v, p, sizeof(vs));
+// V's width of consecutive values of a stored row as floats (float16 converted on load: exact).
+template <typename V>
+inline V load_values(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
   return v;
 }
-inline vs load_chunk(const uint16_t* p) {
-#if defined(__AVX512F__) && MUVERA_SHORT_LANES == 16
-  return reinterpret_cast<vs>(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
-#elif defined(__F16C__) && MUVERA_SHORT_LANES == 8
-  return reinterpret_cast<vs>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-#else
-  vs v;
-  for (int l = 0; l < kShortLanes; ++l) v[l] = half_to_float(p[l]);
-  return v;
+template <typename V>
+inline V load_values(const uint16_t* p) {
+  constexpr int N = static_cast<int>(sizeof(V) / sizeof(float));
+#if defined(__AVX512F__)
+  // The all-lanes maskz form: GCC 12's unmasked one warns (-Wmaybe-uninitialized) in its headers.
+  if constexpr (N == 16)
+    return reinterpret_cast<V>(_mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
 #endif
+#if defined(__F16C__)
+  if constexpr (N == 8) return reinterpret_cast<V>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#endif
+  V v;
+  for (int l = 0; l < N; ++l) v[l] = half_to_float(p[l]);
+  return v;
 }
+template <typename T>
+inline vs load_chunk(const T* p) { return load_values<vs>(p); }
 // Whether load_chunk converts float16 with an instruction (F16C); without it a document is
 // converted once into scratch instead (scalar conversion inside the fused loop measured slower).
 constexpr bool kConvertsHalves = (MUVERA_SHORT_LANES == 16 || MUVERA_SHORT_LANES == 8)
@@ -594,20 +601,9 @@ constexpr vi tree_entities(std::index_sequence<P...>) {
   return vi{tree_entity(static_cast<int>(P))...};
 }
 
-// kLanes values of a stored row as floats (float16 converted on load: exact); n < kLanes of
-// them, zero filled.
-inline vf load_row(const float* p) { return load_vf_unaligned(p); }
-inline vf load_row(const uint16_t* p) {
-#if defined(__AVX512F__) && MUVERA_LANES == 16
-  return reinterpret_cast<vf>(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
-#elif defined(__F16C__) && MUVERA_LANES == 8
-  return reinterpret_cast<vf>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-#else
-  vf v;
-  for (int l = 0; l < kLanes; ++l) v[l] = half_to_float(p[l]);
-  return v;
-#endif
-}
+// kLanes values of a stored row as floats; n < kLanes of them, zero filled.
+template <typename T>
+inline vf load_row(const T* p) { return load_values<vf>(p); }
 template <typename T>
 inline vf load_row_part(const T* p, int n) {
   vf v = vf{};
