@@ -121,12 +121,13 @@ inline vint maddubs(vint u, vint s) { return _mm512_maddubs_epi16(u, s); }
 inline vint add16(vint a, vint b) { return _mm512_add_epi16(a, b); }
 inline vint add32(vint a, vint b) { return _mm512_add_epi32(a, b); }
 inline vint widen(vint a) { return _mm512_madd_epi16(a, _mm512_set1_epi16(1)); }
-inline vflt to_f(vint a) { return _mm512_cvtepi32_ps(a); }
+// The all-lanes maskz forms of the next two: GCC 12's unmasked ones warn (-Wmaybe-uninitialized) at -O1.
+inline vflt to_f(vint a) { return _mm512_maskz_cvtepi32_ps(0xFFFF, a); }
 inline vflt load_f(const float* p) { return _mm512_loadu_ps(p); }
 inline void store_f(float* p, vflt v) { _mm512_storeu_ps(p, v); }
 inline vflt mul_f(vflt a, vflt b) { return _mm512_mul_ps(a, b); }
 inline vflt add_f(vflt a, vflt b) { return _mm512_add_ps(a, b); }
-inline vflt max_f(vflt a, vflt b) { return _mm512_max_ps(a, b); }
+inline vflt max_f(vflt a, vflt b) { return _mm512_maskz_max_ps(0xFFFF, a, b); }
 inline vflt zero_f() { return _mm512_setzero_ps(); }
 inline vflt set1_f(float v) { return _mm512_set1_ps(v); }
 #endif
