@@ -517,10 +517,11 @@ float chamfer_doc_lanes(const float* qt, int nq_pad, int d, const T* rows, int64
   return total;
 }
 
-// Query tokens one pass of the short-query layout keeps in registers. The layout rule picks it
-// wherever a query would fill its kLanes-token groups to less than ~80% (1-11 tokens, 17-24,
-// ... on AVX-512); longer queries take several passes over the document, each adding its
-// tokens' maxima in token order.
+// Query tokens one pass of the document-lane layout keeps in registers. Past the pair layout's
+// lengths, the layout rule picks it wherever a query would fill its kLanes-token groups to less
+// than ~80% (17-23 tokens on AVX-512, ...); such queries take several passes over the document
+// (12 + 5 tokens, ...), each adding its tokens' maxima in token order, so a last pass may hold
+// one or two tokens.
 constexpr int kMaxLanesQuery = 12;
 
 // Out of line: inlining every NQ instance into chamfer_doc measured slower query-lane passes.
