@@ -6,6 +6,9 @@
 #if defined(__F16C__)
 #include <immintrin.h>
 #endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 #include "kernels.h"
 
@@ -616,7 +619,7 @@ constexpr int64_t kPairPrefetchBytes = 1024;  // measured: 1-8 KB ahead alike, 1
 
 // a * b + c rounded once where the ISA fuses it (an intrinsic, not left to contraction: the
 // compiler may split a multiply from its add across branches, and a pair's arithmetic must not
-// depend on where its block sits); two roundings in the generic build.
+// depend on where its block sits); two roundings in the generic x86 build (no FMA there).
 inline vf fused_multiply_add(vf a, vf b, vf c) {
 #if defined(__AVX512F__) && MUVERA_LANES == 16
   return reinterpret_cast<vf>(_mm512_fmadd_ps(reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b), reinterpret_cast<__m512>(c)));
@@ -624,6 +627,9 @@ inline vf fused_multiply_add(vf a, vf b, vf c) {
   return reinterpret_cast<vf>(_mm256_fmadd_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b), reinterpret_cast<__m256>(c)));
 #elif defined(__FMA__) && MUVERA_LANES == 4
   return reinterpret_cast<vf>(_mm_fmadd_ps(reinterpret_cast<__m128>(a), reinterpret_cast<__m128>(b), reinterpret_cast<__m128>(c)));
+#elif defined(__aarch64__) && MUVERA_LANES == 4  // the generic build there: NEON fuses too
+  return reinterpret_cast<vf>(vfmaq_f32(reinterpret_cast<float32x4_t>(c), reinterpret_cast<float32x4_t>(a),
+                                        reinterpret_cast<float32x4_t>(b)));
 #else
   return a * b + c;
 #endif
