@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <stdexcept>
@@ -18,6 +19,7 @@
 #include "fde_fastembed.h"  // fastembed variant
 #include "kernels.h"
 #include "parallel.h"
+#include "prune.h"
 #include "refine.h"
 #include "residual.h"
 
@@ -528,6 +530,87 @@ PYBIND11_MODULE(_core, m) {
         py::arg("nbits"), py::arg("k"), py::arg("num_threads") = 0, py::arg("isa") = "",
         "Top-k on residual codes: (rows, scores), each (n_queries, k); -1 / -inf where fewer qualified.");
   // ---- end residual codes ----------------------------------------------------------------------
+
+  // ---- the centroid-interaction prune (prune.h) ------------------------------------------------
+  m.def("centroid_bags",
+        [](U8Array codes, I64Array doff, int64_t begin, int64_t end, int64_t k) {
+          if (codes.ndim() != 2 || codes.shape(1) < 2)
+            throw py::value_error("codes: expected a 2-D uint8 array of residual code rows (a 2-byte centroid id first)");
+          if (k < 1 || k > 65536) throw py::value_error("k: expected the codec's centroid count, in [1, 65536]");
+          check_offsets(doff, codes.shape(0), "doc_offsets");
+          const int64_t n_docs = doff.shape(0) - 1;
+          if (begin < 0 || end < begin || end > n_docs)
+            throw py::value_error("begin, end: expected 0 <= begin <= end <= " + std::to_string(n_docs));
+          const int64_t* o = doff.data();
+          for (int64_t j = begin; j < end; ++j)
+            if (o[j + 1] == o[j]) throw py::value_error("doc_offsets: document " + std::to_string(j) + " has no tokens");
+          std::vector<uint16_t> ids;
+          py::array_t<int64_t> lengths(end - begin);
+          int64_t bad;
+          {
+            py::gil_scoped_release release;
+            ids.reserve(static_cast<size_t>(o[end] - o[begin]));
+            bad = muvera::build_bags(codes.data(), codes.shape(1), o, begin, end, k, ids, lengths.mutable_data());
+          }
+          if (bad >= 0)
+            throw py::value_error("codes: document " + std::to_string(bad) + " holds a centroid id >= " + std::to_string(k));
+          py::array_t<uint16_t> out(static_cast<py::ssize_t>(ids.size()));
+          if (!ids.empty()) std::memcpy(out.mutable_data(), ids.data(), ids.size() * sizeof(uint16_t));
+          return py::make_tuple(out, lengths);
+        },
+        py::arg("codes"), py::arg("doc_offsets"), py::arg("begin"), py::arg("end"), py::arg("k"),
+        "Bags of documents [begin, end): (ids uint16, lengths int64), each document's distinct centroid ids ascending.");
+  m.def("centroid_prune",
+        [](F32Array qtok, I64Array qoff, py::array centroids, py::array_t<uint16_t, py::array::c_style> bag_ids,
+           I64Array bag_off, I64Array cand, int64_t keep, int num_threads, const std::string& isa) {
+          if (centroids.dtype().kind() != 'f' || centroids.itemsize() != 2)
+            throw py::type_error("centroids: expected float16 (the codec's stored table)");
+          if (!(centroids.flags() & py::array::c_style) || reinterpret_cast<uintptr_t>(centroids.data()) % 2 != 0)
+            throw py::value_error("centroids: expected a C-contiguous, aligned array");
+          if (centroids.ndim() != 2 || centroids.shape(0) < 1 || centroids.shape(0) > 65536 || centroids.shape(1) < 1)
+            throw py::value_error("centroids: expected a (K <= 65536, d) float16 array");
+          const int d = static_cast<int>(centroids.shape(1));
+          if (qtok.ndim() != 2 || qtok.shape(1) != d)
+            throw py::value_error("queries: expected a 2-D array with " + std::to_string(d) + " columns (the centroids' dimension)");
+          check_offsets(qoff, qtok.shape(0), "query_offsets");
+          if (bag_ids.ndim() != 1) throw py::value_error("bag_ids: expected a 1-D uint16 array");
+          if (bag_off.ndim() != 1 || bag_off.shape(0) < 1) throw py::value_error("bag_offsets: expected n_docs + 1 offsets");
+          const int64_t n_docs = bag_off.shape(0) - 1, nq = qoff.shape(0) - 1;
+          if (cand.ndim() != 2 || cand.shape(0) != nq)
+            throw py::value_error("candidates: expected an (n_queries, C) array of document rows");
+          if (keep <= 0) throw py::value_error("keep: expected a positive int");
+          if (nq > 0 && keep > (int64_t(1) << 40) / nq) throw py::value_error("keep: n_queries * keep is too large");
+          const int64_t* p = cand.data();
+          const int64_t* bo = bag_off.data();
+          const int64_t n_ids = bag_ids.shape(0);
+          for (py::ssize_t x = 0; x < cand.size(); ++x) {  // the candidates' bags only: the cost follows them
+            const int64_t j = p[x];
+            if (j < -1 || j >= n_docs)
+              throw py::value_error("candidates: entry " + std::to_string(j) + " is not a document row (or -1)");
+            if (j >= 0 && (bo[j] < 0 || bo[j + 1] <= bo[j] || bo[j + 1] > n_ids))
+              throw py::value_error("bag_offsets: the bag of document " + std::to_string(j) + " is empty or outside bag_ids");
+          }
+          const muvera::Dispatch& kernels = kernels_for(isa);
+          py::array_t<int64_t> rows({nq, keep});
+          py::array_t<float> scores({nq, keep});
+          int64_t* r = rows.mutable_data();
+          float* sc = scores.mutable_data();
+          if (num_threads <= 0) num_threads = muvera::default_num_threads();
+          bool ok;
+          {
+            py::gil_scoped_release release;
+            muvera::QueryBatchView q{qtok.data(), qoff.data(), nq};
+            muvera::CentroidsView c{static_cast<const uint16_t*>(centroids.data()), centroids.shape(0), d};
+            muvera::BagView b{bag_ids.data(), bo, n_docs};
+            ok = muvera::prune_candidates(q, c, b, p, cand.shape(1), keep, r, sc, num_threads, kernels);
+          }
+          if (!ok) throw py::value_error("bag_ids: a centroid id is outside the centroid table");
+          return py::make_tuple(rows, scores);
+        },
+        py::arg("query_tokens"), py::arg("query_offsets"), py::arg("centroids"), py::arg("bag_ids"),
+        py::arg("bag_offsets"), py::arg("candidates"), py::arg("keep"), py::arg("num_threads") = 0, py::arg("isa") = "",
+        "The keep best candidates per query by bag score (sum over query tokens of the max <q, centroid> over the "
+        "document's bag): (rows, scores), each (n_queries, keep), best first; -1 / -inf padded.");
 
   py::class_<FdeEncoder> fde_encoder(m, "FdeEncoder");
   fde_encoder

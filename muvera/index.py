@@ -20,6 +20,7 @@ import numpy as np
 from . import index_format
 from ._validate import MAX_THREADS, check_search_args, positive_int
 from .backends import AllowedRows, Backend, make_backend
+from .prune import DEFAULT_PRUNE_FACTOR, split_prune
 from .config import FDEConfig
 from .encoder import FDEEncoder
 from .idmap import IdLike, IdMap, id_list
@@ -314,8 +315,12 @@ class MuveraIndex:
         self._config = config
         self._encoder = FDEEncoder(config, num_threads=num_threads)
         self._num_threads = 0 if num_threads is None else int(num_threads)
-        self._backend: Backend = make_backend(backend, config.output_dimension)
         self._store = TokenStore(config.dimension, codec_spec(token_dtype, token_codec))
+        if isinstance(backend, str) and backend.strip().lower() == "auto" and self._store.codec.kind == "residual":
+            # Residual codes carry centroid ids: the centroid-interaction prune replaces the SQ8
+            # FDE refine (muvera.prune), so the default index stores no refine codes.
+            backend = "auto:refine=none"
+        self._backend: Backend = make_backend(backend, config.output_dimension)
         # FDEs are encoded from the tokens in the codec's input dtype (float16 for the default
         # store), so they are a pure function of the store: compact() or a change of backend on
         # load re-encodes them bit for bit.
@@ -1155,7 +1160,11 @@ class MuveraIndex:
         tau = ball_carving_tau(ball_carving)
         if rescore is not None and self._exact is None:
             raise ValueError("rescore: needs an exact tier; build the index with keep_exact=True")
-        self._backend.check_params(params)
+        prune, backend_params = split_prune(params)
+        if prune is not None and prune > 1 and not self._store.can_prune:
+            raise ValueError(f"params: prune_factor needs centroid ids in the token codes (a residual codec); "
+                             f"the {self._store.codec_name!r} store has none (use 1 or leave it out)")
+        self._backend.check_params(backend_params)
         qtok, qoff = self.pack_queries(queries, lengths, offsets, mask)
         qfde = self.encode_packed_queries(qtok, qoff)
         if lexical is not None:
@@ -1209,6 +1218,15 @@ class MuveraIndex:
 
     #: Candidates reranked per query when neither the caller nor :meth:`tune` sets them.
     DEFAULT_CANDIDATES = 200
+
+    @property
+    def default_prune_factor(self) -> int:
+        """FDE candidates fetched per reranked one when ``params`` does not say
+        (``prune_factor``): :data:`muvera.prune.DEFAULT_PRUNE_FACTOR` when the store can prune
+        (residual codes) and the backend has no refine stage of its own, else 1 (no prune)."""
+        if not self._store.can_prune or self._backend.refines:
+            return 1
+        return DEFAULT_PRUNE_FACTOR
 
     def search_settings(self, k: int, candidates: Optional[int] = None, params: Optional[Dict[str, Any]] = None,
                         rescore: Optional[int] = None) -> Tuple[int, Optional[Dict[str, Any]], Optional[int]]:
@@ -1354,7 +1372,13 @@ class MuveraIndex:
         elif c >= n_allowed:  # rerank every eligible document (listed: cheaper than a mask scan)
             cand = np.broadcast_to(allowed.rows, (nq, n_allowed))  # type: ignore[union-attr]
         else:
-            cand, _ = self._backend.search(qfde, c, params=params, allowed=allowed)
+            prune, params = split_prune(params)
+            if prune is None:
+                prune = self.default_prune_factor
+            wide = min(c * prune, n_allowed)
+            cand, _ = self._backend.search(qfde, wide, params=params, allowed=allowed)
+            if wide > c:  # the bag scores keep c of them (muvera.prune)
+                cand = self._store.prune(qtok, qoff, cand, c, threads)
         if rescore is None:
             return self._store.rerank(qtok, qoff, k, cand, None, threads)
         # Two tiers: the best `rescore` on the codes, then exact float16 Chamfer over those.

@@ -19,6 +19,12 @@ from .buffers import Growable
 from .ragged import offsets_of, span_index
 from .durable import write_atomic, write_npy
 
+
+def _core() -> Any:
+    from . import _core as core  # noqa: PLC0415 (the extension: imported where first needed)
+
+    return core
+
 if TYPE_CHECKING:
     from .codecs import TokenCodec
 
@@ -218,6 +224,9 @@ class TokenStore:
             self._codec = make_codec(codec, self._dim)
         self._codes = Growable((self._codec.code_width,), self._codec.code_dtype)
         self._offsets = Growable((), np.int64, np.zeros(1, dtype=np.int64))
+        # Each document's distinct centroid ids (residual codes only; see prune): derived from the
+        # codes, kept in step with them, never saved.
+        self._bags: Optional[Tuple[Growable, Growable]] = None
 
     @classmethod
     def from_arrays(cls, tokens: np.ndarray, offsets: np.ndarray,
@@ -248,6 +257,7 @@ class TokenStore:
             raise ValueError(f"offsets: expected a strictly increasing sequence from 0 to {len(tokens)}")
         store._codes = Growable((c.code_width,), c.code_dtype, tokens)
         store._offsets = Growable((), np.int64, offsets)
+        store._sync_bags()
         return store
 
     @classmethod
@@ -307,7 +317,8 @@ class TokenStore:
     @property
     def nbytes(self) -> int:
         """Bytes held by the buffers (allocated capacity; a memory map counts its file size)."""
-        return self._codes.nbytes + self._offsets.nbytes
+        bags = 0 if self._bags is None else self._bags[0].nbytes + self._bags[1].nbytes
+        return self._codes.nbytes + self._offsets.nbytes + bags
 
     @property
     def is_memory_mapped(self) -> bool:
@@ -476,6 +487,7 @@ class TokenStore:
         base = int(self._offsets.view[-1])
         self._codes.extend(codes)
         self._offsets.extend(base + np.cumsum(lens))
+        self._sync_bags()
         return np.arange(start, start + len(lens), dtype=np.int64)
 
     def truncate(self, num_documents: int) -> None:
@@ -485,6 +497,7 @@ class TokenStore:
             return
         self._codes.truncate(int(self._offsets.view[n]))
         self._offsets.truncate(n + 1)
+        self._sync_bags()
 
     def compact(self, keep: np.ndarray) -> np.ndarray:
         """Keep only rows where ``keep`` (bool, one per row) is true; returns ``mapping``
@@ -498,6 +511,8 @@ class TokenStore:
         codes = self._codes.view[np.repeat(keep, lens)]  # one boolean gather, no per-row loop
         self._codes = Growable((self._codec.code_width,), self._codec.code_dtype, np.ascontiguousarray(codes))
         self._offsets = Growable((), np.int64, offsets_of(lens[keep]))
+        self._bags = None
+        self._sync_bags()
         return mapping
 
     def get(self, row: int) -> np.ndarray:
@@ -563,6 +578,49 @@ class TokenStore:
         float32, already checked."""
         return self._codec.rerank(query_tokens, query_offsets, self._codes.view, self._offsets.view, k,
                                   candidates, allowed, num_threads)
+
+    # -- the centroid-interaction prune ---------------------------------------------------------
+    @property
+    def can_prune(self) -> bool:
+        """Whether :meth:`prune` can cut candidates: the codes carry centroid ids (a trained
+        residual codec) and every document has its bag."""
+        return self._bags is not None
+
+    def _sync_bags(self) -> None:
+        """Bring the bags in step with the rows: appended documents add theirs (O(new tokens)),
+        a truncation drops the tail; without centroid ids there are none."""
+        codec = self._codec
+        if getattr(codec, "kind", None) != "residual" or not getattr(codec, "num_centroids", 0):
+            self._bags = None
+            return
+        if self._bags is None:
+            self._bags = (Growable((), np.uint16), Growable((), np.int64, np.zeros(1, dtype=np.int64)))
+        ids, boff = self._bags
+        done, n = len(boff) - 1, len(self)
+        if done > n:
+            boff.truncate(n + 1)
+            ids.truncate(int(boff.view[n]))
+        elif done < n:
+            off = self._offsets.view
+            t0, t1 = int(off[done]), int(off[n])
+            new_ids, lens = _core().centroid_bags(self._codes.view[t0:t1], off[done:n + 1] - t0, 0, n - done,
+                                                  codec.num_centroids)
+            ids.extend(new_ids)
+            boff.extend(int(boff.view[-1]) + np.cumsum(lens))
+
+    def prune(self, query_tokens: np.ndarray, query_offsets: np.ndarray, candidates: np.ndarray, keep: int,
+              num_threads: int = 0) -> np.ndarray:
+        """The ``keep`` best of each query's candidate rows by centroid interaction (PLAID's
+        stage: a document scores ``sum_i max_{c in its bag} <q_i, c>``, every token moved to its
+        centroid), best first, ``-1`` padded: ``(n_queries, keep)`` int64. Reads only the
+        candidates' bags (about 1 byte per token) and the query x centroid dot products of the
+        centroids they use. Needs :attr:`can_prune`."""
+        if self._bags is None:
+            raise ValueError(f"prune: the {self._codec.name!r} store has no centroid ids (residual codecs only)")
+        ids, boff = self._bags
+        rows, _ = _core().centroid_prune(query_tokens, query_offsets, self._codec.centroids, ids.view, boff.view,
+                                         candidates, int(keep), int(num_threads))
+        return rows
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: Path, prefix: str = "") -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:

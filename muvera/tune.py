@@ -272,6 +272,6 @@ def check_tuned(state: Any) -> Optional[Dict[str, Any]]:
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"manifest.json: malformed tuned setting ({exc})") from None
     if c < 1 or (rescore is not None and rescore < 1) or any(v < 1 for v in params.values()) \
-            or set(params) - {"nprobe", "k_factor", "efSearch"} or not math.isfinite(out["recall"]):
+            or set(params) - {"nprobe", "k_factor", "efSearch", "prune_factor"} or not math.isfinite(out["recall"]):
         raise ValueError("manifest.json: malformed tuned setting (bad values)")
     return out

@@ -177,6 +177,11 @@ class AutoBackend(Backend):
         return f"auto:refine={self._refine or 'none'}"
 
     @property
+    def refines(self) -> bool:
+        """Whether a refine code is configured (every phase alike, the exact one included)."""
+        return self._refine is not None
+
+    @property
     def refine(self) -> Optional[str]:
         """The refine code of the PQ and IVF phases (None: the 4-bit codes rank alone)."""
         return self._refine

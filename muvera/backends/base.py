@@ -233,6 +233,12 @@ class Backend(abc.ABC):
             Best first, ``-1`` (score ``-inf``) where fewer than ``k`` qualified.
         """
 
+    @property
+    def refines(self) -> bool:
+        """Whether searches re-score coarse candidates with finer codes of their own (a faiss
+        ``Refine`` stage); the index then does not prune them again."""
+        return False
+
     def check_params(self, params: Optional[Mapping[str, Any]]) -> None:
         """Raise ValueError for search parameters this backend does not take."""
         if params:

@@ -308,6 +308,10 @@ class FaissBackend(Backend):
         return idx if hasattr(idx, "refine_index") and hasattr(idx, "base_index") else None
 
     @property
+    def refines(self) -> bool:
+        return self._refine() is not None
+
+    @property
     def k_factor(self) -> int:
         """Refine stages: the base index returns ``k_factor * k`` rows, re-scored by the finer
         codes down to ``k`` (ValueError without a refine stage)."""
