@@ -70,12 +70,13 @@ def bench_codec(spec: str, data, dtok, doff, qtok, qoff, truth_rows, args) -> Li
     n_tok, n_docs = store.num_tokens, len(doff) - 1
     code_b = store.tokens.nbytes / n_tok
     off_b = store.offsets.nbytes / n_tok
+    bag_b = (store.nbytes - store.tokens.nbytes - store.offsets.nbytes) / n_tok  # residual: the prune's bags
     table_b = codec.state_nbytes / n_tok
-    per_token = code_b + off_b + table_b
+    per_token = code_b + off_b + bag_b + table_b
     fde_per_doc = index.backend.nbytes / n_docs
     exact_tier = 2 * dtok.shape[1] + 8 * (n_docs + 1) / n_tok if index.exact_tier is not None else 0.0
     base = {"codec": codec.name, "bytes_per_token": per_token, "code_bytes_per_token": code_b,
-            "offset_bytes_per_token": off_b, "table_bytes_per_token": table_b,
+            "offset_bytes_per_token": off_b, "bag_bytes_per_token": bag_b, "table_bytes_per_token": table_b,
             "num_centroids": getattr(codec, "num_centroids", 0),
             "token_bytes_per_doc": per_token * n_tok / n_docs, "fde_bytes_per_doc": fde_per_doc,
             "exact_tier_disk_bytes_per_token": exact_tier,

@@ -1117,8 +1117,11 @@ class MuveraIndex:
             filter reaches the backend as an allowed-rows bitmap: nothing is re-encoded.
         params : dict, optional
             Backend search parameters, e.g. ``{"efSearch": 128}`` (HNSW), ``{"nprobe": 16}`` (IVF),
-            ``{"k_factor": 8}`` (refine stages, ``auto``'s PQ and IVF phases). Default: those
-            :meth:`tune` stored for the active backend, else the backend's own.
+            ``{"k_factor": 8}`` (refine stages, ``auto``'s PQ and IVF phases), and
+            ``{"prune_factor": 8}``: with residual codes the backend returns that many times
+            ``candidates``, cut back to ``candidates`` by centroid interaction (:mod:`muvera.prune`;
+            default 4 unless the backend refines, 1 turns it off). Default: those :meth:`tune`
+            stored for the active backend, else the defaults.
         where, where_params : str, sequence, optional
             Only documents whose metadata satisfies the SQL condition ``where`` (e.g.
             ``"year >= ? AND lang = ?"``) with its ``?`` placeholders bound to ``where_params``
@@ -1271,7 +1274,8 @@ class MuveraIndex:
         arguments still win) and :meth:`save` keeps it.
 
         Tried: FDE ``candidates`` (20 ... 3200), IVF ``nprobe`` (once ``auto`` or a faiss IVF
-        index is active), the refine stage's ``k_factor``, and the exact-tier ``rescore`` depth
+        index is active), the refine stage's ``k_factor``, the prune's ``prune_factor`` (residual
+        codes), and the exact-tier ``rescore`` depth
         (``keep_exact=True``). For each setting, recall@k against the brute-force Chamfer top-k
         (the exact tier's when kept) and the median per-query latency on one thread.
 

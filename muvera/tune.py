@@ -2,8 +2,8 @@
 
 :meth:`muvera.MuveraIndex.tune` measures recall@k against exact Chamfer (a brute-force scan of
 the index's own tokens, the exact tier when it keeps one) on a query sample, over the settings
-that matter -- FDE candidates, IVF ``nprobe``, the refine stage's ``k_factor``, the exact-tier
-``rescore`` depth -- and stores the fastest setting that meets the target in the index, where
+that matter -- FDE candidates, IVF ``nprobe``, the refine stage's ``k_factor``, the prune's
+``prune_factor`` (residual codes, :mod:`muvera.prune`), the exact-tier ``rescore`` depth -- and stores the fastest setting that meets the target in the index, where
 :meth:`~muvera.MuveraIndex.search` uses it by default. Latency is the median per-query time on
 one thread (each query searched alone, as a service would).
 """
@@ -30,6 +30,7 @@ __all__ = ["TuneResult", "tune_index", "pseudo_queries", "CANDIDATE_GRID"]
 #: Candidate counts tried (those >= k and below the live documents).
 CANDIDATE_GRID = (20, 50, 100, 200, 400, 800, 1600, 3200)
 _NPROBE_GRID = (4, 8, 16, 32, 64, 128, 256)
+_PRUNE_GRID = (2, 4, 8)  # prune_factor: FDE candidates per reranked one (muvera.prune)
 _K_FACTOR_GRID = (1, 2, 4, 8)
 _PSEUDO_TOKENS = 32
 
@@ -172,10 +173,13 @@ def _grids(index: "MuveraIndex", k: int, n_live: int) -> Dict[str, List[Any]]:
         pass
     if getattr(inner, "_refine", lambda: None)() is not None:
         k_factor = list(_K_FACTOR_GRID)
+    prune: List[Optional[int]] = [None]
+    if index.store.can_prune and not backend.refines:  # residual codes: the prune's width too
+        prune = list(_PRUNE_GRID)
     rescore: List[Optional[int]] = [None]
     if index.exact_tier is not None:
         rescore = [None] + sorted({max(k, 2 * k), max(k, 5 * k), max(k, 10 * k)})
-    return {"candidates": cands, "nprobe": nprobe, "k_factor": k_factor, "rescore": rescore}
+    return {"candidates": cands, "nprobe": nprobe, "k_factor": k_factor, "prune_factor": prune, "rescore": rescore}
 
 
 def tune_index(index: "MuveraIndex", queries: Any = None, *, target_recall: float = 0.95, k: int = 10,
@@ -229,9 +233,10 @@ def tune_index(index: "MuveraIndex", queries: Any = None, *, target_recall: floa
         rows.append(row)
         return row
 
-    combos = list(itertools.product(grids["nprobe"], grids["k_factor"], grids["rescore"]))
-    for nprobe, k_factor, rescore in combos:
-        params = {name: v for name, v in (("nprobe", nprobe), ("k_factor", k_factor)) if v is not None}
+    combos = list(itertools.product(grids["nprobe"], grids["k_factor"], grids["prune_factor"], grids["rescore"]))
+    for nprobe, k_factor, prune, rescore in combos:
+        params = {name: v for name, v in (("nprobe", nprobe), ("k_factor", k_factor), ("prune_factor", prune))
+                  if v is not None}
         for c in grids["candidates"]:
             if rescore is not None and rescore > c:
                 continue

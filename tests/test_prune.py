@@ -280,3 +280,17 @@ def test_saved_residual_index_searches_alike_after_load(tmp_path):
     after = MuveraIndex.load(tmp_path / "r").search(q, k=8)
     np.testing.assert_array_equal(before[0], after[0])
     np.testing.assert_array_equal(before[1], after[1])
+
+
+def test_tune_tries_the_prune_width_and_keeps_it(tmp_path):
+    idx, docs, rng = _index(n_docs=300)
+    res = idx.tune(target_recall=0.999, k=5, num_queries=12, verbose=False)
+    tried = {r["params"].get("prune_factor") for r in res.rows}
+    assert tried == {2, 4, 8}
+    assert idx.tuned["params"].get("prune_factor") in (2, 4, 8)
+    idx.save(tmp_path / "t")
+    assert MuveraIndex.load(tmp_path / "t").tuned["params"] == idx.tuned["params"]
+    # a float16 index has no centroid ids: nothing to try
+    f16, _, _ = _index(codec="float16")
+    res = f16.tune(target_recall=0.9, k=5, num_queries=8, verbose=False)
+    assert all("prune_factor" not in r["params"] for r in res.rows)
