@@ -16,6 +16,7 @@ the same PCA'd token vectors in the same run: index bytes per token, nDCG@10, Re
     python bench/bench_codecs_beir.py [--datasets scifact,nfcorpus] [--json out.json]
         [--codecs float32,float16,int8,residual:4,residual:2] [--rescore 100] [--candidates 200]
         [--no-plaid] [--no-warp] [--max-queries N] [--latency-queries 100] [--latency-repeats 3] [--rounds 1]
+        [--prune-factors 4,8]
 """
 
 from __future__ import annotations
@@ -96,18 +97,25 @@ def bench_codec(spec: str, data, dtok, doff, qtok, qoff, truth_rows, args) -> Li
         rerank_ms.append((time.perf_counter() - t) * 1e3)
     base["rerank_1000_ms_p50"] = float(np.median(rerank_ms))
     out = []
-    for rescore in ([None, args.rescore] if index.exact_tier is not None else [None]):
-        ids, scores = index.search(qtok, k=100, candidates=args.candidates, offsets=qoff, rescore=rescore)
+    factors = [None]
+    if index.store.can_prune and args.prune_factors:  # residual codes: each prune width asked for
+        factors = [int(f) for f in args.prune_factors.split(",") if f]
+    settings = [(r, f) for r in ([None, args.rescore] if index.exact_tier is not None else [None]) for f in factors]
+    for rescore, factor in settings:
+        params = None if factor is None else {"prune_factor": factor}
+        ids, scores = index.search(qtok, k=100, candidates=args.candidates, offsets=qoff, rescore=rescore,
+                                   params=params)
         rows = np.asarray(ids, dtype=np.int64)  # int ids = rows (added without ids)
-        row = dict(base, rescore=rescore, candidates=args.candidates)
+        row = dict(base, rescore=rescore, candidates=args.candidates, prune_factor=factor)
         doc_ids = np.asarray(data.doc_ids, dtype=object)
         named = np.where(rows >= 0, doc_ids[np.maximum(rows, 0)], None)
         row.update(quality(data, named, scores, truth_rows, rows))
-        def timed(index=index, rescore=rescore) -> np.ndarray:
+        def timed(index=index, rescore=rescore, params=params) -> np.ndarray:
             index.num_threads = 1
             with threadpool_limits(1):  # one thread for the FDE search's BLAS too
                 lat = per_query_latency_ms(lambda q: index.search([q], k=10, candidates=args.candidates,
-                                                                  rescore=rescore), qtok, qoff[: lat_n + 1],
+                                                                  rescore=rescore, params=params),
+                                           qtok, qoff[: lat_n + 1],
                                            repeats=args.latency_repeats)
             index.num_threads = None
             return lat
@@ -116,7 +124,7 @@ def bench_codec(spec: str, data, dtok, doff, qtok, qoff, truth_rows, args) -> Li
         row.update(p50_ms=float(np.median(lat)), p95_ms=float(np.percentile(lat, 95)))
         TIMERS[id(row)] = timed  # for the interleaved rounds (--rounds)
         out.append(row)
-        print(f"  {row['codec']:<12} rescore={str(rescore):<5} {row['bytes_per_token']:7.1f} B/tok  "
+        print(f"  {row['codec']:<12} rescore={str(rescore):<5} prune={str(factor):<4} {row['bytes_per_token']:7.1f} B/tok  "
               f"nDCG@10 {row['ndcg@10']:.4f}  R@10 vs exact {row['recall@10_vs_exact']:.3f}  "
               f"rerank 1000 {row['rerank_1000_ms_p50']:6.2f} ms  p50 {row['p50_ms']:6.2f} ms  "
               f"train {row['train_s']:.1f} s", flush=True)
@@ -202,6 +210,8 @@ def main() -> None:
     ap.add_argument("--codecs", default="float32,float16,int8,residual:4,residual:2")
     ap.add_argument("--rescore", type=int, default=100, help="exact-tier rescore depth (0: none)")
     ap.add_argument("--candidates", type=int, default=200)
+    ap.add_argument("--prune-factors", default="",
+                    help="residual codecs: one row per prune_factor (comma list; default: the index's default)")
     ap.add_argument("--preset", default="10240")
     ap.add_argument("--latency-queries", type=int, default=100)
     ap.add_argument("--latency-repeats", type=int, default=3,
@@ -252,6 +262,11 @@ def main() -> None:
         save(report, name, entry, args)
 
 
+def _label(r: Dict[str, Any]) -> str:
+    f = r.get("prune_factor")
+    return str(r.get("codec", r.get("engine"))) + (f" prune x{f}" if f else "")
+
+
 def interleaved_rounds(rows: List[Dict[str, Any]], rounds: int) -> None:
     """Time every system again, in turn, rounds - 1 more times (WARP searching the index it built,
     in its own process): on a shared machine one system's single pass can land in a slow minute.
@@ -264,13 +279,13 @@ def interleaved_rounds(rows: List[Dict[str, Any]], rounds: int) -> None:
             lat = TIMERS[id(r)]()
             p50s[id(r)].append(float(np.median(lat)))
             p95s[id(r)].append(float(np.percentile(lat, 95)))
-        print(f"  round {k + 1}: " + ", ".join(f"{r.get('codec', r.get('engine'))} {p50s[id(r)][-1]:.2f}"
+        print(f"  round {k + 1}: " + ", ".join(f"{_label(r)} {p50s[id(r)][-1]:.2f}"
                                                 for r in timed), flush=True)
     for r in timed:
         r["p50_ms_rounds"] = p50s[id(r)]
         r["p50_ms"] = float(np.median(p50s[id(r)]))
         r["p95_ms"] = float(np.median(p95s[id(r)]))
-        print(f"  {r.get('codec', r.get('engine'))} rescore={r.get('rescore')}: p50 over {rounds} rounds "
+        print(f"  {_label(r)} rescore={r.get('rescore')}: p50 over {rounds} rounds "
               f"{r['p50_ms']:.2f} ms ({', '.join(f'{x:.2f}' for x in p50s[id(r)])})", flush=True)
 
 

@@ -560,57 +560,64 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("codes"), py::arg("doc_offsets"), py::arg("begin"), py::arg("end"), py::arg("k"),
         "Bags of documents [begin, end): (ids uint16, lengths int64), each document's distinct centroid ids ascending.");
-  m.def("centroid_prune",
-        [](F32Array qtok, I64Array qoff, py::array centroids, py::array_t<uint16_t, py::array::c_style> bag_ids,
-           I64Array bag_off, I64Array cand, int64_t keep, int num_threads, const std::string& isa) {
-          if (centroids.dtype().kind() != 'f' || centroids.itemsize() != 2)
-            throw py::type_error("centroids: expected float16 (the codec's stored table)");
-          if (!(centroids.flags() & py::array::c_style) || reinterpret_cast<uintptr_t>(centroids.data()) % 2 != 0)
-            throw py::value_error("centroids: expected a C-contiguous, aligned array");
-          if (centroids.ndim() != 2 || centroids.shape(0) < 1 || centroids.shape(0) > 65536 || centroids.shape(1) < 1)
-            throw py::value_error("centroids: expected a (K <= 65536, d) float16 array");
-          const int d = static_cast<int>(centroids.shape(1));
-          if (qtok.ndim() != 2 || qtok.shape(1) != d)
-            throw py::value_error("queries: expected a 2-D array with " + std::to_string(d) + " columns (the centroids' dimension)");
-          check_offsets(qoff, qtok.shape(0), "query_offsets");
-          if (bag_ids.ndim() != 1) throw py::value_error("bag_ids: expected a 1-D uint16 array");
-          if (bag_off.ndim() != 1 || bag_off.shape(0) < 1) throw py::value_error("bag_offsets: expected n_docs + 1 offsets");
-          const int64_t n_docs = bag_off.shape(0) - 1, nq = qoff.shape(0) - 1;
-          if (cand.ndim() != 2 || cand.shape(0) != nq)
-            throw py::value_error("candidates: expected an (n_queries, C) array of document rows");
+  m.def("residual_prune_topk",
+        [](F32Array qtok, I64Array qoff, U8Array codes, I64Array doff, I64Array wide,
+           py::array_t<uint16_t, py::array::c_style> bag_ids, I64Array bag_off, py::array centroids, F32Array lo,
+           F32Array step, int nbits, int64_t keep, int64_t k, int num_threads, const std::string& isa) {
           if (keep <= 0) throw py::value_error("keep: expected a positive int");
+          if (k < 0 || k > keep) throw py::value_error("k: expected 0 (the kept rows and their bag scores) or 1..keep");
+          ResidualArgs a = residual_args(qtok, qoff, codes, doff, wide, std::nullopt, centroids, lo, step, nbits);
+          const int64_t nq = a.c.q.n_queries, C = a.c.C, n_docs = a.c.s.n_docs;
           if (nq > 0 && keep > (int64_t(1) << 40) / nq) throw py::value_error("keep: n_queries * keep is too large");
-          const int64_t* p = cand.data();
+          if (bag_ids.ndim() != 1) throw py::value_error("bag_ids: expected a 1-D uint16 array");
+          if (bag_off.ndim() != 1 || bag_off.shape(0) != n_docs + 1)
+            throw py::value_error("bag_offsets: expected one offset per document + 1 (" + std::to_string(n_docs + 1) + ")");
           const int64_t* bo = bag_off.data();
+          const uint16_t* ids = bag_ids.data();
           const int64_t n_ids = bag_ids.shape(0);
-          for (py::ssize_t x = 0; x < cand.size(); ++x) {  // the candidates' bags only: the cost follows them
-            const int64_t j = p[x];
-            if (j < -1 || j >= n_docs)
-              throw py::value_error("candidates: entry " + std::to_string(j) + " is not a document row (or -1)");
-            if (j >= 0 && (bo[j] < 0 || bo[j + 1] <= bo[j] || bo[j + 1] > n_ids))
+          for (py::ssize_t x = 0; x < wide.size(); ++x) {  // the candidates' bags only: the cost follows them
+            const int64_t j = a.c.cand[x];
+            if (j < 0) continue;
+            if (bo[j] < 0 || bo[j + 1] <= bo[j] || bo[j + 1] > n_ids)
               throw py::value_error("bag_offsets: the bag of document " + std::to_string(j) + " is empty or outside bag_ids");
+            for (int64_t b = bo[j]; b < bo[j + 1]; ++b)
+              if (ids[b] >= a.t.K)
+                throw py::value_error("bag_ids: centroid id " + std::to_string(ids[b]) + " of document " +
+                                      std::to_string(j) + " is outside the " + std::to_string(a.t.K) + " centroids");
           }
           const muvera::Dispatch& kernels = kernels_for(isa);
-          py::array_t<int64_t> rows({nq, keep});
-          py::array_t<float> scores({nq, keep});
-          int64_t* r = rows.mutable_data();
-          float* sc = scores.mutable_data();
+          const int64_t width = k == 0 ? keep : k;
+          py::array_t<int64_t> out_rows({nq, width});
+          py::array_t<float> out_scores({nq, width});
+          int64_t* orow = out_rows.mutable_data();
+          float* osc = out_scores.mutable_data();
           if (num_threads <= 0) num_threads = muvera::default_num_threads();
           bool ok;
           {
             py::gil_scoped_release release;
-            muvera::QueryBatchView q{qtok.data(), qoff.data(), nq};
-            muvera::CentroidsView c{static_cast<const uint16_t*>(centroids.data()), centroids.shape(0), d};
-            muvera::BagView b{bag_ids.data(), bo, n_docs};
-            ok = muvera::prune_candidates(q, c, b, p, cand.shape(1), keep, r, sc, num_threads, kernels);
+            muvera::BagView bags{ids, bo, n_docs};
+            if (k == 0) {
+              ok = muvera::residual_prune(a.c.q, a.t, a.codes, a.c.s.offsets, bags, a.c.cand, C, keep, orow, osc,
+                                          nullptr, num_threads, kernels);
+            } else {
+              std::vector<int64_t> kept(static_cast<size_t>(nq * keep));
+              std::vector<float> scores(static_cast<size_t>(nq * keep));
+              ok = muvera::residual_prune(a.c.q, a.t, a.codes, a.c.s.offsets, bags, a.c.cand, C, keep, kept.data(),
+                                          nullptr, scores.data(), num_threads, kernels);
+              if (ok) muvera::select_topk(scores.data(), kept.data(), nq, keep, k, orow, osc, num_threads);
+            }
           }
-          if (!ok) throw py::value_error("bag_ids: a centroid id is outside the centroid table");
-          return py::make_tuple(rows, scores);
+          if (!ok) throw py::value_error("codes: a centroid id is outside the codec's centroid table");
+          return py::make_tuple(out_rows, out_scores);
         },
-        py::arg("query_tokens"), py::arg("query_offsets"), py::arg("centroids"), py::arg("bag_ids"),
-        py::arg("bag_offsets"), py::arg("candidates"), py::arg("keep"), py::arg("num_threads") = 0, py::arg("isa") = "",
-        "The keep best candidates per query by bag score (sum over query tokens of the max <q, centroid> over the "
-        "document's bag): (rows, scores), each (n_queries, keep), best first; -1 / -inf padded.");
+        py::arg("query_tokens"), py::arg("query_offsets"), py::arg("codes"), py::arg("doc_offsets"),
+        py::arg("candidates"), py::arg("bag_ids"), py::arg("bag_offsets"), py::arg("centroids"), py::arg("lo"),
+        py::arg("step"), py::arg("nbits"), py::arg("keep"), py::arg("k"), py::arg("num_threads") = 0,
+        py::arg("isa") = "",
+        "The centroid-interaction prune on residual codes: of each query's candidates, the keep best by bag score "
+        "(sum over query tokens of the max q . centroid over the document's distinct centroids), then with k > 0 "
+        "their residual Chamfer top-k (rows, scores), each (n_queries, k), as residual_topk would rank them; with "
+        "k = 0 the kept rows and their bag scores, each (n_queries, keep), best first; -1 / -inf padded.");
 
   py::class_<FdeEncoder> fde_encoder(m, "FdeEncoder");
   fde_encoder

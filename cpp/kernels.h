@@ -113,13 +113,9 @@ struct KernelSet {
   // FDE candidates: a query FDE is zero outside its tokens' partitions, so only those runs count.
   void (*code8_dots)(const float* w, const int32_t* runs, int nruns, const uint8_t* codes, int64_t dim,
                      const int64_t* rows, int64_t n, float* out);
-  // The centroid-interaction prune (prune.h). centroid_table: for each of the m centroids
-  // which[j] (float16 rows of d values), table[which[j] * W + i] = <q_i, centroid> for the nq
-  // query rows q (row-major, d floats each); other entries untouched.
-  void (*centroid_table)(const float* q, int nq, int d, const uint16_t* centroids, const int32_t* which, int64_t m,
-                         float* table, int W);
+  // The centroid-interaction prune (prune.h), on a query x centroid table of W floats per centroid.
   // bag_scores: out[x] = sum over i < nq (in order) of max over the ids of document rows[x]'s bag
-  // (ids[bag_off[r] .. bag_off[r + 1]), non-empty) of table[id * W + i]; W a multiple of kMaxLanes.
+  // (ids[bag_off[r] .. bag_off[r + 1]), non-empty) of table[id * W + i]; W a multiple of 8, >= nq.
   void (*bag_scores)(const float* table, int W, int nq, const uint16_t* ids, const int64_t* bag_off,
                      const int64_t* rows, int64_t n, float* out);
 };

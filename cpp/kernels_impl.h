@@ -1,7 +1,6 @@
 // Kernel bodies, compiled once per ISA: kernels_<isa>.cc defines MUVERA_ISA_NS and the compiler
 // flags, then includes this file. GCC vector extensions give 16-lane code that maps to one zmm,
 // two ymm or four xmm registers depending on the flags. Everything here is internal linkage.
-#include <array>
 #include <cmath>
 #include <cstring>
 #if defined(__F16C__)
@@ -821,79 +820,41 @@ void code8_dots(const float* w, const int32_t* runs, int nruns, const uint8_t* c
   }
 }
 
-// Query x centroid dot products, kLanes (centroid, query token) pairs at a time: J centroids x G
-// query tokens per block (G <= kLanes tokens of a group, J = kLanes / G), each pair accumulating
-// along the dimension in its own vector (a centroid's float16 values converted once per block and
-// step); one butterfly tree (the pair layout's) then sums the block into one vector, whose lanes
-// are scattered into the table.
-template <int G>
-void centroid_table_group(const float* qg, int d, const uint16_t* centroids, const int32_t* which, int64_t m,
-                          float* table, int W) {
-  constexpr int J = kLanes / G;
-  constexpr vi ent = tree_entities(std::make_index_sequence<kLanes>{});
-  for (int64_t j0 = 0; j0 < m; j0 += J) {
-    const int nj = static_cast<int>(std::min<int64_t>(J, m - j0));
-    const uint16_t* cp[J];
-#pragma GCC unroll 16
-    for (int j = 0; j < J; ++j) cp[j] = centroids + static_cast<int64_t>(which[j0 + (j < nj ? j : 0)]) * d;
-    vf acc[kLanes];
-#pragma GCC unroll 16
-    for (int e = 0; e < kLanes; ++e) acc[e] = vf{};
-    int t0 = 0;
-    for (; t0 + kLanes <= d; t0 += kLanes) {
-      vf qv[G];
-#pragma GCC unroll 16
-      for (int i = 0; i < G; ++i) qv[i] = load_vf_unaligned(qg + static_cast<int64_t>(i) * d + t0);
-#pragma GCC unroll 16
-      for (int j = 0; j < J; ++j) {
-        const vf cv = load_values<vf>(cp[j] + t0);
-#pragma GCC unroll 16
-        for (int i = 0; i < G; ++i) acc[j * G + i] = fused_multiply_add(qv[i], cv, acc[j * G + i]);
-      }
-    }
-    if (t0 < d) {  // the dimensions past the last full vector, zero filled
-      const int rest = d - t0;
-      vf qv[G];
-#pragma GCC unroll 16
-      for (int i = 0; i < G; ++i) qv[i] = load_row_part(qg + static_cast<int64_t>(i) * d + t0, rest);
-#pragma GCC unroll 16
-      for (int j = 0; j < J; ++j) {
-        const vf cv = load_row_part(cp[j] + t0, rest);
-#pragma GCC unroll 16
-        for (int i = 0; i < G; ++i) acc[j * G + i] = fused_multiply_add(qv[i], cv, acc[j * G + i]);
-      }
-    }
-    reduce_tree<kLanes, kLanes>(acc);
-    for (int l = 0; l < kLanes; ++l) {
-      const int e = ent[l];
-      if (e >= J * G || e / G >= nj) continue;
-      table[static_cast<int64_t>(which[j0 + e / G]) * W + e % G] = acc[0][l];
-    }
-  }
-}
-
-template <size_t... G>
-constexpr auto table_groups(std::index_sequence<G...>) {
-  using Fn = void (*)(const float*, int, const uint16_t*, const int32_t*, int64_t, float*, int);
-  return std::array<Fn, sizeof...(G)>{&centroid_table_group<static_cast<int>(G) + 1>...};
-}
-
-void centroid_table(const float* q, int nq, int d, const uint16_t* centroids, const int32_t* which, int64_t m,
-                    float* table, int W) {
-  static constexpr auto groups = table_groups(std::make_index_sequence<kLanes>{});
-  for (int g0 = 0; g0 < nq; g0 += kLanes) {  // query tokens kLanes at a time
-    const int G = std::min(kLanes, nq - g0);
-    groups[G - 1](q + static_cast<int64_t>(g0) * d, d, centroids, which, m, table + g0, W);
-  }
-}
-
-inline vf vmax(vf a, vf b) { return a > b ? a : b; }
-
 constexpr int64_t kBagAhead = 4;  // documents whose ids are prefetched ahead (they are random rows)
 
+// sum_{i < upto} max over the bag of col[id * W + i], for a chunk of N table columns (N floats
+// per id: one or two native vectors, whatever the ISA).
+template <int N>
+inline float bag_chunk(const float* col, int W, const uint16_t* bag, int64_t len, int upto) {
+  typedef float vc __attribute__((vector_size(4 * N)));
+  auto load = [&](uint16_t id) {
+    vc v;
+    std::memcpy(&v, col + static_cast<int64_t>(id) * W, sizeof(v));
+    return v;
+  };
+  vc m0 = load(bag[0]), m1 = m0;
+  int64_t j = 1;
+  for (; j + 2 <= len; j += 2) {  // two chains: the max latency, not the loads, would bound one
+    const vc a = load(bag[j]), b = load(bag[j + 1]);
+    m0 = a > m0 ? a : m0;
+    m1 = b > m1 ? b : m1;
+  }
+  if (j < len) {
+    const vc a = load(bag[j]);
+    m0 = a > m0 ? a : m0;
+  }
+  m0 = m1 > m0 ? m1 : m0;
+  float best[N];
+  std::memcpy(best, &m0, sizeof(m0));
+  float total = 0.0f;
+  for (int i = 0; i < upto; ++i) total += best[i];
+  return total;
+}
+
+// The table is W floats per centroid, W a multiple of 8: 16 columns at a time, 8 for the rest
+// (a query of up to 8 tokens reads 32 bytes per id: half the table, twice the cache hits).
 void bag_scores(const float* table, int W, int nq, const uint16_t* ids, const int64_t* bag_off,
                 const int64_t* rows, int64_t n, float* out) {
-  float best[kMaxLanes];
   for (int64_t x = 0; x < n; ++x) {
     if (x + kBagAhead < n) {
       const int64_t r = rows[x + kBagAhead];
@@ -901,31 +862,10 @@ void bag_scores(const float* table, int W, int nq, const uint16_t* ids, const in
     }
     const uint16_t* bag = ids + bag_off[rows[x]];
     const int64_t len = bag_off[rows[x] + 1] - bag_off[rows[x]];
-    float total = 0.0f;
-    for (int c0 = 0; c0 < W; c0 += kMaxLanes) {  // query tokens kMaxLanes at a time
-      const float* col = table + c0;
-      vf mx[kMaxLanes / kLanes][2];
-      for (int v = 0; v < kMaxLanes / kLanes; ++v) mx[v][0] = mx[v][1] = load_vf_unaligned(col + static_cast<int64_t>(bag[0]) * W + v * kLanes);
-      int64_t j = 1;
-      for (; j + 2 <= len; j += 2) {  // two chains: the max latency, not the loads, would bound one
-        const float* a = col + static_cast<int64_t>(bag[j]) * W;
-        const float* b = col + static_cast<int64_t>(bag[j + 1]) * W;
-        for (int v = 0; v < kMaxLanes / kLanes; ++v) {
-          mx[v][0] = vmax(mx[v][0], load_vf_unaligned(a + v * kLanes));
-          mx[v][1] = vmax(mx[v][1], load_vf_unaligned(b + v * kLanes));
-        }
-      }
-      if (j < len) {
-        const float* a = col + static_cast<int64_t>(bag[j]) * W;
-        for (int v = 0; v < kMaxLanes / kLanes; ++v) mx[v][0] = vmax(mx[v][0], load_vf_unaligned(a + v * kLanes));
-      }
-      for (int v = 0; v < kMaxLanes / kLanes; ++v) {
-        const vf m = vmax(mx[v][0], mx[v][1]);
-        std::memcpy(best + v * kLanes, &m, sizeof(m));
-      }
-      const int upto = nq - c0 < kMaxLanes ? nq - c0 : kMaxLanes;
-      for (int i = 0; i < upto; ++i) total += best[i];
-    }
+    float total = 0.0f;  // query tokens in order, chunk by chunk
+    int c0 = 0;
+    for (; c0 + 16 <= W; c0 += 16) total += bag_chunk<16>(table + c0, W, bag, len, std::min(16, nq - c0));
+    if (c0 < W) total += bag_chunk<8>(table + c0, W, bag, len, std::min(8, nq - c0));
     out[x] = total;
   }
 }
@@ -933,7 +873,7 @@ void bag_scores(const float* table, int W, int nq, const uint16_t* ids, const in
 }  // namespace
 
 const KernelSet& kernels() {
-  static const KernelSet set{MUVERA_ISA_NAME, &chamfer_doc, &encode_item, &code8_dots, &centroid_table, &bag_scores};
+  static const KernelSet set{MUVERA_ISA_NAME, &chamfer_doc, &encode_item, &code8_dots, &bag_scores};
   return set;
 }
 

@@ -10,7 +10,9 @@
 #include <limits>
 #include <vector>
 
+#include "dispatch.h"
 #include "parallel.h"
+#include "prune.h"
 
 namespace muvera {
 namespace {
@@ -74,33 +76,27 @@ void prepare(const float* x, int nq, const ResidualTablesView& t, PreparedQuery&
 
 }  // namespace
 
-bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const uint8_t* codes,
-                     const int64_t* offsets, int64_t n_docs, const int64_t* candidates, int64_t C,
-                     const uint8_t* alive, float* scores, int num_threads, const ResidualKernelSet& kernels) {
-  const int64_t nq = q.n_queries;
-  if (nq == 0 || C == 0) return true;
-  const int threads = std::max(1, num_threads);
-  const int quads = (t.d + 3) / 4;
-  const int levels_max = (1 << t.nbits) - 1;
-  const int s16_steps = std::max(1, 32767 / (2 * levels_max * query_max(t.nbits)));
-  const int64_t row_bytes = 2 + t.plane_bytes;
-  (void)n_docs;
+namespace {
 
-  // Per-thread scratch, sized for the longest query of the whole batch.
+// The query batches of a residual rerank: each batch's queries prepared and their query x
+// centroid tables filled (only the centroids the candidates use: read from their codes, or
+// from their bags when given), then handed to `then(b0, b1, prepared, tables)`.
+template <typename Then>
+bool residual_batches(const QueryBatchView& q, const ResidualTablesView& t, const uint8_t* codes, const int64_t* offsets,
+                      const int64_t* candidates, int64_t C, const uint8_t* alive, const BagView* bags, int threads,
+                      const ResidualKernelSet& kernels, Then then) {
+  const int64_t nq = q.n_queries;
+  const int64_t row_bytes = 2 + t.plane_bytes;
   int64_t max_pad = kMaxLanes;
   for (int64_t i = 0; i < nq; ++i)
     max_pad = std::max<int64_t>(max_pad, (q.offsets[i + 1] - q.offsets[i] + kMaxLanes - 1) / kMaxLanes * kMaxLanes);
-  std::vector<std::vector<uint8_t>> unpacked(
-      threads, std::vector<uint8_t>(static_cast<size_t>(kResidualBlock) * residual_scratch_stride(t.d, t.nbits)));
-  std::vector<std::vector<float>> best(threads, std::vector<float>(static_cast<size_t>(max_pad)));
   std::vector<std::vector<float>> rows(threads, std::vector<float>(static_cast<size_t>(4) * t.d));
-  std::atomic<bool> bad{false};
-
   const int64_t per_table = std::max<int64_t>(1, t.K * max_pad * static_cast<int64_t>(sizeof(float)));
   const int64_t batch = std::max<int64_t>(1, std::min<int64_t>(nq, kTableBudget / per_table));
   std::vector<PreparedQuery> prepared(static_cast<size_t>(batch));
   std::vector<float> tables;
   std::vector<uint8_t> used;  // per query of the batch: K flags, the centroids its table needs
+  bool bad = false;
   for (int64_t b0 = 0; b0 < nq; b0 += batch) {
     const int64_t b1 = std::min(nq, b0 + batch);
     int64_t total = 0;
@@ -112,21 +108,26 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
     }
     tables.assign(static_cast<size_t>(total), 0.0f);
     // A query's table rows are needed only for the centroids its candidates' tokens use: when
-    // the candidates hold fewer tokens than 4K, mark those (2 bytes read per token) and skip the
-    // rest (at a million documents K is ~10^5 and a query's candidates use a small share).
+    // the candidates hold fewer tokens (bag entries) than 4K (2K), mark those (2 bytes read per
+    // token) and skip the rest (at a million documents K is ~10^5 and a query's candidates use
+    // a small share).
     used.assign(static_cast<size_t>((b1 - b0) * t.K), 1);
     for (int64_t i = b0; i < b1 && candidates != nullptr; ++i) {
-      int64_t tokens = 0;
+      int64_t refs = 0;
       for (int64_t c = 0; c < C; ++c) {
         const int64_t doc = candidates[i * C + c];
-        if (doc >= 0) tokens += offsets[doc + 1] - offsets[doc];
+        if (doc >= 0) refs += bags != nullptr ? bags->offsets[doc + 1] - bags->offsets[doc] : offsets[doc + 1] - offsets[doc];
       }
-      if (tokens >= 4 * t.K) continue;
+      if (refs >= (bags != nullptr ? 2 : 4) * t.K) continue;
       uint8_t* mark = used.data() + (i - b0) * t.K;
       std::fill(mark, mark + t.K, static_cast<uint8_t>(0));
       for (int64_t c = 0; c < C; ++c) {
         const int64_t doc = candidates[i * C + c];
         if (doc < 0 || (alive != nullptr && !alive[doc])) continue;
+        if (bags != nullptr) {  // ids checked against K by the caller
+          for (int64_t b = bags->offsets[doc]; b < bags->offsets[doc + 1]; ++b) mark[bags->ids[b]] = 1;
+          continue;
+        }
         for (int64_t j = offsets[doc]; j < offsets[doc + 1]; ++j) {
           const uint8_t* row = codes + j * row_bytes;
           const int64_t cid = static_cast<int64_t>(row[0]) | (static_cast<int64_t>(row[1]) << 8);
@@ -148,19 +149,105 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
         r0 = r1;
       }
     });
-    score_candidates(b0, b1, C, candidates, alive, offsets, scores, threads, kDocsPerTask,
-                     [&](int64_t i, int tid, int64_t begin, int64_t m) {
-                       const PreparedQuery& p = prepared[static_cast<size_t>(i - b0)];
-                       const ResidualQueryView view{p.nq, p.nq_pad, quads, p.qi.data(), p.sq.data(), p.a.data(),
-                                                    tables.data() + p.table, s16_steps, nullptr};
-                       bool doc_bad = false;
-                       const float v = kernels.doc_score(view, t, codes + begin * row_bytes, m, unpacked[tid].data(),
-                                                         best[tid].data(), &doc_bad);
-                       if (doc_bad) bad.store(true, std::memory_order_relaxed);
-                       return v;
-                     });
+    bad |= !then(b0, b1, prepared, tables);
   }
+  return !bad;
+}
+
+// Scores of candidates (n x C rows, -1 = none) of the batch's queries with their tables.
+bool score_batch(const QueryBatchView& q, const ResidualTablesView& t, const uint8_t* codes, const int64_t* offsets,
+                 int64_t b0, int64_t b1, const std::vector<PreparedQuery>& prepared, const std::vector<float>& tables,
+                 const int64_t* candidates, int64_t C, const uint8_t* alive, float* scores, int threads,
+                 const ResidualKernelSet& kernels) {
+  const int quads = (t.d + 3) / 4;
+  const int levels_max = (1 << t.nbits) - 1;
+  const int s16_steps = std::max(1, 32767 / (2 * levels_max * query_max(t.nbits)));
+  const int64_t row_bytes = 2 + t.plane_bytes;
+  int64_t max_pad = kMaxLanes;
+  for (int64_t i = b0; i < b1; ++i) max_pad = std::max<int64_t>(max_pad, prepared[static_cast<size_t>(i - b0)].nq_pad);
+  std::vector<std::vector<uint8_t>> unpacked(
+      threads, std::vector<uint8_t>(static_cast<size_t>(kResidualBlock) * residual_scratch_stride(t.d, t.nbits)));
+  std::vector<std::vector<float>> best(threads, std::vector<float>(static_cast<size_t>(max_pad)));
+  std::atomic<bool> bad{false};
+  (void)q;
+  score_candidates(b0, b1, C, candidates, alive, offsets, scores, threads, kDocsPerTask,
+                   [&](int64_t i, int tid, int64_t begin, int64_t m) {
+                     const PreparedQuery& p = prepared[static_cast<size_t>(i - b0)];
+                     const ResidualQueryView view{p.nq, p.nq_pad, quads, p.qi.data(), p.sq.data(), p.a.data(),
+                                                  tables.data() + p.table, s16_steps, nullptr};
+                     bool doc_bad = false;
+                     const float v = kernels.doc_score(view, t, codes + begin * row_bytes, m, unpacked[tid].data(),
+                                                       best[tid].data(), &doc_bad);
+                     if (doc_bad) bad.store(true, std::memory_order_relaxed);
+                     return v;
+                   });
   return !bad.load();
+}
+
+}  // namespace
+
+bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const uint8_t* codes,
+                     const int64_t* offsets, int64_t n_docs, const int64_t* candidates, int64_t C,
+                     const uint8_t* alive, float* scores, int num_threads, const ResidualKernelSet& kernels) {
+  (void)n_docs;
+  if (q.n_queries == 0 || C == 0) return true;
+  const int threads = std::max(1, num_threads);
+  return residual_batches(q, t, codes, offsets, candidates, C, alive, nullptr, threads, kernels,
+                          [&](int64_t b0, int64_t b1, const std::vector<PreparedQuery>& prepared,
+                              const std::vector<float>& tables) {
+                            return score_batch(q, t, codes, offsets, b0, b1, prepared, tables, candidates, C, alive,
+                                               scores, threads, kernels);
+                          });
+}
+
+bool residual_prune(const QueryBatchView& q, const ResidualTablesView& t, const uint8_t* codes, const int64_t* offsets,
+                    const BagView& bags, const int64_t* wide, int64_t C, int64_t keep, int64_t* kept,
+                    float* bag_scores_out, float* scores, int num_threads, const Dispatch& kernels) {
+  const int64_t nq = q.n_queries;
+  if (nq == 0) return true;
+  const int threads = std::max(1, num_threads);
+  struct Scratch {
+    std::vector<int64_t> rows, order;
+    std::vector<float> sc;
+  };
+  std::vector<Scratch> scratch(static_cast<size_t>(threads));
+  for (Scratch& s : scratch) {  // sized once: no allocation inside the workers
+    s.rows.reserve(static_cast<size_t>(C));
+    s.order.reserve(static_cast<size_t>(C));
+    s.sc.resize(static_cast<size_t>(C));
+  }
+  return residual_batches(
+      q, t, codes, offsets, wide, C, nullptr, &bags, threads, kernels.residual,
+      [&](int64_t b0, int64_t b1, const std::vector<PreparedQuery>& prepared, const std::vector<float>& tables) {
+        parallel_for(b1 - b0, threads, [&](int64_t task, int tid) {
+          const int64_t i = b0 + task;
+          const PreparedQuery& p = prepared[static_cast<size_t>(task)];
+          Scratch& s = scratch[static_cast<size_t>(tid)];
+          s.rows.clear();
+          for (int64_t x = 0; x < C; ++x)
+            if (wide[i * C + x] >= 0) s.rows.push_back(wide[i * C + x]);
+          const int64_t nv = static_cast<int64_t>(s.rows.size());
+          // Bag scores on the rerank's own table (its padding lanes are zero): no second table.
+          kernels.core.bag_scores(tables.data() + p.table, p.nq_pad, p.nq, bags.ids, bags.offsets, s.rows.data(), nv,
+                                  s.sc.data());
+          s.order.resize(static_cast<size_t>(nv));
+          for (int64_t x = 0; x < nv; ++x) s.order[x] = x;
+          const float* sc = s.sc.data();
+          const int64_t* r = s.rows.data();
+          const int64_t take = std::min(keep, nv);
+          std::partial_sort(s.order.begin(), s.order.begin() + take, s.order.end(), [&](int64_t a, int64_t b) {
+            return sc[a] != sc[b] ? sc[a] > sc[b] : r[a] < r[b];
+          });
+          for (int64_t x = 0; x < keep; ++x) {
+            kept[i * keep + x] = x < take ? r[s.order[x]] : -1;
+            if (bag_scores_out != nullptr)
+              bag_scores_out[i * keep + x] = x < take ? sc[s.order[x]] : -std::numeric_limits<float>::infinity();
+          }
+        });
+        if (scores == nullptr) return true;
+        return score_batch(q, t, codes, offsets, b0, b1, prepared, tables, kept, keep, nullptr, scores, threads,
+                           kernels.residual);
+      });
 }
 
 namespace {

@@ -72,6 +72,18 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
                      const int64_t* offsets, int64_t n_docs, const int64_t* candidates, int64_t C,
                      const uint8_t* alive, float* scores, int num_threads, const ResidualKernelSet& kernels);
 
+// The centroid-interaction prune on the rerank's own tables (prune.h): of each query's C `wide`
+// candidates (-1 = none), the `keep` best by bag score into kept (n_queries x keep, best first,
+// ties to the lower row, -1 padded) and, if given, their bag scores into bag_scores (-inf
+// padded); then, if `scores` is given, the residual Chamfer scores of the kept rows (n_queries x
+// keep, -inf for padding), exactly as residual_scores would give them. The bags' ids must be < K
+// (the caller checks). Returns false if a stored centroid id is out of range.
+struct BagView;
+struct Dispatch;
+bool residual_prune(const QueryBatchView& q, const ResidualTablesView& t, const uint8_t* codes, const int64_t* offsets,
+                    const BagView& bags, const int64_t* wide, int64_t C, int64_t keep, int64_t* kept,
+                    float* bag_scores, float* scores, int num_threads, const Dispatch& kernels);
+
 // scores[i * C + c] of an int8-codec store (rows of d codes and a float32 scale), candidates as
 // in chamfer_scores: each query token quantised to int8 (scale max|q| / 127), integer dot
 // products (AVX2/AVX-512 vpmaddubsw, VNNI vpdpbusd), one float combine per pair.

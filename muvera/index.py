@@ -1381,13 +1381,25 @@ class MuveraIndex:
                 prune = self.default_prune_factor
             wide = min(c * prune, n_allowed)
             cand, _ = self._backend.search(qfde, wide, params=params, allowed=allowed)
-            if wide > c:  # the bag scores keep c of them (muvera.prune)
-                cand = self._store.prune(qtok, qoff, cand, c, threads)
+            if wide > c:  # the bag scores keep c of them, then the rerank (muvera.prune)
+                width = k if rescore is None else self._result_width(rescore)
+                top, scores = self._store.prune_rerank(qtok, qoff, cand, c, min(width, c), threads)
+                if width > c:  # a result wider than the kept rows: -1 / -inf padded
+                    top = np.pad(top, ((0, 0), (0, width - c)), constant_values=-1)
+                    scores = np.pad(scores, ((0, 0), (0, width - c)), constant_values=-np.inf)
+                if rescore is None:
+                    return top, scores
+                return self._rescore(qtok, qoff, k, top, threads)
         if rescore is None:
             return self._store.rerank(qtok, qoff, k, cand, None, threads)
         # Two tiers: the best `rescore` on the codes, then exact float16 Chamfer over those.
         width = self._result_width(rescore)
         top, _ = self._store.rerank(qtok, qoff, width, cand, None, threads)
+        return self._rescore(qtok, qoff, k, top, threads)
+
+    def _rescore(self, qtok: np.ndarray, qoff: np.ndarray, k: int, top: np.ndarray,
+                 threads: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Exact float16 Chamfer over the exact tier's rows ``top`` (the codes' best)."""
         if self.PREFETCH_EXACT:  # the exact tier is usually on disk: read the rescored rows at once
             self._exact.prefetch(top)  # type: ignore[union-attr]
         return self._exact.rerank(qtok, qoff, k, top, None, threads)  # type: ignore[union-attr]

@@ -615,12 +615,25 @@ class TokenStore:
         centroid), best first, ``-1`` padded: ``(n_queries, keep)`` int64. Reads only the
         candidates' bags (about 1 byte per token) and the query x centroid dot products of the
         centroids they use. Needs :attr:`can_prune`."""
+        rows, _ = self._prune_call(query_tokens, query_offsets, candidates, keep, 0, num_threads)
+        return rows
+
+    def prune_rerank(self, query_tokens: np.ndarray, query_offsets: np.ndarray, candidates: np.ndarray, keep: int,
+                     k: int, num_threads: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+        """:meth:`prune` to ``keep`` rows, then their Chamfer top-``k`` on the codes (``(rows,
+        scores)``, as :meth:`rerank` of the kept rows gives them), with one query x centroid
+        table per query serving both."""
+        return self._prune_call(query_tokens, query_offsets, candidates, keep, k, num_threads)
+
+    def _prune_call(self, qtok: np.ndarray, qoff: np.ndarray, cand: np.ndarray, keep: int, k: int,
+                    threads: int) -> Tuple[np.ndarray, np.ndarray]:
         if self._bags is None:
             raise ValueError(f"prune: the {self._codec.name!r} store has no centroid ids (residual codecs only)")
         ids, boff = self._bags
-        rows, _ = _core().centroid_prune(query_tokens, query_offsets, self._codec.centroids, ids.view, boff.view,
-                                         candidates, int(keep), int(num_threads))
-        return rows
+        c = self._codec
+        return _core().residual_prune_topk(qtok, qoff, self._codes.view, self._offsets.view, cand, ids.view,
+                                           boff.view, c.centroids, c.lo, c.step, c.nbits, int(keep), int(k),
+                                           int(threads))
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: Path, prefix: str = "") -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:

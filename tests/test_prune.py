@@ -39,14 +39,31 @@ def _reference_prune(q, qoff, cent32, bags, cand, keep):
     return rows_out, scores_out
 
 
+NBITS = 2
+
+
 def _synthetic_bags(rng, K, d, n_docs):
+    """Residual code rows (random ids and levels) of n_docs documents, and the codec tables."""
     cent = rng.standard_normal((K, d)).astype(np.float16)
     lens = rng.integers(1, 60, n_docs)
     off = np.r_[0, np.cumsum(lens)].astype(np.int64)
     ids = rng.integers(0, K, int(off[-1])).astype(np.uint16)
-    codes = np.zeros((int(off[-1]), 5), np.uint8)
+    plane = (d * NBITS + 7) // 8
+    codes = rng.integers(0, 256, (int(off[-1]), 2 + plane)).astype(np.uint8)
+    if (d * NBITS) % 8:  # bits past d stay zero, as the codec writes them
+        codes[:, -1] &= (1 << ((d * NBITS) % 8)) - 1
     codes[:, :2] = ids.astype("<u2").view(np.uint8).reshape(-1, 2)
     return cent, off, ids, codes
+
+
+def _tables(d):
+    return np.zeros(d, np.float32), np.full(d, 0.05, np.float32)
+
+
+def _prune(q, qoff, cent, codes, off, bid, boff, cand, keep, k=0, threads=1, isa=""):
+    lo, step = _tables(q.shape[1])
+    return _core.residual_prune_topk(q, qoff, codes, off, cand, bid, boff, cent, lo, step, NBITS, keep, k,
+                                     threads, isa)
 
 
 def test_bags_are_each_documents_distinct_ids_ascending():
@@ -71,15 +88,19 @@ def test_bags_refuse_ids_past_the_codebook_and_empty_documents():
         _core.centroid_bags(codes, off, 5, 30, 300)
 
 
+def _setup(rng, K, d, n_docs):
+    cent, off, ids, codes = _synthetic_bags(rng, K, d, n_docs)
+    bid, blen = _core.centroid_bags(codes, off, 0, n_docs, K)
+    return cent, off, ids, codes, bid, np.r_[0, np.cumsum(blen)].astype(np.int64)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("d", [3, 40, 128])
 def test_bag_scores_equal_numpy_on_every_isa(isa, d):
     rng = np.random.default_rng(d)
     K, n_docs = 500, 150
-    cent, off, ids, codes = _synthetic_bags(rng, K, d, n_docs)
-    bid, blen = _core.centroid_bags(codes, off, 0, n_docs, K)
-    boff = np.r_[0, np.cumsum(blen)].astype(np.int64)
-    qlens = [1, 2, 5, 8, 9, 16, 17, 33]  # every table group shape, one and several groups
+    cent, off, ids, codes, bid, boff = _setup(rng, K, d, n_docs)
+    qlens = [1, 2, 5, 8, 9, 16, 17, 33]  # one and several table chunks of 8 and 16
     qoff = np.r_[0, np.cumsum(qlens)].astype(np.int64)
     q = rng.standard_normal((int(qoff[-1]), d)).astype(np.float32)
     cand = np.stack([rng.permutation(n_docs)[:90] for _ in qlens]).astype(np.int64)
@@ -88,7 +109,7 @@ def test_bag_scores_equal_numpy_on_every_isa(isa, d):
     bags = _bags_of(ids, off)
     ref_rows, ref_scores = _reference_prune(q, qoff, cent.astype(np.float32), bags, cand, 40)
     for threads in (1, 3):
-        rows, scores = _core.centroid_prune(q, qoff, cent, bid, boff, cand, 40, threads, isa)
+        rows, scores = _prune(q, qoff, cent, codes, off, bid, boff, cand, 40, 0, threads, isa)
         assert rows.shape == scores.shape == (len(qlens), 40)
         for i in range(len(qlens)):
             n = len(ref_rows[i])
@@ -97,48 +118,64 @@ def test_bag_scores_equal_numpy_on_every_isa(isa, d):
             assert (rows[i, n:] == -1).all() and np.isneginf(scores[i, n:]).all()
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_prune_then_rerank_equals_the_rerank_of_the_kept_rows(isa):
+    """One table serves both stages: the scores are residual_topk's over the kept rows, bit for bit."""
+    rng = np.random.default_rng(9)
+    d = 24
+    cent, off, ids, codes, bid, boff = _setup(rng, 200, d, 120)
+    qlens = [3, 12, 20]
+    qoff = np.r_[0, np.cumsum(qlens)].astype(np.int64)
+    q = rng.standard_normal((int(qoff[-1]), d)).astype(np.float32)
+    cand = np.stack([rng.permutation(120)[:80] for _ in qlens]).astype(np.int64)
+    kept, _ = _prune(q, qoff, cent, codes, off, bid, boff, cand, 30, 0, 1, isa)
+    rows, scores = _prune(q, qoff, cent, codes, off, bid, boff, cand, 30, 10, 2, isa)
+    lo, step = _tables(d)
+    ref_rows, ref_scores = _core.residual_topk(q, qoff, codes, off, kept, None, cent, lo, step, NBITS, 10, 1, isa)
+    np.testing.assert_array_equal(rows, ref_rows)
+    np.testing.assert_array_equal(scores, ref_scores)
+
+
 def test_keep_beyond_the_candidates_keeps_them_all_sorted():
-    cent, off, ids, codes = _synthetic_bags(RNG, 64, 16, 30)
-    bid, blen = _core.centroid_bags(codes, off, 0, 30, 64)
-    boff = np.r_[0, np.cumsum(blen)].astype(np.int64)
+    cent, off, ids, codes, bid, boff = _setup(RNG, 64, 16, 30)
     q = RNG.standard_normal((4, 16)).astype(np.float32)
     cand = np.array([[3, 7, 11, -1, 29]], np.int64)
-    rows, scores = _core.centroid_prune(q, np.array([0, 4], np.int64), cent, bid, boff, cand, 10)
+    rows, scores = _prune(q, np.array([0, 4], np.int64), cent, codes, off, bid, boff, cand, 10)
     assert sorted(rows[0, :4].tolist()) == [3, 7, 11, 29] and (rows[0, 4:] == -1).all()
     assert (np.diff(scores[0, :4]) <= 0).all()
 
 
 def test_prune_binding_checks_its_arguments():
-    cent, off, ids, codes = _synthetic_bags(RNG, 64, 16, 30)
-    bid, blen = _core.centroid_bags(codes, off, 0, 30, 64)
-    boff = np.r_[0, np.cumsum(blen)].astype(np.int64)
+    cent, off, ids, codes, bid, boff = _setup(RNG, 64, 16, 30)
     q = RNG.standard_normal((4, 16)).astype(np.float32)
     qoff = np.array([0, 4], np.int64)
     ok = np.array([[1, 2, 3]], np.int64)
     with pytest.raises(ValueError, match="not a document row"):
-        _core.centroid_prune(q, qoff, cent, bid, boff, np.array([[1, 30]], np.int64), 2)
+        _prune(q, qoff, cent, codes, off, bid, boff, np.array([[1, 30]], np.int64), 2)
     with pytest.raises(ValueError, match="keep"):
-        _core.centroid_prune(q, qoff, cent, bid, boff, ok, 0)
-    with pytest.raises(ValueError, match="columns"):
-        _core.centroid_prune(q[:, :8], qoff, cent, bid, boff, ok, 2)
+        _prune(q, qoff, cent, codes, off, bid, boff, ok, 0)
+    with pytest.raises(ValueError, match="k: expected"):
+        _prune(q, qoff, cent, codes, off, bid, boff, ok, 2, 3)
+    with pytest.raises(ValueError, match="columns|values each"):
+        _prune(q[:, :8], qoff, cent, codes, off, bid, boff, ok, 2)
     with pytest.raises(TypeError, match="float16"):
-        _core.centroid_prune(q, qoff, cent.astype(np.float32), bid, boff, ok, 2)
+        _prune(q, qoff, cent.astype(np.float32), codes, off, bid, boff, ok, 2)
     bad_off = boff.copy()
     bad_off[3] = bad_off[2]  # document 2's bag empty
     with pytest.raises(ValueError, match="bag of document 2"):
-        _core.centroid_prune(q, qoff, cent, bid, bad_off, ok, 2)
-    with pytest.raises(ValueError, match="outside the centroid table"):
-        _core.centroid_prune(q, qoff, cent[:10], bid, boff, ok, 2)
+        _prune(q, qoff, cent, codes, off, bid, bad_off, ok, 2)
+    with pytest.raises(ValueError, match="bag_offsets: expected one offset per document"):
+        _prune(q, qoff, cent, codes, off, bid, boff[:-1], ok, 2)
+    with pytest.raises(ValueError, match="outside the 10 centroids"):
+        _prune(q, qoff, cent[:10], codes, off, bid, boff, ok, 2)
     with pytest.raises(ValueError, match="candidates"):
-        _core.centroid_prune(q, qoff, cent, bid, boff, np.array([1, 2], np.int64), 2)
+        _prune(q, qoff, cent, codes, off, bid, boff, np.array([1, 2], np.int64), 2)
 
 
 def test_prune_reads_only_the_candidates_bags():
     """The structure of the cost: bag offsets of documents that are not candidates are never
     read (here they are garbage), so a search's prune follows its candidates, not the corpus."""
-    cent, off, ids, codes = _synthetic_bags(RNG, 64, 16, 30)
-    bid, blen = _core.centroid_bags(codes, off, 0, 30, 64)
-    boff = np.r_[0, np.cumsum(blen)].astype(np.int64)
+    cent, off, ids, codes, bid, boff = _setup(RNG, 64, 16, 30)
     garbage = boff.copy()
     keep_docs = [4, 9, 20]
     for j in range(30):
@@ -147,8 +184,8 @@ def test_prune_reads_only_the_candidates_bags():
     q = RNG.standard_normal((3, 16)).astype(np.float32)
     qoff = np.array([0, 3], np.int64)
     cand = np.array([keep_docs], np.int64)
-    a = _core.centroid_prune(q, qoff, cent, bid, garbage, cand, 2)
-    b = _core.centroid_prune(q, qoff, cent, bid, boff, cand, 2)
+    a = _prune(q, qoff, cent, codes, off, bid, garbage, cand, 2)
+    b = _prune(q, qoff, cent, codes, off, bid, boff, cand, 2)
     np.testing.assert_array_equal(a[0], b[0])
 
 
@@ -211,27 +248,36 @@ def test_residual_indexes_prune_by_default_and_others_do_not():
     assert sq8.store.can_prune and sq8.default_prune_factor == 1
 
 
-def test_default_search_reranks_the_pruned_candidates(monkeypatch):
+def test_default_search_reranks_the_pruned_candidates():
     idx, docs, rng = _index(backend="exact")
     q = _clustered_docs(6, 16, rng, 2, 9)
     c = 20
-    seen = {}
-    real = idx.store.rerank
-
-    def spy(qtok, qoff, k, cand, alive, threads=0):
-        seen["cand"] = None if cand is None else np.array(cand)
-        return real(qtok, qoff, k, cand, alive, threads)
-
-    monkeypatch.setattr(idx.store, "rerank", spy)
-    ids, _ = idx.search(q, k=5, candidates=c)
     qtok, qoff = idx.pack_queries(q)
-    wide, _ = idx.backend.search(idx.encoder.encode_queries(qtok, offsets=qoff), c * DEFAULT_PRUNE_FACTOR)
-    expect = idx.store.prune(qtok, qoff, wide, c)
-    np.testing.assert_array_equal(seen["cand"], expect)
+    qfde = idx.encoder.encode_queries(qtok, offsets=qoff)
+    ids, scores = idx.search(q, k=5, candidates=c)
+    wide, _ = idx.backend.search(qfde, c * DEFAULT_PRUNE_FACTOR)
+    kept = idx.store.prune(qtok, qoff, wide, c)
+    rows, sc = idx.store.rerank(qtok, qoff, 5, kept, None)
+    np.testing.assert_array_equal(ids, rows)  # added without ids: ids are rows
+    np.testing.assert_array_equal(scores, sc)
     # prune_factor 1: the backend's own top c, as before
-    idx.search(q, k=5, candidates=c, params={"prune_factor": 1})
-    top, _ = idx.backend.search(idx.encoder.encode_queries(qtok, offsets=qoff), c)
-    np.testing.assert_array_equal(seen["cand"], top)
+    ids, scores = idx.search(q, k=5, candidates=c, params={"prune_factor": 1})
+    top, _ = idx.backend.search(qfde, c)
+    rows, sc = idx.store.rerank(qtok, qoff, 5, top, None)
+    np.testing.assert_array_equal(ids, rows)
+    np.testing.assert_array_equal(scores, sc)
+
+
+def test_pruned_search_with_an_exact_rescore():
+    idx, docs, rng = _index(backend="exact", keep_exact=True)
+    q = _clustered_docs(5, 16, rng, 2, 9)
+    ids, scores = idx.search(q, k=5, candidates=20, rescore=10)
+    qtok, qoff = idx.pack_queries(q)
+    wide, _ = idx.backend.search(idx.encoder.encode_queries(qtok, offsets=qoff), 20 * DEFAULT_PRUNE_FACTOR)
+    top, _ = idx.store.prune_rerank(qtok, qoff, wide, 20, 10)
+    rows, sc = idx.exact_tier.rerank(qtok, qoff, 5, top, None)
+    np.testing.assert_array_equal(ids, rows)
+    np.testing.assert_array_equal(scores, sc)
 
 
 def test_prune_recovers_true_neighbours_the_fde_misses():
