@@ -145,7 +145,8 @@ bool residual_batches(const QueryBatchView& q, const ResidualTablesView& t, cons
         int64_t r1 = r0;
         while (r1 < c1 && mark[r1]) ++r1;
         if (r1 > r0)
-          kernels.qc_table(p.qt.data(), p.nq_pad, t.d, t.centroids, r0, r1, tables.data() + p.table, rows[tid].data());
+          kernels.qc_table(p.qt.data(), p.nq_pad, p.nq, t.d, t.centroids, r0, r1, tables.data() + p.table,
+                           rows[tid].data());
         r0 = r1;
       }
     });

@@ -35,8 +35,9 @@ struct ResidualQueryView {
 struct ResidualKernelSet {
   const char* name;
   // qc[c * nq_pad + i] = sum_t centroids[c][t] * qt[t * nq_pad + i] (sequential in t, no FMA) for
-  // centroids c in [c0, c1). rows: 4 * d floats of scratch (float16 rows converted there).
-  void (*qc_table)(const float* qt, int nq_pad, int d, const uint16_t* centroids, int64_t c0, int64_t c1,
+  // centroids c in [c0, c1), for the nq query tokens (lanes past nq may be left as they are: the
+  // caller zeroes the table). rows: 4 * d floats of scratch (float16 rows converted there).
+  void (*qc_table)(const float* qt, int nq_pad, int nq, int d, const uint16_t* centroids, int64_t c0, int64_t c1,
                    float* qc, float* rows);
   // Chamfer score of one document of m rows (2 + P bytes each). scratch: kResidualBlock *
   // residual_scratch_stride bytes; mx: nq_pad floats. Sets *bad_cid if a centroid id is outside [0, K) (that token then

@@ -56,8 +56,9 @@ void unpack_block(const ResidualTablesView& t, const uint8_t* rows, int jd, int 
 
 #if MUVERA_RES_LEVEL == 0
 // out[i] += row[t] * qt[t][i], t ascending: vectorises over the lanes i, one rounding per step.
-void qc_table(const float* qt, int nq_pad, int d, const uint16_t* centroids, int64_t c0, int64_t c1, float* qc,
+void qc_table(const float* qt, int nq_pad, int nq, int d, const uint16_t* centroids, int64_t c0, int64_t c1, float* qc,
               float* rows) {
+  (void)nq;
   for (int64_t c = c0; c < c1; ++c) {
     for (int t = 0; t < d; ++t) rows[t] = half_bits_to_float(centroids[c * d + t]);
     const float* row = rows;
@@ -141,8 +142,49 @@ void halves_to_floats(const uint16_t* src, int64_t count, float* dst) {
   for (; i < count; ++i) dst[i] = half_bits_to_float(src[i]);
 }
 
-void qc_table(const float* qt, int nq_pad, int d, const uint16_t* centroids, int64_t c0, int64_t c1, float* qc,
+#if MUVERA_RES_LEVEL >= 2
+// Queries of up to 8 tokens on AVX-512: the first 8 of the 16 padded lanes are all there is, and
+// 256-bit operations do them at half the cost of 512-bit ones on cores that split the latter in
+// two (AMD Zen 4); the same arithmetic lane by lane, so the same scores. Lanes 8-15 stay zero.
+void qc_table_narrow(const float* qt, int nq_pad, int d, const uint16_t* centroids, int64_t c0, int64_t c1,
+                     float* qc, float* rows) {
+  int64_t c = c0;
+  for (; c + 4 <= c1; c += 4) {
+    halves_to_floats(centroids + c * d, 4 * static_cast<int64_t>(d), rows);
+    const float* r0 = rows;
+    const float* r1 = r0 + d;
+    const float* r2 = r1 + d;
+    const float* r3 = r2 + d;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (int t = 0; t < d; ++t) {
+      const __m256 q = _mm256_loadu_ps(qt + static_cast<int64_t>(t) * nq_pad);
+      a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_set1_ps(r0[t]), q));
+      a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_set1_ps(r1[t]), q));
+      a2 = _mm256_add_ps(a2, _mm256_mul_ps(_mm256_set1_ps(r2[t]), q));
+      a3 = _mm256_add_ps(a3, _mm256_mul_ps(_mm256_set1_ps(r3[t]), q));
+    }
+    _mm256_storeu_ps(qc + c * nq_pad, a0);
+    _mm256_storeu_ps(qc + (c + 1) * nq_pad, a1);
+    _mm256_storeu_ps(qc + (c + 2) * nq_pad, a2);
+    _mm256_storeu_ps(qc + (c + 3) * nq_pad, a3);
+  }
+  for (; c < c1; ++c) {
+    halves_to_floats(centroids + c * d, d, rows);
+    __m256 a0 = _mm256_setzero_ps();
+    for (int t = 0; t < d; ++t)
+      a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_set1_ps(rows[t]), _mm256_loadu_ps(qt + static_cast<int64_t>(t) * nq_pad)));
+    _mm256_storeu_ps(qc + c * nq_pad, a0);
+  }
+}
+#endif
+
+void qc_table(const float* qt, int nq_pad, int nq, int d, const uint16_t* centroids, int64_t c0, int64_t c1, float* qc,
               float* rows) {
+#if MUVERA_RES_LEVEL >= 2
+  if (nq <= 8) return qc_table_narrow(qt, nq_pad, d, centroids, c0, c1, qc, rows);
+#else
+  (void)nq;
+#endif
   int64_t c = c0;
   for (; c + 4 <= c1; c += 4) {
     halves_to_floats(centroids + c * d, 4 * static_cast<int64_t>(d), rows);
@@ -225,7 +267,56 @@ void score_groups(const ResidualQueryView& q, const uint8_t* u, int width, const
   }
 }
 
+#if MUVERA_RES_LEVEL >= 2
+// Queries of up to 8 tokens on AVX-512 (see qc_table_narrow): score_groups on the first 8 lanes
+// with 256-bit operations; the same integer sums and float combine, lane by lane.
+void score_block_narrow(const ResidualQueryView& q, const uint8_t* u, int width, const int64_t* cid, int jd,
+                        float* mx) {
+  constexpr int J = kResidualBlock;
+  __m256i acc[J];
+  for (int j = 0; j < J; ++j) acc[j] = _mm256_setzero_si256();
+  const int64_t qstride = static_cast<int64_t>(q.nq_pad) * 4;
+#if MUVERA_RES_LEVEL == 3
+  for (int s = 0; s < q.quads; ++s) {
+    const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.qi + s * qstride));
+    for (int j = 0; j < J; ++j) {
+      int32_t v;
+      std::memcpy(&v, u + j * width + s * 4, 4);
+      acc[j] = _mm256_dpbusd_epi32(acc[j], _mm256_set1_epi32(v), qv);
+    }
+  }
+#else
+  for (int s0 = 0; s0 < q.quads; s0 += q.s16_steps) {
+    const int s1 = s0 + q.s16_steps < q.quads ? s0 + q.s16_steps : q.quads;
+    __m256i part[J];
+    for (int j = 0; j < J; ++j) part[j] = _mm256_setzero_si256();
+    for (int s = s0; s < s1; ++s) {
+      const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.qi + s * qstride));
+      for (int j = 0; j < J; ++j) {
+        int32_t v;
+        std::memcpy(&v, u + j * width + s * 4, 4);
+        part[j] = _mm256_add_epi16(part[j], _mm256_maddubs_epi16(_mm256_set1_epi32(v), qv));
+      }
+    }
+    for (int j = 0; j < J; ++j)
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(part[j], _mm256_set1_epi16(1)));
+  }
+#endif
+  __m256 best = _mm256_loadu_ps(mx);
+  const __m256 scale = _mm256_loadu_ps(q.sq);
+  for (int j = 0; j < jd; ++j) {
+    const __m256 v = _mm256_add_ps(_mm256_loadu_ps(q.qc + cid[j] * q.nq_pad),
+                                   _mm256_mul_ps(scale, _mm256_cvtepi32_ps(acc[j])));
+    best = _mm256_max_ps(best, v);
+  }
+  _mm256_storeu_ps(mx, best);
+}
+#endif
+
 void score_block(const ResidualQueryView& q, const uint8_t* u, int width, const int64_t* cid, int jd, float* mx) {
+#if MUVERA_RES_LEVEL >= 2
+  if (q.nq <= 8) return score_block_narrow(q, u, width, cid, jd, mx);
+#endif
   int g0 = 0;
   for (; g0 + 2 * kLanes <= q.nq_pad; g0 += 2 * kLanes) score_groups<2>(q, u, width, cid, jd, g0, mx);
   for (; g0 < q.nq_pad; g0 += kLanes) score_groups<1>(q, u, width, cid, jd, g0, mx);

@@ -4,7 +4,7 @@ Fixed Dimensional Encodings (FDEs) exact to the reference implementation, batch 
 ragged token-vector sets, exact Chamfer (MaxSim) scoring, MIPS backends and a persistent index.
 """
 
-__version__ = "0.9.0"
+__version__ = "0.10.0"
 
 import os as _os
 import warnings as _warnings

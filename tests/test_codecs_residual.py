@@ -90,8 +90,9 @@ def test_rerank_kernel_equals_numpy_reference_bit_for_bit(isa, nbits, d):
     codec = make_codec(f"residual:{nbits}:k=64", d)
     codec.train(x)
     codes = codec.encode(x)
-    # query lengths across the 8/16-lane groups, including a single token and > 16 tokens
-    queries = [RNG.normal(size=(n, d)).astype(np.float32) for n in (1, 7, 16, 17, 33)]
+    # query lengths across the 8/16-lane groups (AVX-512 takes 256-bit vectors up to 8 tokens),
+    # including a single token and > 16 tokens
+    queries = [RNG.normal(size=(n, d)).astype(np.float32) for n in (1, 7, 8, 9, 16, 17, 33)]
     qtok, qoff = _pack(queries)
     got = _core.residual_scores(qtok, qoff, codes, off, None, codec.centroids, codec.lo, codec.step, nbits, 2, isa)
     ref = np.array([[codec.reference_chamfer(q, codes[off[j]:off[j + 1]]) for j in range(len(docs))]
