@@ -851,8 +851,8 @@ inline float bag_chunk(const float* col, int W, const uint16_t* bag, int64_t len
   return total;
 }
 
-// The table is W floats per centroid, W a multiple of 8: 16 columns at a time, 8 for the rest
-// (a query of up to 8 tokens reads 32 bytes per id: half the table, twice the cache hits).
+// The table is W floats per centroid, W a multiple of 8 covering nq: 16 columns at a time, 8 for
+// a rest of up to 8 tokens (the residual rerank's table has W = 16 for a 5-token query).
 void bag_scores(const float* table, int W, int nq, const uint16_t* ids, const int64_t* bag_off,
                 const int64_t* rows, int64_t n, float* out) {
   for (int64_t x = 0; x < n; ++x) {
@@ -863,9 +863,15 @@ void bag_scores(const float* table, int W, int nq, const uint16_t* ids, const in
     const uint16_t* bag = ids + bag_off[rows[x]];
     const int64_t len = bag_off[rows[x] + 1] - bag_off[rows[x]];
     float total = 0.0f;  // query tokens in order, chunk by chunk
-    int c0 = 0;
-    for (; c0 + 16 <= W; c0 += 16) total += bag_chunk<16>(table + c0, W, bag, len, std::min(16, nq - c0));
-    if (c0 < W) total += bag_chunk<8>(table + c0, W, bag, len, std::min(8, nq - c0));
+    for (int c0 = 0; c0 < nq;) {
+      if (nq - c0 > 8 && c0 + 16 <= W) {
+        total += bag_chunk<16>(table + c0, W, bag, len, std::min(16, nq - c0));
+        c0 += 16;
+      } else {  // up to 8 tokens left: 8 columns (W is a multiple of 8 and covers nq)
+        total += bag_chunk<8>(table + c0, W, bag, len, nq - c0);
+        c0 += 8;
+      }
+    }
     out[x] = total;
   }
 }
