@@ -142,12 +142,38 @@ void halves_to_floats(const uint16_t* src, int64_t count, float* dst) {
   for (; i < count; ++i) dst[i] = half_bits_to_float(src[i]);
 }
 
+// The float operations of one vector width: the level's native one, and on AVX-512 also 256-bit
+// (queries of up to 8 tokens: the first 8 of the 16 padded lanes are all there is, and 256-bit
+// operations do them at half the cost of 512-bit ones on cores that split the latter in two,
+// AMD Zen 4; the same arithmetic lane by lane, so the same scores).
+struct NativeOps {
+  typedef vflt V;
+  static constexpr int kWidth = kLanes;
+  static V zero() { return zero_f(); }
+  static V load(const float* p) { return load_f(p); }
+  static void store(float* p, V v) { store_f(p, v); }
+  static V mul(V a, V b) { return mul_f(a, b); }
+  static V add(V a, V b) { return add_f(a, b); }
+  static V set1(float v) { return set1_f(v); }
+};
 #if MUVERA_RES_LEVEL >= 2
-// Queries of up to 8 tokens on AVX-512: the first 8 of the 16 padded lanes are all there is, and
-// 256-bit operations do them at half the cost of 512-bit ones on cores that split the latter in
-// two (AMD Zen 4); the same arithmetic lane by lane, so the same scores. Lanes 8-15 stay zero.
-void qc_table_narrow(const float* qt, int nq_pad, int d, const uint16_t* centroids, int64_t c0, int64_t c1,
-                     float* qc, float* rows) {
+struct HalfOps {
+  typedef __m256 V;
+  static constexpr int kWidth = 8;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V set1(float v) { return _mm256_set1_ps(v); }
+};
+#endif
+
+// Lanes [0, lanes) of the table rows of centroids [c0, c1), Ops::kWidth lanes at a time.
+template <typename Ops>
+void qc_rows(const float* qt, int nq_pad, int lanes, int d, const uint16_t* centroids, int64_t c0, int64_t c1,
+             float* qc, float* rows) {
+  typedef typename Ops::V V;
   int64_t c = c0;
   for (; c + 4 <= c1; c += 4) {
     halves_to_floats(centroids + c * d, 4 * static_cast<int64_t>(d), rows);
@@ -155,67 +181,40 @@ void qc_table_narrow(const float* qt, int nq_pad, int d, const uint16_t* centroi
     const float* r1 = r0 + d;
     const float* r2 = r1 + d;
     const float* r3 = r2 + d;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    for (int t = 0; t < d; ++t) {
-      const __m256 q = _mm256_loadu_ps(qt + static_cast<int64_t>(t) * nq_pad);
-      a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_set1_ps(r0[t]), q));
-      a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_set1_ps(r1[t]), q));
-      a2 = _mm256_add_ps(a2, _mm256_mul_ps(_mm256_set1_ps(r2[t]), q));
-      a3 = _mm256_add_ps(a3, _mm256_mul_ps(_mm256_set1_ps(r3[t]), q));
+    for (int g = 0; g < lanes; g += Ops::kWidth) {
+      V a0 = Ops::zero(), a1 = Ops::zero(), a2 = Ops::zero(), a3 = Ops::zero();
+      for (int t = 0; t < d; ++t) {
+        const V q = Ops::load(qt + static_cast<int64_t>(t) * nq_pad + g);
+        a0 = Ops::add(a0, Ops::mul(Ops::set1(r0[t]), q));
+        a1 = Ops::add(a1, Ops::mul(Ops::set1(r1[t]), q));
+        a2 = Ops::add(a2, Ops::mul(Ops::set1(r2[t]), q));
+        a3 = Ops::add(a3, Ops::mul(Ops::set1(r3[t]), q));
+      }
+      Ops::store(qc + c * nq_pad + g, a0);
+      Ops::store(qc + (c + 1) * nq_pad + g, a1);
+      Ops::store(qc + (c + 2) * nq_pad + g, a2);
+      Ops::store(qc + (c + 3) * nq_pad + g, a3);
     }
-    _mm256_storeu_ps(qc + c * nq_pad, a0);
-    _mm256_storeu_ps(qc + (c + 1) * nq_pad, a1);
-    _mm256_storeu_ps(qc + (c + 2) * nq_pad, a2);
-    _mm256_storeu_ps(qc + (c + 3) * nq_pad, a3);
   }
   for (; c < c1; ++c) {
     halves_to_floats(centroids + c * d, d, rows);
-    __m256 a0 = _mm256_setzero_ps();
-    for (int t = 0; t < d; ++t)
-      a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_set1_ps(rows[t]), _mm256_loadu_ps(qt + static_cast<int64_t>(t) * nq_pad)));
-    _mm256_storeu_ps(qc + c * nq_pad, a0);
+    for (int g = 0; g < lanes; g += Ops::kWidth) {
+      V a0 = Ops::zero();
+      for (int t = 0; t < d; ++t)
+        a0 = Ops::add(a0, Ops::mul(Ops::set1(rows[t]), Ops::load(qt + static_cast<int64_t>(t) * nq_pad + g)));
+      Ops::store(qc + c * nq_pad + g, a0);
+    }
   }
 }
-#endif
 
 void qc_table(const float* qt, int nq_pad, int nq, int d, const uint16_t* centroids, int64_t c0, int64_t c1, float* qc,
               float* rows) {
 #if MUVERA_RES_LEVEL >= 2
-  if (nq <= 8) return qc_table_narrow(qt, nq_pad, d, centroids, c0, c1, qc, rows);
+  if (nq <= 8) return qc_rows<HalfOps>(qt, nq_pad, 8, d, centroids, c0, c1, qc, rows);  // lanes 8-15 stay zero
 #else
   (void)nq;
 #endif
-  int64_t c = c0;
-  for (; c + 4 <= c1; c += 4) {
-    halves_to_floats(centroids + c * d, 4 * static_cast<int64_t>(d), rows);
-    const float* r0 = rows;
-    const float* r1 = r0 + d;
-    const float* r2 = r1 + d;
-    const float* r3 = r2 + d;
-    for (int g = 0; g < nq_pad; g += kLanes) {
-      vflt a0 = zero_f(), a1 = zero_f(), a2 = zero_f(), a3 = zero_f();
-      for (int t = 0; t < d; ++t) {
-        const vflt q = load_f(qt + static_cast<int64_t>(t) * nq_pad + g);
-        a0 = add_f(a0, mul_f(set1_f(r0[t]), q));
-        a1 = add_f(a1, mul_f(set1_f(r1[t]), q));
-        a2 = add_f(a2, mul_f(set1_f(r2[t]), q));
-        a3 = add_f(a3, mul_f(set1_f(r3[t]), q));
-      }
-      store_f(qc + c * nq_pad + g, a0);
-      store_f(qc + (c + 1) * nq_pad + g, a1);
-      store_f(qc + (c + 2) * nq_pad + g, a2);
-      store_f(qc + (c + 3) * nq_pad + g, a3);
-    }
-  }
-  for (; c < c1; ++c) {
-    halves_to_floats(centroids + c * d, d, rows);
-    const float* r0 = rows;
-    for (int g = 0; g < nq_pad; g += kLanes) {
-      vflt a0 = zero_f();
-      for (int t = 0; t < d; ++t) a0 = add_f(a0, mul_f(set1_f(r0[t]), load_f(qt + static_cast<int64_t>(t) * nq_pad + g)));
-      store_f(qc + c * nq_pad + g, a0);
-    }
-  }
+  qc_rows<NativeOps>(qt, nq_pad, nq_pad, d, centroids, c0, c1, qc, rows);
 }
 
 // G groups of kLanes query tokens against the block's kResidualBlock rows (stale rows past jd

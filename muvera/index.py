@@ -20,7 +20,7 @@ import numpy as np
 from . import index_format
 from ._validate import MAX_THREADS, check_search_args, positive_int
 from .backends import AllowedRows, Backend, make_backend
-from .prune import DEFAULT_PRUNE_FACTOR, split_prune
+from .prune import DEFAULT_PRUNE_FACTOR, check_prune_codec, split_prune
 from .config import FDEConfig
 from .encoder import FDEEncoder
 from .idmap import IdLike, IdMap, id_list
@@ -1164,9 +1164,7 @@ class MuveraIndex:
         if rescore is not None and self._exact is None:
             raise ValueError("rescore: needs an exact tier; build the index with keep_exact=True")
         prune, backend_params = split_prune(params)
-        if prune is not None and prune > 1 and not self._store.can_prune:
-            raise ValueError(f"params: prune_factor needs centroid ids in the token codes (a residual codec); "
-                             f"the {self._store.codec_name!r} store has none (use 1 or leave it out)")
+        check_prune_codec(prune, self._store.codec)
         self._backend.check_params(backend_params)
         qtok, qoff = self.pack_queries(queries, lengths, offsets, mask)
         qfde = self.encode_packed_queries(qtok, qoff)

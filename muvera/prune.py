@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-__all__ = ["PRUNE_KEY", "DEFAULT_PRUNE_FACTOR", "MAX_PRUNE_FACTOR", "split_prune"]
+__all__ = ["PRUNE_KEY", "DEFAULT_PRUNE_FACTOR", "MAX_PRUNE_FACTOR", "split_prune", "check_prune_codec"]
 
 #: The search parameter naming the prune width.
 PRUNE_KEY = "prune_factor"
@@ -47,3 +47,11 @@ def split_prune(params: Optional[Mapping[str, Any]]) -> Tuple[Optional[int], Opt
     if isinstance(f, bool) or not isinstance(f, int) or not 1 <= f <= MAX_PRUNE_FACTOR:
         raise ValueError(f"params: {PRUNE_KEY} expected an int in [1, {MAX_PRUNE_FACTOR}] (1: no prune), got {f!r}")
     return int(f), rest or None
+
+
+def check_prune_codec(prune: Optional[int], codec: Any) -> None:
+    """Raise ValueError when a search asks to prune (``prune_factor`` > 1) with a token codec
+    whose codes carry no centroid ids (anything but residual codes)."""
+    if prune is not None and prune > 1 and getattr(codec, "kind", None) != "residual":
+        raise ValueError(f"params: prune_factor needs centroid ids in the token codes (a residual codec); "
+                         f"{getattr(codec, 'name', codec)!r} has none (use 1 or leave it out)")

@@ -26,7 +26,7 @@ from ..encoder import FDEEncoder
 from ..idmap import id_list, normalise_id
 from ..index_format import read_manifest, write_manifest
 from ..ragged import gather, offsets_of
-from ..prune import split_prune
+from ..prune import check_prune_codec, split_prune
 from ..store import pack_tokens
 from .._optional import require
 
@@ -561,7 +561,9 @@ class ShardedIndex:
         k, candidates, rescore = check_search_args(k, candidates, rescore)
         c = candidates  # None: each shard's tuned setting, else the default
         tau = ball_carving_tau(ball_carving)
-        self._proto.check_params(split_prune(params)[1])
+        prune, backend_params = split_prune(params)
+        check_prune_codec(prune, self._token_codec)
+        self._proto.check_params(backend_params)
         if rescore is not None:
             if self._exact_tiers is None:  # asked once: shards never gain or lose their tier
                 self._exact_tiers = all(self._get({i: a.has_exact_tier.remote()
