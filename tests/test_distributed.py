@@ -333,6 +333,9 @@ def test_sharded_residual_codec_trains_per_shard_or_refuses_first(ray_session):
         assert len(sharded) == 200
         ids, scores = sharded.search(docs[:3], k=1, candidates=200)
         assert ids[:, 0].tolist() == [0, 1, 2]  # each document finds itself on the codes
+        # the shards prune their candidates by centroid interaction; the width is a search param
+        ids, _ = sharded.search(docs[:3], k=1, candidates=20, params={"prune_factor": 8})
+        assert ids[:, 0].tolist() == [0, 1, 2]
 
 
 def test_sharded_search_takes_metadata_where_and_rescore_like_one_index(ray_session):
@@ -360,6 +363,8 @@ def test_sharded_search_takes_metadata_where_and_rescore_like_one_index(ray_sess
         plain.add(docs[:10], ids=ids[:10])
         with pytest.raises(ValueError, match="keep_exact"):
             plain.search(queries, k=2, rescore=5)
+        with pytest.raises(ValueError, match="prune_factor"):  # float16 codes carry no centroid ids
+            plain.search(queries, k=2, params={"prune_factor": 4})
 
 
 def test_sharded_tune_stores_each_shards_setting_and_search_uses_it(ray_session, tmp_path):
