@@ -118,16 +118,33 @@ bool residual_batches(const QueryBatchView& q, const ResidualTablesView& t, cons
         const int64_t doc = candidates[i * C + c];
         if (doc >= 0) refs += bags != nullptr ? bags->offsets[doc + 1] - bags->offsets[doc] : offsets[doc + 1] - offsets[doc];
       }
-      if (refs >= (bags != nullptr ? 2 : 4) * t.K) continue;
+      const bool all = refs >= (bags != nullptr ? 2 : 4) * t.K;
       uint8_t* mark = used.data() + (i - b0) * t.K;
+      if (bags != nullptr) {  // the bags' ids are checked here, where they are read anyway
+        if (!all) std::fill(mark, mark + t.K, static_cast<uint8_t>(0));
+        uint16_t top = 0;
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t doc = candidates[i * C + c];
+          if (doc < 0 || (alive != nullptr && !alive[doc])) continue;
+          const uint16_t* ids = bags->ids + bags->offsets[doc];
+          const int64_t len = bags->offsets[doc + 1] - bags->offsets[doc];
+          if (all) {
+            for (int64_t b = 0; b < len; ++b) top = std::max(top, ids[b]);
+            continue;
+          }
+          for (int64_t b = 0; b < len; ++b) {
+            top = std::max(top, ids[b]);
+            mark[ids[b] < t.K ? ids[b] : 0] = 1;
+          }
+        }
+        if (top >= t.K) return false;  // a bag id past the table: nothing is scored
+        continue;
+      }
+      if (all) continue;
       std::fill(mark, mark + t.K, static_cast<uint8_t>(0));
       for (int64_t c = 0; c < C; ++c) {
         const int64_t doc = candidates[i * C + c];
         if (doc < 0 || (alive != nullptr && !alive[doc])) continue;
-        if (bags != nullptr) {  // ids checked against K by the caller
-          for (int64_t b = bags->offsets[doc]; b < bags->offsets[doc + 1]; ++b) mark[bags->ids[b]] = 1;
-          continue;
-        }
         for (int64_t j = offsets[doc]; j < offsets[doc + 1]; ++j) {
           const uint8_t* row = codes + j * row_bytes;
           const int64_t cid = static_cast<int64_t>(row[0]) | (static_cast<int64_t>(row[1]) << 8);

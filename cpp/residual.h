@@ -77,8 +77,8 @@ bool residual_scores(const QueryBatchView& q, const ResidualTablesView& t, const
 // candidates (-1 = none), the `keep` best by bag score into kept (n_queries x keep, best first,
 // ties to the lower row, -1 padded) and, if given, their bag scores into bag_scores (-inf
 // padded); then, if `scores` is given, the residual Chamfer scores of the kept rows (n_queries x
-// keep, -inf for padding), exactly as residual_scores would give them. The bags' ids must be < K
-// (the caller checks). Returns false if a stored centroid id is out of range.
+// keep, -inf for padding), exactly as residual_scores would give them. Returns false, the output
+// unspecified, if a candidate's bag or code holds a centroid id >= K.
 struct BagView;
 struct Dispatch;
 bool residual_prune(const QueryBatchView& q, const ResidualTablesView& t, const uint8_t* codes, const int64_t* offsets,

@@ -20,7 +20,7 @@ import numpy as np
 from . import index_format
 from ._validate import MAX_THREADS, check_search_args, positive_int
 from .backends import AllowedRows, Backend, make_backend
-from .prune import DEFAULT_PRUNE_FACTOR, check_prune_codec, split_prune
+from .prune import DEFAULT_PRUNE_FACTOR, check_prune_codec, check_prune_factor, split_prune
 from .config import FDEConfig
 from .encoder import FDEEncoder
 from .idmap import IdLike, IdMap, id_list
@@ -346,6 +346,9 @@ class MuveraIndex:
         self._wal: Optional[WriteAheadLog] = None  # open(..., wal=True): changes logged before applied
         self._build_state: Optional[Dict[str, Any]] = None  # muvera.build_index's record (resume)
         self._tuned: Optional[Dict[str, Any]] = None  # tune()'s chosen search setting
+        # The prune width searches use unless params say (residual codes, no refine stage); an
+        # index saved before 0.10.0 loads with 1: it searches as it did (muvera.prune).
+        self._prune_factor = DEFAULT_PRUNE_FACTOR
         self._rw = _RWLock()
         self._mutate = threading.Lock()  # one writer at a time (add/remove/compact)
         self._unflushed = threading.local()  # group commit: (log, end) of this thread's records
@@ -1223,11 +1226,17 @@ class MuveraIndex:
     @property
     def default_prune_factor(self) -> int:
         """FDE candidates fetched per reranked one when ``params`` does not say
-        (``prune_factor``): :data:`muvera.prune.DEFAULT_PRUNE_FACTOR` when the store can prune
-        (residual codes) and the backend has no refine stage of its own, else 1 (no prune)."""
+        (``prune_factor``): the index's setting (:data:`muvera.prune.DEFAULT_PRUNE_FACTOR` for a
+        new index, 1 for one saved before 0.10.0, so that it searches as it did) when the store
+        can prune (residual codes) and the backend has no refine stage of its own, else 1 (no
+        prune). Assign an int in [1, 64] to change it; :meth:`save` keeps it."""
         if not self._store.can_prune or self._backend.refines:
             return 1
-        return DEFAULT_PRUNE_FACTOR
+        return self._prune_factor
+
+    @default_prune_factor.setter
+    def default_prune_factor(self, value: int) -> None:
+        self._prune_factor = check_prune_factor(value, "default_prune_factor")
 
     def search_settings(self, k: int, candidates: Optional[int] = None, params: Optional[Dict[str, Any]] = None,
                         rescore: Optional[int] = None) -> Tuple[int, Optional[Dict[str, Any]], Optional[int]]:
@@ -1526,7 +1535,8 @@ class MuveraIndex:
         def write(tmp: Path) -> Dict[str, Any]:
             parts = index_format.IndexParts(
                 self._config.to_dict(), self._model, self._ids, self._store, self._backend, self._meta,
-                self._exact, {"build": self._build_state, "tuned": self._tuned})
+                self._exact, {"build": self._build_state, "tuned": self._tuned,
+                              "search": {"prune_factor": self._prune_factor}})
             return index_format.write_index(tmp, parts, __version__)
 
         if self._wal is not None and target == self._wal_dir:  # a checkpoint: no write slips in between
@@ -1711,6 +1721,11 @@ class MuveraIndex:
             index._meta = MetadataStore.load(f.root)
         index._build_state = f.build
         index._tuned = check_tuned(f.tuned)
+        search = f.search or {}
+        try:  # saved before 0.10.0 (no section): no prune, the results it gave then
+            index._prune_factor = check_prune_factor(search.get("prune_factor", 1), "prune_factor")
+        except ValueError as exc:
+            raise ValueError(f"manifest.json: search: {exc}") from None
         if f.exact_fields is not None:  # always memory-mapped: only the codes need to be in RAM
             index._exact = TokenStore.load(f.root, f.exact_fields, f.files, config.dimension, n, True,
                                            prefix="exact_")

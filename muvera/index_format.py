@@ -393,6 +393,7 @@ def find_index_dir(path: Any) -> Path:
 SECTIONS: Dict[str, str] = {
     "build": "muvera.build_index's progress record (resume)",
     "tuned": "MuveraIndex.tune's chosen search setting",
+    "search": "MuveraIndex's search defaults (prune_factor; absent: saved before 0.10.0, which did not prune)",
 }
 
 
@@ -480,6 +481,11 @@ class IndexFiles:
     def tuned(self) -> Optional[Dict[str, Any]]:
         """MuveraIndex.tune's chosen search setting."""
         return (self.sections or {}).get("tuned")
+
+    @property
+    def search(self) -> Optional[Dict[str, Any]]:
+        """MuveraIndex's search defaults (None: saved before 0.10.0)."""
+        return (self.sections or {}).get("search")
 
 
 def _field(m: Dict[str, Any], key: str, kind: Any) -> Any:

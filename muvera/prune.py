@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-__all__ = ["PRUNE_KEY", "DEFAULT_PRUNE_FACTOR", "MAX_PRUNE_FACTOR", "split_prune", "check_prune_codec"]
+__all__ = ["PRUNE_KEY", "DEFAULT_PRUNE_FACTOR", "MAX_PRUNE_FACTOR", "split_prune", "check_prune_codec",
+           "check_prune_factor"]
 
 #: The search parameter naming the prune width.
 PRUNE_KEY = "prune_factor"
@@ -43,10 +44,14 @@ def split_prune(params: Optional[Mapping[str, Any]]) -> Tuple[Optional[int], Opt
     if PRUNE_KEY not in params:
         return None, dict(params) if params else None
     rest = {k: v for k, v in params.items() if k != PRUNE_KEY}
-    f = params[PRUNE_KEY]
+    return check_prune_factor(params[PRUNE_KEY], f"params: {PRUNE_KEY}"), rest or None
+
+
+def check_prune_factor(f: Any, name: str = PRUNE_KEY) -> int:
+    """``f`` as an int in ``[1, MAX_PRUNE_FACTOR]``; ValueError naming ``name`` otherwise."""
     if isinstance(f, bool) or not isinstance(f, int) or not 1 <= f <= MAX_PRUNE_FACTOR:
-        raise ValueError(f"params: {PRUNE_KEY} expected an int in [1, {MAX_PRUNE_FACTOR}] (1: no prune), got {f!r}")
-    return int(f), rest or None
+        raise ValueError(f"{name}: expected an int in [1, {MAX_PRUNE_FACTOR}] (1: no prune), got {f!r}")
+    return int(f)
 
 
 def check_prune_codec(prune: Optional[int], codec: Any) -> None:

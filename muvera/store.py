@@ -629,6 +629,9 @@ class TokenStore:
                     threads: int) -> Tuple[np.ndarray, np.ndarray]:
         if self._bags is None:
             raise ValueError(f"prune: the {self._codec.name!r} store has no centroid ids (residual codecs only)")
+        q = np.asarray(qtok)
+        if q.dtype.kind != "f" or not np.isfinite(q).all():
+            raise ValueError("query_tokens: expected finite float values (no NaN or Inf)")
         ids, boff = self._bags
         c = self._codec
         return _core().residual_prune_topk(qtok, qoff, self._codes.view, self._offsets.view, cand, ids.view,

@@ -166,10 +166,23 @@ def test_prune_binding_checks_its_arguments():
         _prune(q, qoff, cent, codes, off, bid, bad_off, ok, 2)
     with pytest.raises(ValueError, match="bag_offsets: expected one offset per document"):
         _prune(q, qoff, cent, codes, off, bid, boff[:-1], ok, 2)
-    with pytest.raises(ValueError, match="outside the 10 centroids"):
-        _prune(q, qoff, cent[:10], codes, off, bid, boff, ok, 2)
+    for few in (np.array([[1]], np.int64), np.arange(30, dtype=np.int64)[None]):  # marked ids, whole table
+        with pytest.raises(ValueError, match="outside the codec's 40 centroids"):
+            _prune(q, qoff, cent[:40], codes, off, bid, boff, few, 1)
+        with pytest.raises(ValueError, match="outside the codec's 40 centroids"):
+            _prune(q, qoff, cent[:40], codes, off, bid, boff, few, 1, 1)
+    with pytest.raises(ValueError, match="query_tokens"):
+        bad_q = q.copy()
+        bad_q[0, 0] = np.nan
+        idx_store_prune_check(bad_q)
     with pytest.raises(ValueError, match="candidates"):
         _prune(q, qoff, cent, codes, off, bid, boff, np.array([1, 2], np.int64), 2)
+
+
+def idx_store_prune_check(q):
+    """A store's prune refuses non-finite query tokens before the kernel sees them."""
+    idx, _, _ = _index(n_docs=80)
+    idx.store.prune(q, np.array([0, len(q)], np.int64), np.array([[0, 1, 2]], np.int64), 2)
 
 
 def test_prune_reads_only_the_candidates_bags():
@@ -340,3 +353,29 @@ def test_tune_tries_the_prune_width_and_keeps_it(tmp_path):
     f16, _, _ = _index(codec="float16")
     res = f16.tune(target_recall=0.9, k=5, num_queries=8, verbose=False)
     assert all("prune_factor" not in r["params"] for r in res.rows)
+
+
+def test_the_prune_default_is_kept_by_save_and_old_indexes_do_not_prune(tmp_path):
+    idx, docs, rng = _index()
+    assert idx.default_prune_factor == DEFAULT_PRUNE_FACTOR
+    idx.default_prune_factor = 8
+    idx.save(tmp_path / "a")
+    assert MuveraIndex.load(tmp_path / "a").default_prune_factor == 8
+    for bad in (0, 65, 2.0, True, "8"):
+        with pytest.raises(ValueError, match="default_prune_factor"):
+            idx.default_prune_factor = bad
+    # a manifest without the section (saved before 0.10.0) loads with 1: the results it gave then
+    import json
+
+    from muvera import index_format
+
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    m.pop("checksum")
+    assert m["search"] == {"prune_factor": 8}
+    m["search"] = {"prune_factor": 0}
+    index_format.write_manifest(tmp_path / "a", m)
+    with pytest.raises(ValueError, match="manifest.json: search: prune_factor"):
+        MuveraIndex.load(tmp_path / "a")
+    del m["search"]
+    index_format.write_manifest(tmp_path / "a", m)
+    assert MuveraIndex.load(tmp_path / "a").default_prune_factor == 1
